@@ -1,0 +1,213 @@
+"""Readers for the two on-disk layouts: MedMNIST-style npz files and CSV/JSONL metafiles of image paths.
+
+Both return a ``SplitData``: uint8 images (or paths, read lazily) and integer labels shaped ``(N, 1)`` for
+single-label tasks and ``(N, L)`` for multi-label ones. Every problem is one ``DatasetError`` naming the file and
+the key or line.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gsco.data.registry import DatasetError, DatasetInfo
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
+
+
+@dataclasses.dataclass
+class SplitData:
+    """One split: ``images`` is a uint8 array (N,H,W) / (N,H,W,3), or a list of image paths."""
+
+    images: np.ndarray | list[Path]
+    labels: np.ndarray  # int64, (N, 1) or (N, L)
+    ids: list[str]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def npz_filename(name: str, img_size: int) -> str:
+    """MedMNIST+ naming: ``{name}.npz`` at 28 px, ``{name}_{size}.npz`` at 64/128/224."""
+    return f"{name}.npz" if img_size == 28 else f"{name}_{img_size}.npz"
+
+
+def check_labels(labels: np.ndarray, info: DatasetInfo, where: str) -> np.ndarray:
+    """Return labels as int64 (N,1) or (N,L), or raise naming ``where`` and the first bad value."""
+    labels = np.asarray(labels)
+    if labels.ndim == 1:
+        labels = labels[:, None]
+    if labels.ndim != 2:
+        raise DatasetError(f"{where}: labels must be shaped (N,), (N,1) or (N,L), got {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or not np.all(labels == np.round(labels)):
+            raise DatasetError(f"{where}: labels must be integers, found non-integer values")
+    elif labels.dtype.kind not in "iub":
+        raise DatasetError(f"{where}: labels must be integers, got dtype {labels.dtype}")
+    labels = labels.astype(np.int64)
+    if info.multi_label:
+        if labels.shape[1] != info.num_classes:
+            raise DatasetError(
+                f"{where}: multi-label dataset {info.name!r} has {info.num_classes} labels "
+                f"({', '.join(info.label_names)}), but the labels have {labels.shape[1]} columns"
+            )
+        bad = np.argwhere((labels != 0) & (labels != 1))
+        if len(bad):
+            r, c = bad[0]
+            raise DatasetError(f"{where}: multi-label values must be 0 or 1; row {r} column {c} is {labels[r, c]}")
+    else:
+        if labels.shape[1] != 1:
+            raise DatasetError(f"{where}: single-label task {info.task!r} needs one label per image, got {labels.shape}")
+        bad = np.flatnonzero((labels[:, 0] < 0) | (labels[:, 0] >= info.num_classes))
+        if len(bad):
+            raise DatasetError(
+                f"{where}: label {labels[bad[0], 0]} at row {bad[0]} is out of range; dataset {info.name!r} has "
+                f"{info.num_classes} classes (0..{info.num_classes - 1}: {', '.join(info.label_names)})"
+            )
+    return labels
+
+
+def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | None = None) -> SplitData:
+    """Read ``{split}_images`` / ``{split}_labels`` from a MedMNIST-layout npz, without pickles."""
+    if not path.is_file():
+        raise DatasetError(
+            f"dataset file {path} not found (dataset {info.name!r}); nothing is downloaded: put the npz there "
+            "or set data_path (see DATASET.md)"
+        )
+    img_key, lbl_key = f"{split}_images", f"{split}_labels"
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            for key in (img_key, lbl_key):
+                if key not in keys:
+                    raise DatasetError(f"{path}: key {key!r} missing; the file has {sorted(keys)}")
+            images = npz[img_key]
+            labels = npz[lbl_key]
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise DatasetError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc}); is it truncated?") from None
+
+    where = f"{path} key {img_key!r}"
+    if images.dtype != np.uint8:
+        raise DatasetError(f"{where}: expected uint8 images, got {images.dtype}")
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
+        raise DatasetError(f"{where}: expected images shaped (N,H,W) or (N,H,W,3), got {images.shape}")
+    channels = 1 if images.ndim == 3 else 3
+    if info.n_channels is not None and channels != info.n_channels:
+        raise DatasetError(f"{where}: dataset {info.name!r} has {info.n_channels} channel(s), the file has {channels}")
+    if img_size is not None and images.shape[1:3] != (img_size, img_size):
+        raise DatasetError(f"{where}: expected {img_size}x{img_size} images, got {images.shape[1]}x{images.shape[2]}")
+    labels = check_labels(labels, info, f"{path} key {lbl_key!r}")
+    if len(labels) != len(images):
+        raise DatasetError(f"{path}: {len(images)} images in {img_key!r} but {len(labels)} labels in {lbl_key!r}")
+    return SplitData(images=images, labels=labels, ids=[str(i) for i in range(len(images))], source=str(path))
+
+
+def _parse_label(value: object, info: DatasetInfo, where: str) -> list[int]:
+    """A metafile label: an index, a label name, or for multi-label a list / ';'-separated names or 0/1 flags."""
+    names = {n.lower(): i for i, n in enumerate(info.label_names)}
+
+    def one(v: object) -> int:
+        if isinstance(v, bool):
+            raise DatasetError(f"{where}: label {v!r} is not a class index or name")
+        if isinstance(v, int):
+            return v
+        s = str(v).strip()
+        if s.lstrip("-").isdigit():
+            return int(s)
+        if s.lower() in names:
+            return names[s.lower()]
+        raise DatasetError(f"{where}: label {s!r} is not one of {list(info.label_names)} nor a class index")
+
+    if info.multi_label:
+        items = value if isinstance(value, list) else [x for x in str(value).split(";") if x.strip()]
+        flags = [0] * info.num_classes
+        if len(items) == info.num_classes and all(str(x).strip() in ("0", "1") for x in items):
+            return [int(str(x).strip()) for x in items]
+        for item in items:
+            idx = one(item)
+            if not 0 <= idx < info.num_classes:
+                raise DatasetError(f"{where}: label index {idx} out of range 0..{info.num_classes - 1}")
+            flags[idx] = 1
+        return flags
+    idx = one(value)
+    if not 0 <= idx < info.num_classes:
+        raise DatasetError(
+            f"{where}: label {idx} out of range; {info.num_classes} classes: {', '.join(info.label_names)}"
+        )
+    return [idx]
+
+
+def read_metafile_split(path: Path, info: DatasetInfo, image_root: Path | None = None) -> SplitData:
+    """Read a CSV (header with ``image`` and ``label``, optional ``id``) or JSONL (same keys) of image paths."""
+    if not path.is_file():
+        raise DatasetError(f"metafile {path} not found (dataset {info.name!r})")
+    root = image_root or path.parent
+    rows: list[tuple[int, dict]] = []
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"image", "label"} - set(reader.fieldnames or [])
+            if missing:
+                raise DatasetError(f"{path}: CSV header must have columns image,label[,id]; missing {sorted(missing)}")
+            rows = [(i + 2, row) for i, row in enumerate(reader)]
+    elif path.suffix.lower() in (".jsonl", ".json"):
+        with path.open() as f:
+            for lineno, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path} line {lineno}: not valid JSON ({exc.msg})") from None
+                if not isinstance(row, dict) or "image" not in row or "label" not in row:
+                    raise DatasetError(f"{path} line {lineno}: expected an object with keys 'image' and 'label'")
+                rows.append((lineno, row))
+    else:
+        raise DatasetError(f"metafile {path}: unsupported suffix {path.suffix!r}; use .csv or .jsonl")
+    if not rows:
+        raise DatasetError(f"metafile {path} has no rows")
+    paths, labels, ids = [], [], []
+    for lineno, row in rows:
+        where = f"{path} line {lineno}"
+        image = Path(str(row["image"]))
+        image = image if image.is_absolute() else root / image
+        if image.suffix.lower() not in IMAGE_SUFFIXES:
+            raise DatasetError(f"{where}: image {image} has an unsupported suffix; expected one of {sorted(IMAGE_SUFFIXES)}")
+        paths.append(image)
+        labels.append(_parse_label(row["label"], info, where))
+        ids.append(str(row.get("id") or image.stem))
+    return SplitData(images=paths, labels=np.asarray(labels, dtype=np.int64), ids=ids, source=str(path))
+
+
+def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
+    """Read one image file (PNG/JPEG/…/DICOM) as uint8 (H,W) or (H,W,3), bicubic-resized to a square."""
+    try:
+        if path.suffix.lower() == ".dcm":
+            import pydicom
+
+            arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
+            if arr.ndim == 3 and arr.shape[-1] != 3:  # multi-frame: take the middle frame
+                arr = arr[arr.shape[0] // 2]
+            lo, hi = float(arr.min()), float(arr.max())
+            arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+            img = Image.fromarray(arr.round().astype(np.uint8))
+        else:
+            img = Image.open(path)
+            img.load()
+    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear error
+        raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    img = img.convert("RGB" if as_rgb or img.mode not in ("L", "I", "I;16", "F") else "L")
+    if img.size != (img_size, img_size):
+        img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)
+    return np.array(img, dtype=np.uint8)

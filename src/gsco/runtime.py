@@ -1,0 +1,71 @@
+"""Process-level helpers shared by every entry point: logging, devices, seeds, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Logs go to stderr so that stdout carries only results (paths, answers)."""
+    logging.basicConfig(stream=sys.stderr, level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; anything else is passed to torch as written."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available here; use device=auto or cpu")
+    return dev
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """Write via a temporary file so an interrupted save never leaves a truncated checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _json_safe(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (float, np.floating)):
+        v = float(x)
+        return v if np.isfinite(v) else None  # JSON has no NaN: an undefined AUC is null
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
+def write_json(obj: Any, path: Path, indent: int | None = 2) -> Path:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(obj), indent=indent))
+    os.replace(tmp, path)
+    return path

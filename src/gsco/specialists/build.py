@@ -1,0 +1,106 @@
+"""What training and prediction share: the dataset entry, the model, its preprocessing, the output file names."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gsco.config import ConfigError, load_config, parse_overrides
+from gsco.data.datasets import ClassificationDataset, Preprocess, build_dataset
+from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
+from gsco.runtime import resolve_device, seed_everything, setup_logging
+from gsco.specialists.config import SpecialistConfig
+from gsco.specialists.models import create_specialist, mean_std
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """Every file a specialist run reads or writes, named as the GSCo reference names them."""
+
+    output_dir: Path
+    name: str
+
+    def _p(self, suffix: str) -> Path:
+        return self.output_dir / f"{self.name}{suffix}"
+
+    best = property(lambda self: self._p("_best.pth"))
+    final = property(lambda self: self._p("_final.pth"))
+    last = property(lambda self: self._p("_last.pth"))  # resume state (model, optimizer, scheduler, counters)
+    history = property(lambda self: self._p("_history.jsonl"))
+    config = property(lambda self: self._p("_config.json"))
+    results = property(lambda self: self._p("_results.json"))
+    index = property(lambda self: self._p("_index.safetensors"))
+    roc = property(lambda self: self._p("_roc.png"))
+    confusion = property(lambda self: self._p("_confusion.png"))
+
+
+@dataclasses.dataclass
+class SpecialistSetup:
+    cfg: SpecialistConfig
+    info: DatasetInfo
+    device: torch.device
+    model: torch.nn.Module
+    preprocess: Preprocess
+    files: RunFiles
+
+    def dataset(self, split: str) -> ClassificationDataset:
+        return build_dataset(self.info, split, self.cfg.data_path, self.cfg.img_size, self.preprocess)
+
+    def loader(self, dataset: ClassificationDataset, train: bool, generator: torch.Generator | None = None) -> DataLoader:
+        bs = self.cfg.batch_size if train else self.cfg.batch_size_eval
+        return DataLoader(
+            dataset, batch_size=bs, shuffle=train, generator=generator, num_workers=self.cfg.num_workers,
+            # BatchNorm cannot train on a final batch of one image.
+            drop_last=train and len(dataset) % bs == 1,
+            pin_memory=self.device.type == "cuda",
+        )
+
+
+def setup_specialist(cfg: SpecialistConfig, seed_offset: int = 0) -> SpecialistSetup:
+    seed_everything(cfg.seed + seed_offset, cfg.deterministic)
+    info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
+    in_chans = 3 if cfg.as_rgb else (info.n_channels or 3)
+    model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path)
+    mean, std = mean_std(model)
+    preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
+    files = RunFiles(Path(cfg.output_path), cfg.run_name)
+    return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
+
+
+def loss_function(info: DatasetInfo) -> torch.nn.Module:
+    return torch.nn.BCEWithLogitsLoss() if info.multi_label else torch.nn.CrossEntropyLoss()
+
+
+def probabilities(logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
+    return torch.sigmoid(logits) if info.multi_label else torch.softmax(logits, dim=1)
+
+
+@torch.no_grad()
+def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str) -> tuple[np.ndarray, torch.Tensor]:
+    """(labels, logits) over a loader, in order."""
+    model.eval()
+    labels, logits = [], []
+    for x, y in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
+        logits.append(model(x.to(device, non_blocking=True)).float().cpu())
+        labels.append(np.asarray(y))
+    return np.concatenate(labels), torch.cat(logits)
+
+
+def parse_cli(description: str, argv: list[str] | None = None) -> SpecialistConfig:
+    """``[--config FILE] [key=value ...]`` -> a validated SpecialistConfig; a bad one exits with status 2."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="configs/config.yaml", help="YAML config (default: configs/config.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return load_config(SpecialistConfig, args.config, parse_overrides(args.overrides))
+    except (ConfigError, DatasetError) as exc:
+        parser.exit(2, f"error: {exc}\n")

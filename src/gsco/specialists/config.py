@@ -1,0 +1,79 @@
+"""The specialist config: the keys of the MedMNIST+/GSCo reference ``config.yaml`` plus what they lacked."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+
+from gsco.config import ConfigError
+
+PROCEDURES = ("endToEnd", "linearProbing", "kNN")
+
+
+@dataclasses.dataclass
+class SpecialistConfig:
+    # --- the reference's keys ---
+    data_path: str = "data/medmnist"
+    output_path: str = "outputs/specialists"
+    epochs: int = 100
+    learning_rate: float = 1e-4
+    batch_size: int = 64
+    batch_size_eval: int = 256
+    device: str = "auto"
+    dataset: str = "breastmnist"
+    img_size: Literal[28, 64, 128, 224] = 28
+    training_procedure: Literal["endToEnd", "linearProbing", "kNN"] = "endToEnd"
+    architecture: str = "resnet18"
+    k: int = 11
+    seed: int = 9930641
+    search_top_n: int = 10
+    # --- added ---
+    preprocess: Literal["pad", "native", "resize"] = "pad"
+    as_rgb: bool = True
+    pretrained_path: str | None = None
+    num_workers: int = 0
+    optimizer: Literal["adamw", "adam"] = "adamw"
+    weight_decay: float = 0.01
+    scheduler: Literal["cosine", "multistep", "none"] = "cosine"
+    milestones: list[int] = dataclasses.field(default_factory=lambda: [50, 75])
+    gamma: float = 0.1
+    selection_metric: Literal["val_loss", "val_auc", "val_acc"] = "val_loss"
+    early_stopping_patience: int = 5
+    resume: bool = True
+    deterministic: bool = True
+    retrieval_features: Literal["flatten", "pooled"] = "flatten"
+    save_index: bool = True
+    checkpoint: str | None = None
+    extra_datasets: str | None = None
+
+    def validate(self) -> None:
+        positive = ("epochs", "batch_size", "batch_size_eval", "k", "search_top_n")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
+        for key in ("learning_rate",):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"key {key!r}: must be positive, got {getattr(self, key)}")
+        if self.num_workers < 0 or self.early_stopping_patience < 0 or self.weight_decay < 0:
+            raise ConfigError("keys num_workers, early_stopping_patience and weight_decay must not be negative")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"key 'device': {self.device!r} is not valid; expected auto, cpu, cuda, cuda:N or mps")
+        import timm
+
+        if not timm.is_model(self.architecture):
+            raise ConfigError(
+                f"key 'architecture': {self.architecture!r} is not a timm model; list them with "
+                "python -c \"import timm; print(timm.list_models())\""
+            )
+        from gsco.data.registry import DatasetError, get_dataset_info
+
+        try:
+            get_dataset_info(self.dataset, self.extra_datasets)
+        except DatasetError as exc:
+            raise ConfigError(f"key 'dataset': {exc}") from None
+
+    @property
+    def run_name(self) -> str:
+        """The reference's file stem: ``{dataset}_{img_size}_{procedure}_{arch}_s{seed}``."""
+        return f"{self.dataset}_{self.img_size}_{self.training_procedure}_{self.architecture}_s{self.seed}"

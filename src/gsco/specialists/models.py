@@ -1,0 +1,112 @@
+"""The specialist factory: any timm classifier by name, local weights only, and its feature views."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def create_specialist(
+    architecture: str,
+    num_classes: int,
+    in_chans: int = 3,
+    pretrained_path: str | None = None,
+) -> nn.Module:
+    """A timm model with ``num_classes`` outputs.
+
+    ``pretrained_path`` (a timm/ImageNet checkpoint, .pth/.bin/.safetensors, or a state_dict) initialises the
+    backbone through timm's own loader, which re-initialises the classifier when the class count differs and
+    adapts the first convolution to ``in_chans``. Without it the model starts from random weights: nothing is
+    ever downloaded.
+    """
+    import timm
+
+    if pretrained_path:
+        path = Path(pretrained_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained_path {path} does not exist (weights are never downloaded)")
+        logger.info("initialising %s from local weights %s", architecture, path)
+        return timm.create_model(
+            architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
+            num_classes=num_classes, in_chans=in_chans,
+        )
+    logger.info(
+        "%s: random initialisation (no pretrained_path given; pretrained weights are not downloaded — set "
+        "pretrained_path to a local timm checkpoint to start from them)", architecture,
+    )
+    return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a specialist checkpoint: safetensors, or a torch file loaded with ``weights_only=True``.
+
+    Accepts a plain state_dict (ours and the published GSCo checkpoints) or one wrapped under ``state_dict`` /
+    ``model``, and strips a ``module.`` prefix left by DataParallel/DDP.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict):
+        for key in ("state_dict", "model"):
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"checkpoint {path} is not a state_dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_specialist_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a trained specialist; any missing/unexpected/mis-shaped key is an error naming it."""
+    state = load_state_dict_file(path)
+    own = model.state_dict()
+    wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"checkpoint {path} does not fit this model: " + "; ".join(wrong[:5]))
+    result = model.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(
+            f"checkpoint {path} does not fit this model: missing {result.missing_keys[:5]}, "
+            f"unexpected {result.unexpected_keys[:5]}"
+        )
+
+
+def mean_std(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The normalisation the architecture expects (timm's pretrained config), as MedMNIST+ uses."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return tuple(cfg.get("mean", (0.485, 0.456, 0.406))), tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+
+
+def freeze_backbone(model: nn.Module) -> int:
+    """Linear probing: only the classifier trains. Returns the number of trainable parameters."""
+    model.requires_grad_(False)
+    model.get_classifier().requires_grad_(True)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def features_from(model: nn.Module, feature_map: torch.Tensor, kind: str) -> torch.Tensor:
+    """Retrieval features from ``forward_features`` output.
+
+    ``flatten``: the whole feature map flattened (the GSCo reference's definition, e.g. 197x768 for ViT-B/16);
+    ``pooled``: ``forward_head(..., pre_logits=True)``, the vector the classifier sees.
+    """
+    if kind == "flatten":
+        return feature_map.flatten(1)
+    if kind == "pooled":
+        return model.forward_head(feature_map, pre_logits=True).flatten(1)
+    raise ValueError(f"unknown feature kind {kind!r}; expected 'flatten' or 'pooled'")

@@ -1,0 +1,153 @@
+"""Evaluate a trained specialist on the test split and build its retrieval index (the inputs of MoED and RAD).
+
+    python -m gsco.specialists.predict [--config configs/config.yaml] [key=value ...]
+
+Writes ``{output_path}/{run}_results.json`` with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
+``y_true``, ``y_pred``, ``y_logits``, ``checkpoint_file``, ``all_search_sims``, ``all_search_train_ids``,
+``all_search_train_labels`` — plus ``y_prob`` and a description of the run; ``{run}_roc.png``,
+``{run}_confusion.png`` and the retrieval index ``{run}_index.safetensors``.
+
+``all_search_sims`` holds cosine **distances** (1 - cos, smaller is closer), as the reference's files do, for the
+``search_top_n`` nearest training images of each test image, nearest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from gsco.data.registry import DatasetError
+from gsco.metrics.classification import classification_metrics, predict_labels
+from gsco.metrics.plots import plot_confusion, plot_roc
+from gsco.runtime import write_json
+from gsco.specialists.build import SpecialistSetup, parse_cli, probabilities, setup_specialist
+from gsco.specialists.config import SpecialistConfig
+from gsco.specialists.models import features_from, load_specialist_checkpoint
+from gsco.specialists.retrieval import RetrievalIndex
+
+logger = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def extract_features(run: SpecialistSetup, split: str, kinds: tuple[str, ...], with_logits: bool):
+    """One pass over a split: labels, logits (optional) and features of each kind in ``kinds``."""
+    model, device = run.model, run.device
+    loader = run.loader(run.dataset(split), train=False)
+    n = len(loader.dataset)
+    labels, logits = [], []
+    feats: dict[str, torch.Tensor] = {}
+    row = 0
+    for x, y in tqdm(loader, desc=f"{split} features", leave=False, file=sys.stderr):
+        fmap = model.forward_features(x.to(device, non_blocking=True))
+        for kind in kinds:
+            f = features_from(model, fmap, kind).float().cpu()
+            if kind not in feats:  # preallocate once: features of big datasets are large
+                feats[kind] = torch.empty((n, f.shape[1]), dtype=torch.float32)
+            feats[kind][row:row + len(f)] = f
+        if with_logits:
+            logits.append(model.forward_head(fmap).float().cpu())
+        labels.append(np.asarray(y).reshape(len(x), -1))  # (B, 1) or (B, L), as the readers store them
+        row += len(x)
+    return np.concatenate(labels), (torch.cat(logits) if with_logits else None), feats
+
+
+def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes: int, multi_label: bool) -> np.ndarray:
+    """kNN class scores: the fraction of the k nearest training images in each class (or with each label)."""
+    _, idx = index.search(queries, k)
+    neigh = index.labels.numpy()[idx]  # (Q, k, 1) or (Q, k, L)
+    if multi_label:
+        return neigh.mean(axis=1).astype(np.float32)
+    votes = np.stack([(neigh[..., 0] == c).mean(axis=1) for c in range(num_classes)], axis=1)
+    return votes.astype(np.float32)
+
+
+def predict_specialist(cfg: SpecialistConfig) -> dict:
+    t0 = time.time()
+    run = setup_specialist(cfg)
+    info, files, model = run.info, run.files, run.model
+    files.output_dir.mkdir(parents=True, exist_ok=True)
+    knn = cfg.training_procedure == "kNN"
+    checkpoint = None
+    if not knn:
+        checkpoint = cfg.checkpoint or str(files.best)
+        load_specialist_checkpoint(model, checkpoint)
+        logger.info("loaded %s", checkpoint)
+    model.to(run.device).eval()
+
+    kinds = tuple(dict.fromkeys([cfg.retrieval_features] + (["pooled"] if knn else [])))
+    train_labels, _, train_feats = extract_features(run, "train", kinds, with_logits=False)
+    test_labels, logits, test_feats = extract_features(run, "test", kinds, with_logits=not knn)
+
+    index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels).to(run.device)
+    top_n = min(cfg.search_top_n, len(index))
+    dists, ids = index.search(test_feats[cfg.retrieval_features], top_n)
+    if knn:
+        knn_index = RetrievalIndex(train_feats["pooled"], train_labels).to(run.device)
+        prob = knn_scores(knn_index, test_feats["pooled"], min(cfg.k, len(knn_index)), info.num_classes, info.multi_label)
+        y_logits = prob  # kNN has no logits: the vote fractions stand in for them
+    else:
+        prob = probabilities(logits, info).numpy()
+        y_logits = logits.numpy()
+
+    metrics = classification_metrics(test_labels, prob, info.task)
+    y_true = test_labels if info.multi_label else test_labels[:, 0]
+    neighbour_labels = train_labels[ids]  # (Q, top_n, 1) or (Q, top_n, L)
+    if not info.multi_label:
+        neighbour_labels = neighbour_labels[..., 0]
+    results = {
+        **metrics,
+        "checkpoint_file": checkpoint,
+        "y_true": y_true,
+        "y_pred": predict_labels(prob, info.task),
+        "y_logits": y_logits,
+        "y_prob": prob,
+        "all_search_sims": dists,
+        "all_search_train_ids": ids,
+        "all_search_train_labels": neighbour_labels,
+        "dataset": info.name,
+        "task": info.task,
+        "label_names": list(info.label_names),
+        "img_size": cfg.img_size,
+        "architecture": cfg.architecture,
+        "training_procedure": cfg.training_procedure,
+        "seed": cfg.seed,
+        "preprocess": cfg.preprocess,
+        "search_top_n": top_n,
+        "retrieval_features": cfg.retrieval_features,
+        "search_distance": "cosine distance (1 - cosine similarity); smaller is more similar",
+    }
+    if cfg.save_index:
+        index.save(files.index, metadata={"run": files.name, "features": cfg.retrieval_features, "split": "train"})
+        results["index_file"] = str(files.index)
+    title = f"{info.name} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
+    results["roc_png"] = str(plot_roc(test_labels, prob, info.task, info.label_names, files.roc, title))
+    results["confusion_png"] = str(plot_confusion(test_labels, prob, info.task, info.label_names, files.confusion, title))
+    write_json(results, files.results)
+    logger.info("evaluated in %.1f s", time.time() - t0)
+    return {"results": results, "files": files}
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg = parse_cli("Evaluate a specialist on the test split and build its retrieval index.", argv)
+    try:
+        out = predict_specialist(cfg)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    r, files = out["results"], out["files"]
+    auc = "n/a" if r["AUC"] is None or np.isnan(r["AUC"]) else f"{r['AUC']:.4f}"
+    print(f"{r['dataset']} test: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
+    print(f"results: {files.results}")
+    for key in ("roc_png", "confusion_png", "index_file"):
+        if key in r:
+            print(f"{key.removesuffix('_png').removesuffix('_file')}: {r[key]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

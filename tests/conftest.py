@@ -1,0 +1,87 @@
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = (REPO / ".." / "shared").resolve()
+
+# Small generated datasets, one per task type, registered through a user registry file.
+TOY_DATASETS = {
+    "toy_binary": {"task": "binary-class", "label_names": ["negative", "positive"], "n_channels": 1},
+    "toy_multiclass": {"task": "multi-class", "label_names": ["a", "b", "c"], "n_channels": 3},
+    "toy_multilabel": {"task": "multi-label, binary-class", "label_names": ["x", "y", "z", "w"], "n_channels": 1},
+    "toy_ordinal": {"task": "ordinal-regression", "label_names": ["0", "1", "2", "3", "4"], "n_channels": 1},
+}
+
+
+def shared_path(*parts: str) -> Path:
+    """A file under ../shared; a missing one fails the test with its path."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.fail(f"shared fixture {path} is missing (tests expect ../shared beside the repository)")
+    return path
+
+
+def make_labels(rng: np.random.Generator, n: int, task: str, num_classes: int, label_shape: str = "n1") -> np.ndarray:
+    if task == "multi-label, binary-class":
+        return rng.integers(0, 2, size=(n, num_classes)).astype(np.uint8)
+    y = rng.integers(0, num_classes, size=n).astype(np.uint8)
+    return y if label_shape == "n" else y[:, None]
+
+
+def make_images(rng: np.random.Generator, labels: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Noise whose brightness follows the (first) label, so a model can learn something quickly."""
+    lab = labels.reshape(len(labels), -1)[:, 0].astype(np.float32)
+    base = 40 + 50 * lab
+    shape = (len(labels), size, size) + ((3,) if channels == 3 else ())
+    noise = rng.normal(0, 20, size=shape)
+    return np.clip(base.reshape(-1, *([1] * (len(shape) - 1))) + noise, 0, 255).astype(np.uint8)
+
+
+def write_npz(folder: Path, name: str, task: str, num_classes: int, img_size: int = 28, channels: int = 1,
+              sizes=(48, 16, 24), label_shape: str = "n1", seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in zip(("train", "val", "test"), sizes):
+        labels = make_labels(rng, n, task, num_classes, label_shape)
+        if task != "multi-label, binary-class":
+            labels.reshape(-1)[: num_classes] = np.arange(num_classes)  # every class present
+        arrays[f"{split}_labels"] = labels
+        arrays[f"{split}_images"] = make_images(rng, labels, img_size, channels)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (f"{name}.npz" if img_size == 28 else f"{name}_{img_size}.npz")
+    np.savez_compressed(path, **arrays)
+    return path
+
+
+@pytest.fixture
+def toy_registry(tmp_path: Path) -> Path:
+    path = tmp_path / "toy_datasets.yaml"
+    path.write_text(yaml.safe_dump(TOY_DATASETS))
+    return path
+
+
+@pytest.fixture
+def toy_data(tmp_path: Path, toy_registry: Path):
+    """Factory: write a toy npz and return config overrides that train on it."""
+
+    def make(name: str = "toy_binary", img_size: int = 28, **kw) -> dict:
+        entry = TOY_DATASETS[name]
+        write_npz(tmp_path / "data", name, entry["task"], len(entry["label_names"]), img_size,
+                  entry["n_channels"], **kw)
+        return {
+            "data_path": str(tmp_path / "data"), "output_path": str(tmp_path / "out"), "dataset": name,
+            "img_size": img_size, "extra_datasets": str(toy_registry), "architecture": "test_resnet",
+            "batch_size": 16, "batch_size_eval": 32, "device": "cpu", "preprocess": "native", "epochs": 2,
+            "learning_rate": 1e-3, "search_top_n": 5, "k": 3,
+        }
+
+    return make

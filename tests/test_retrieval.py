@@ -1,0 +1,66 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from gsco.specialists.retrieval import RetrievalIndex
+
+
+def _sklearn(train, queries, k):
+    dist, idx = NearestNeighbors(n_neighbors=k, metric="cosine", algorithm="brute").fit(train).kneighbors(queries)
+    return dist, idx
+
+
+def _assert_same_neighbours(ours, theirs, tol=1e-5):
+    (d1, i1), (d2, i2) = ours, theirs
+    assert np.allclose(d1, d2, atol=tol)
+    # ids must match exactly wherever the distance is not tied with a neighbour's
+    for row in range(len(i1)):
+        gaps = np.diff(d2[row])
+        untied = np.ones(len(gaps) + 1, bool)
+        untied[:-1] &= gaps > tol
+        untied[1:] &= gaps > tol
+        assert np.array_equal(i1[row][untied], i2[row][untied])
+
+
+@pytest.mark.parametrize("dim", [64, 2048])
+def test_top10_equals_sklearn_cosine_brute_force(dim):
+    rng = np.random.default_rng(dim)
+    train = rng.normal(size=(500, dim)).astype(np.float32)
+    queries = rng.normal(size=(40, dim)).astype(np.float32)
+    index = RetrievalIndex(train, np.arange(500))
+    ours = index.search(queries, 10)
+    theirs = _sklearn(train, queries, 10)
+    _assert_same_neighbours(ours, theirs)
+    assert np.array_equal(ours[1], theirs[1])  # continuous random data: no ties at all
+
+
+def test_high_dimensional_features_like_vit_b16():
+    rng = np.random.default_rng(1)
+    train = rng.normal(size=(60, 197 * 768)).astype(np.float32)
+    queries = train[:5] + 0.01 * rng.normal(size=(5, 197 * 768)).astype(np.float32)
+    dist, idx = RetrievalIndex(train, np.zeros(60)).search(queries, 10, chunk_size=2)
+    assert idx[:, 0].tolist() == [0, 1, 2, 3, 4] and np.all(dist[:, 0] < 1e-3)
+    _assert_same_neighbours((dist, idx), _sklearn(train, queries, 10))
+
+
+def test_chunking_does_not_change_results_and_index_round_trips(tmp_path):
+    rng = np.random.default_rng(2)
+    train, queries = rng.normal(size=(300, 32)), rng.normal(size=(23, 32))
+    labels = rng.integers(0, 3, size=(300, 1))
+    index = RetrievalIndex(train, labels)
+    full = index.search(queries, 7)
+    for chunk in (1, 5, 100):
+        d, i = index.search(queries, 7, chunk_size=chunk)
+        assert np.array_equal(i, full[1]) and np.allclose(d, full[0])
+    loaded = RetrievalIndex.load(index.save(tmp_path / "index.safetensors"))
+    assert torch.equal(loaded.features, index.features) and torch.equal(loaded.labels, index.labels)
+    assert np.array_equal(loaded.search(queries, 7)[1], full[1])
+
+
+def test_bad_queries_are_rejected():
+    index = RetrievalIndex(np.ones((4, 3)), np.zeros(4))
+    with pytest.raises(ValueError, match="top_n must be between 1 and the index size 4"):
+        index.search(np.ones((1, 3)), 5)
+    with pytest.raises(ValueError, match=r"queries must be \(Q, 3\)"):
+        index.search(np.ones((1, 4)), 2)

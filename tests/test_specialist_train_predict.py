@@ -1,0 +1,166 @@
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from sklearn.neighbors import NearestNeighbors
+
+from gsco.config import load_config
+from gsco.specialists.config import SpecialistConfig
+from gsco.specialists.models import load_specialist_checkpoint
+from gsco.specialists.predict import predict_specialist
+from gsco.specialists.retrieval import RetrievalIndex
+from gsco.specialists.train import train_specialist
+
+REFERENCE_RESULT_KEYS = {"ACC", "AUC", "per_class_AUC", "y_true", "y_pred", "y_logits", "checkpoint_file",
+                         "all_search_sims", "all_search_train_ids", "all_search_train_labels"}
+
+
+def cfg_of(overrides: dict) -> SpecialistConfig:
+    return load_config(SpecialistConfig, None, overrides)
+
+
+def test_checkpoints_are_named_as_the_reference_and_plain_state_dicts(toy_data, tmp_path):
+    cfg = cfg_of(toy_data("toy_binary"))
+    summary = train_specialist(cfg)
+    out = tmp_path / "out"
+    stem = "toy_binary_28_endToEnd_test_resnet_s9930641"
+    assert summary["best_checkpoint"] == out / f"{stem}_best.pth"
+    for suffix in ("_best.pth", "_final.pth", "_last.pth", "_history.jsonl", "_config.json"):
+        assert (out / f"{stem}{suffix}").is_file()
+    state = torch.load(out / f"{stem}_best.pth", weights_only=True)
+    fresh = timm.create_model("test_resnet", num_classes=2)
+    assert list(state) == list(fresh.state_dict())  # no "module."/"model." prefix, no wrapper dict
+    fresh.load_state_dict(state, strict=True)
+    history = [json.loads(line) for line in (out / f"{stem}_history.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert {"train_loss", "val_loss", "val_acc", "val_auc", "lr"} <= set(history[0])
+
+
+def test_interrupted_training_resumes_to_the_same_weights(toy_data, tmp_path):
+    base = toy_data("toy_multiclass")
+    full = cfg_of({**base, "epochs": 4, "output_path": str(tmp_path / "full")})
+    train_specialist(full)
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_after_second(epoch, row):
+        if epoch == 1:
+            raise Interrupt
+
+    broken = cfg_of({**base, "epochs": 4, "output_path": str(tmp_path / "resumed")})
+    with pytest.raises(Interrupt):
+        train_specialist(broken, on_epoch_end=stop_after_second)
+    name = broken.run_name
+    assert not (tmp_path / "resumed" / f"{name}_final.pth").exists()
+    train_specialist(broken)
+    a = torch.load(tmp_path / "full" / f"{name}_final.pth", weights_only=True)
+    b = torch.load(tmp_path / "resumed" / f"{name}_final.pth", weights_only=True)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in p.read_text().splitlines()]
+    assert rows(tmp_path / "full" / f"{name}_history.jsonl") == rows(tmp_path / "resumed" / f"{name}_history.jsonl")
+    # a finished run is not trained again: it reports the stored result
+    before = (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns
+    assert train_specialist(broken)["best_epoch"] == train_specialist(full)["best_epoch"] >= 1
+    assert (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns == before
+
+
+def test_early_stopping_and_selection_metric(toy_data, tmp_path):
+    cfg = cfg_of({**toy_data("toy_binary"), "epochs": 10, "learning_rate": 1e-30, "early_stopping_patience": 2,
+                  "selection_metric": "val_loss"})
+    summary = train_specialist(cfg)
+    history = summary["history"].read_text().splitlines()
+    assert len(history) == 3 and summary["best_epoch"] == 1  # a frozen loss never improves after epoch 1
+
+
+def test_linear_probing_trains_only_the_classifier(toy_data, tmp_path):
+    cfg = cfg_of({**toy_data("toy_binary"), "training_procedure": "linearProbing", "epochs": 1})
+    torch.manual_seed(cfg.seed)
+    init = timm.create_model("test_resnet", num_classes=2).state_dict()
+    train_specialist(cfg)
+    trained = torch.load(tmp_path / "out" / f"{cfg.run_name}_final.pth", weights_only=True)
+    changed = {k for k in init if not torch.equal(init[k], trained[k])}
+    assert changed and all(k.startswith("fc.") for k in changed)
+
+
+def test_predict_writes_reference_results_plots_and_exact_retrieval(toy_data, tmp_path):
+    cfg = cfg_of(toy_data("toy_binary"))
+    train_specialist(cfg)
+    out = predict_specialist(cfg)
+    files = out["files"]
+    res = json.loads(files.results.read_text())
+    assert REFERENCE_RESULT_KEYS <= set(res)
+    n_test, top = 24, 5
+    assert np.array(res["y_true"]).shape == (n_test,) and np.array(res["y_logits"]).shape == (n_test, 2)
+    assert np.array(res["all_search_sims"]).shape == (n_test, top)
+    assert res["checkpoint_file"] == str(files.best)
+    for png in (files.roc, files.confusion):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the saved index finds what scikit-learn finds, and the stored labels are the neighbours' labels
+    index = RetrievalIndex.load(files.index)
+    train_labels = np.load(tmp_path / "data" / "toy_binary.npz")["train_labels"][:, 0]
+    assert np.array_equal(index.labels.numpy()[:, 0], train_labels)
+    ids = np.array(res["all_search_train_ids"])
+    assert np.array_equal(np.array(res["all_search_train_labels"]), train_labels[ids])
+    sims = np.array(res["all_search_sims"])
+    assert np.all(np.diff(sims, axis=1) >= -1e-6) and sims.min() >= 0  # distances, nearest first
+    prob = np.array(res["y_prob"])
+    assert res["y_pred"] == (prob[:, 1] > 0.5).astype(int).tolist()
+
+
+def test_predict_neighbours_equal_sklearn_on_the_same_features(toy_data, tmp_path):
+    from gsco.specialists.build import setup_specialist
+    from gsco.specialists.predict import extract_features
+
+    cfg = cfg_of({**toy_data("toy_multiclass"), "search_top_n": 10})
+    train_specialist(cfg)
+    res = predict_specialist(cfg)["results"]
+    run = setup_specialist(cfg)
+    load_specialist_checkpoint(run.model, run.files.best)
+    run.model.eval()
+    _, _, train_f = extract_features(run, "train", ("flatten",), with_logits=False)
+    _, _, test_f = extract_features(run, "test", ("flatten",), with_logits=False)
+    nn = NearestNeighbors(n_neighbors=10, metric="cosine", algorithm="brute").fit(train_f["flatten"].numpy())
+    dist, idx = nn.kneighbors(test_f["flatten"].numpy())
+    assert np.allclose(np.array(res["all_search_sims"]), dist, atol=1e-5)
+    assert np.array_equal(np.array(res["all_search_train_ids"]), idx)
+
+
+def test_multilabel_and_knn_paths(toy_data, tmp_path):
+    ml = cfg_of({**toy_data("toy_multilabel"), "epochs": 1})
+    train_specialist(ml)
+    res = predict_specialist(ml)["results"]
+    assert np.array(res["y_true"]).shape == (24, 4) and np.array(res["y_pred"]).shape == (24, 4)
+    assert np.array(res["all_search_train_labels"]).shape == (24, 5, 4)
+    assert len(res["per_class_AUC"]) == 4
+
+    knn = cfg_of({**toy_data("toy_ordinal"), "training_procedure": "kNN", "k": 4})
+    assert train_specialist(knn) == {}
+    res = predict_specialist(knn)["results"]
+    prob = np.array(res["y_prob"])
+    assert prob.shape == (24, 5) and np.allclose(prob.sum(1), 1) and np.all(prob * 4 == np.round(prob * 4))
+    assert res["checkpoint_file"] is None
+
+
+def test_missing_checkpoint_is_named(toy_data, tmp_path):
+    cfg = cfg_of(toy_data("toy_binary"))
+    with pytest.raises(FileNotFoundError, match="toy_binary_28_endToEnd_test_resnet_s9930641_best.pth"):
+        predict_specialist(cfg)
+
+
+def test_pretrained_path_loads_local_weights_and_reinitialises_the_head(toy_data, tmp_path):
+    from safetensors.torch import save_file
+
+    donor = timm.create_model("test_resnet", num_classes=7)
+    weights = tmp_path / "imagenet_like.safetensors"
+    save_file(donor.state_dict(), str(weights))
+    from gsco.specialists.models import create_specialist
+
+    model = create_specialist("test_resnet", 2, pretrained_path=str(weights))
+    got = model.state_dict()
+    assert torch.equal(got["conv1.0.weight"], donor.state_dict()["conv1.0.weight"])
+    assert got["fc.weight"].shape == (2, donor.fc.in_features)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        create_specialist("test_resnet", 2, pretrained_path=str(tmp_path / "nope.pth"))
