@@ -164,3 +164,15 @@ def test_pretrained_path_loads_local_weights_and_reinitialises_the_head(toy_data
     assert got["fc.weight"].shape == (2, donor.fc.in_features)
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         create_specialist("test_resnet", 2, pretrained_path=str(tmp_path / "nope.pth"))
+
+
+def test_shipped_metafile_example_trains_and_predicts(tmp_path):
+    from conftest import REPO
+
+    cfg = cfg_of({"data_path": str(REPO / "data"), "extra_datasets": str(REPO / "data/examples/my_datasets.yaml"),
+                  "dataset": "toy_xray", "architecture": "test_resnet", "output_path": str(tmp_path), "epochs": 1,
+                  "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native"})
+    train_specialist(cfg)
+    res = predict_specialist(cfg)["results"]
+    assert res["label_names"] == ["normal", "abnormal"] and res["y_true"] == [0, 1]
+    assert np.array(res["all_search_train_ids"]).shape == (2, 3)

@@ -1,0 +1,28 @@
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+@pytest.mark.parametrize("cmd", [["bash", "train.sh"], ["bash", "inference_meddr.sh"], ["bash", "inference_gsco.sh"],
+                                 [sys.executable, "demo.py"]])
+def test_unfinished_entry_points_say_so_and_fail(cmd):
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode != 0
+    assert "not available yet" in proc.stderr
+
+
+def test_inference_specialist_passes_env_and_overrides(tmp_path):
+    import os
+
+    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "nosuchset"}
+    proc = subprocess.run(["bash", "inference_specialist.sh", f"output_path={tmp_path}"], capture_output=True,
+                          text=True, cwd=REPO, env=env)
+    assert proc.returncode == 2 and "unknown dataset 'nosuchset'" in proc.stderr
+    env = {**os.environ, "PYTHON": sys.executable, "ARCH": "test_resnet", "SEED": "7"}
+    proc = subprocess.run(["bash", "inference_specialist.sh", f"output_path={tmp_path}", "data_path=/nonexistent"],
+                          capture_output=True, text=True, cwd=REPO, env=env)
+    assert proc.returncode == 1
+    assert "breastmnist_28_endToEnd_test_resnet_s7_best.pth does not exist" in proc.stderr
