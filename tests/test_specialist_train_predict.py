@@ -174,5 +174,5 @@ def test_shipped_metafile_example_trains_and_predicts(tmp_path):
                   "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native"})
     train_specialist(cfg)
     res = predict_specialist(cfg)["results"]
-    assert res["label_names"] == ["normal", "abnormal"] and res["y_true"] == [0, 1]
+    assert res["label_names"] == ["normal", "abnormal"] and np.array(res["y_true"]).tolist() == [0, 1]
     assert np.array(res["all_search_train_ids"]).shape == (2, 3)
