@@ -40,7 +40,7 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Se
     for name, yt, ys in curves:
         if len(np.unique(yt)) < 2:
             continue
-        RocCurveDisplay.from_predictions(yt, ys, name=_short(name), ax=ax, plot_chance_level=False)
+        RocCurveDisplay.from_predictions(yt, ys, name=_short(name, 40), ax=ax, plot_chance_level=False)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_title(title)
     ax.legend(fontsize=7, loc="lower right")
