@@ -19,7 +19,7 @@ def info_of(name, toy_registry):
 
 
 @pytest.mark.parametrize("name", sorted(TOY_DATASETS))
-@pytest.mark.parametrize("img_size", [28, 64])
+@pytest.mark.parametrize("img_size", [28, 64, 224])
 @pytest.mark.parametrize("label_shape", ["n", "n1"])
 def test_npz_every_task_type_and_size_layout(tmp_path, toy_registry, name, img_size, label_shape):
     entry = TOY_DATASETS[name]

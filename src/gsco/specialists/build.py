@@ -63,11 +63,16 @@ class SpecialistSetup:
         )
 
 
-def setup_specialist(cfg: SpecialistConfig, seed_offset: int = 0) -> SpecialistSetup:
-    seed_everything(cfg.seed + seed_offset, cfg.deterministic)
+def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) -> SpecialistSetup:
+    """Seed, look up the dataset, build the model. ``checkpoint_follows``: trained weights will be loaded next,
+    so the initial weights (``pretrained_path`` or random) do not matter."""
+    seed_everything(cfg.seed, cfg.deterministic)
     info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
     in_chans = 3 if cfg.as_rgb else (info.n_channels or 3)
-    model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path)
+    if checkpoint_follows:
+        model = create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False)
+    else:
+        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path)
     mean, std = mean_std(model)
     preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
     files = RunFiles(Path(cfg.output_path), cfg.run_name)

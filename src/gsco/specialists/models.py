@@ -16,13 +16,14 @@ def create_specialist(
     num_classes: int,
     in_chans: int = 3,
     pretrained_path: str | None = None,
+    announce: bool = True,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 
     ``pretrained_path`` (a timm/ImageNet checkpoint, .pth/.bin/.safetensors, or a state_dict) initialises the
     backbone through timm's own loader, which re-initialises the classifier when the class count differs and
     adapts the first convolution to ``in_chans``. Without it the model starts from random weights: nothing is
-    ever downloaded.
+    ever downloaded, and ``announce`` says so in one line.
     """
     import timm
 
@@ -35,10 +36,11 @@ def create_specialist(
             architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
             num_classes=num_classes, in_chans=in_chans,
         )
-    logger.info(
-        "%s: random initialisation (no pretrained_path given; pretrained weights are not downloaded — set "
-        "pretrained_path to a local timm checkpoint to start from them)", architecture,
-    )
+    if announce:
+        logger.info(
+            "%s: random initialisation (no pretrained_path given; pretrained weights are not downloaded — set "
+            "pretrained_path to a local timm checkpoint to start from them)", architecture,
+        )
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
 
 

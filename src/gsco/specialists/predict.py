@@ -68,10 +68,10 @@ def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes
 
 def predict_specialist(cfg: SpecialistConfig) -> dict:
     t0 = time.time()
-    run = setup_specialist(cfg)
+    knn = cfg.training_procedure == "kNN"
+    run = setup_specialist(cfg, checkpoint_follows=not knn)
     info, files, model = run.info, run.files, run.model
     files.output_dir.mkdir(parents=True, exist_ok=True)
-    knn = cfg.training_procedure == "kNN"
     checkpoint = None
     if not knn:
         checkpoint = cfg.checkpoint or str(files.best)
