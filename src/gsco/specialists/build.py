@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -109,3 +110,16 @@ def parse_cli(description: str, argv: list[str] | None = None) -> SpecialistConf
         return load_config(SpecialistConfig, args.config, parse_overrides(args.overrides))
     except (ConfigError, DatasetError) as exc:
         parser.exit(2, f"error: {exc}\n")
+
+
+def run_cli(description: str, job: Callable[[SpecialistConfig], Any], report: Callable[[SpecialistConfig, Any], None],
+            argv: list[str] | None = None) -> int:
+    """Parse the command line, run ``job(cfg)``, print its outcome; bad input exits 1 with one clear line."""
+    cfg = parse_cli(description, argv)
+    try:
+        out = job(cfg)
+    except (DatasetError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    report(cfg, out)
+    return 0

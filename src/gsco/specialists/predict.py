@@ -21,11 +21,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from gsco.data.registry import DatasetError
 from gsco.metrics.classification import classification_metrics, predict_labels
 from gsco.metrics.plots import plot_confusion, plot_roc
 from gsco.runtime import write_json
-from gsco.specialists.build import SpecialistSetup, parse_cli, probabilities, setup_specialist
+from gsco.specialists.build import SpecialistSetup, probabilities, run_cli, setup_specialist
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import features_from, load_specialist_checkpoint
 from gsco.specialists.retrieval import RetrievalIndex
@@ -132,13 +131,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     return {"results": results, "files": files}
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli("Evaluate a specialist on the test split and build its retrieval index.", argv)
-    try:
-        out = predict_specialist(cfg)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _report(cfg: SpecialistConfig, out: dict) -> None:
     r, files = out["results"], out["files"]
     auc = "n/a" if r["AUC"] is None or np.isnan(r["AUC"]) else f"{r['AUC']:.4f}"
     print(f"{r['dataset']} test: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
@@ -146,7 +139,11 @@ def main(argv: list[str] | None = None) -> int:
     for key in ("roc_png", "confusion_png", "index_file"):
         if key in r:
             print(f"{key.removesuffix('_png').removesuffix('_file')}: {r[key]}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("Evaluate a specialist on the test split and build its retrieval index.", predict_specialist,
+                   _report, argv)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,14 @@ import sys
 import time
 from typing import Callable
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
-from gsco.data.registry import DatasetError
 from gsco.metrics.classification import accuracy, auc
 from gsco.runtime import atomic_torch_save, write_json
 from gsco.specialists.build import (
-    SpecialistSetup, collect_logits, loss_function, parse_cli, probabilities, setup_specialist,
+    collect_logits, loss_function, probabilities, run_cli, setup_specialist,
 )
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import freeze_backbone
@@ -185,20 +183,17 @@ def _summary(files, best: float | None, best_epoch: int) -> dict:
             "config": files.config, "best_score": best, "best_epoch": best_epoch}
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_cli("Train one classification specialist.", argv)
-    try:
-        summary = train_specialist(cfg)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+def _report(cfg: SpecialistConfig, summary: dict) -> None:
     if not summary:
         print("kNN: nothing to train; run `bash inference_specialist.sh` (gsco.specialists.predict) to evaluate.")
-        return 0
+        return
     print(f"best {cfg.selection_metric} {summary['best_score']:.4f} at epoch {summary['best_epoch']}")
     for key in ("best_checkpoint", "final_checkpoint", "history", "config"):
         print(f"{key}: {summary[key]}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli("Train one classification specialist.", train_specialist, _report, argv)
 
 
 if __name__ == "__main__":
