@@ -3,7 +3,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from gsco.specialists.retrieval import RetrievalIndex
+from gsco.specialists.retrieval import RetrievalIndex, neighbours_agree
 
 
 def _sklearn(train, queries, k):
@@ -14,13 +14,14 @@ def _sklearn(train, queries, k):
 def _assert_same_neighbours(ours, theirs, tol=1e-5):
     (d1, i1), (d2, i2) = ours, theirs
     assert np.allclose(d1, d2, atol=tol)
-    # ids must match exactly wherever the distance is not tied with a neighbour's
-    for row in range(len(i1)):
-        gaps = np.diff(d2[row])
-        untied = np.ones(len(gaps) + 1, bool)
-        untied[:-1] &= gaps > tol
-        untied[1:] &= gaps > tol
-        assert np.array_equal(i1[row][untied], i2[row][untied])
+    assert neighbours_agree(d2, i2, i1, tol)
+
+
+def test_tie_aware_comparison():
+    dist = np.array([[0.1, 0.2, 0.2, 0.5]])
+    assert neighbours_agree(dist, np.array([[1, 2, 3, 4]]), np.array([[1, 3, 2, 4]]))  # tied pair swapped
+    assert not neighbours_agree(dist, np.array([[1, 2, 3, 4]]), np.array([[2, 1, 3, 4]]))
+    assert not neighbours_agree(dist, np.array([[1, 2, 3, 4]]), np.array([[1, 2, 3, 5]]))
 
 
 @pytest.mark.parametrize("dim", [64, 2048])

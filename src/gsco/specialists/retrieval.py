@@ -79,3 +79,19 @@ class RetrievalIndex:
         if missing:
             raise ValueError(f"{path}: not a retrieval index, missing tensors {sorted(missing)}")
         return cls(tensors["features"], tensors["labels"], normalize=False)
+
+
+def neighbours_agree(ref_dist: np.ndarray, ref_idx: np.ndarray, idx: np.ndarray, tol: float = 1e-5) -> bool:
+    """Whether ``idx`` equals the reference neighbours ``ref_idx`` wherever the reference distances are not tied.
+
+    Two neighbours whose distances differ by less than ``tol`` may come in either order (float32 round-off), so
+    only positions separated from both sides by more than ``tol`` must hold the same id.
+    """
+    ref_dist, ref_idx, idx = np.asarray(ref_dist), np.asarray(ref_idx), np.asarray(idx)
+    if ref_idx.shape != idx.shape:
+        return False
+    gaps = np.diff(ref_dist, axis=1) > tol
+    untied = np.ones_like(ref_idx, dtype=bool)
+    untied[:, :-1] &= gaps
+    untied[:, 1:] &= gaps
+    return bool(np.array_equal(ref_idx[untied], idx[untied]))
