@@ -46,12 +46,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             return value
         raise ConfigError(f"{where}: {value!r} is not a valid choice; expected one of {', '.join(map(repr, choices))}")
     if origin in (typing.Union, types.UnionType):
-        errors = []
         for arg in typing.get_args(tp):
             try:
                 return _coerce(value, arg, where)
-            except ConfigError as exc:
-                errors.append(str(exc))
+            except ConfigError:
+                continue
         raise ConfigError(f"{where}: {value!r} is not {_type_name(tp)}")
     if origin is list:
         (inner,) = typing.get_args(tp)
@@ -131,12 +130,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     kwargs = {}
     for key, value in values.items():
         kwargs[key] = _coerce(value, hints[key], f"{sources[key]}: key {key!r}")
-    try:
-        cfg = cls(**kwargs)
-    except ConfigError:
-        raise
-    except TypeError as exc:
-        raise ConfigError(str(exc)) from None
+    cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)
     if validate is not None:
         validate()
