@@ -1,23 +1,26 @@
 #!/usr/bin/env bash
 # Acceptance run: ResNet-18 from scratch on real BreastMNIST (28 px, native), MedMNIST v2 recipe, the reference's
-# three seeds; then a summary (mean/std of test ACC and AUC, CPU time) in results/breastmnist_v2_resnet18.json.
-#   bash results/run_breastmnist_v2.sh            (from the repository root; ~8 CPU-minutes per seed on 2 cores)
+# three seeds; then a summary (mean/std of test ACC and AUC, CPU time) in results/breastmnist_v2_resnet18[_cifar].json.
+#   bash results/run_breastmnist_v2.sh                (timm's ResNet-18; ~1.5 min per seed on 2 cores)
+#   STEM=cifar bash results/run_breastmnist_v2.sh     (MedMNIST v2's 28 px stem; ~10 min per seed)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
-OUT=${OUT:-outputs/v2_seeds}
+STEM=${STEM:-default}
+SUFFIX=$([ "$STEM" = default ] && echo "" || echo "_$STEM")
+OUT=${OUT:-outputs/v2_seeds$SUFFIX}
 DATA=${DATA_PATH:-../shared/data/medmnist}
 TIMES=$OUT/times.txt
 mkdir -p "$OUT"; : > "$TIMES"
 for seed in 9930641 115149041 252139603; do
   /usr/bin/time -a -o "$TIMES" -f "$seed train %e %U %S" "$PY" -m gsco.specialists.train \
-    --config configs/specialists/medmnist_v2.yaml data_path="$DATA" output_path="$OUT" seed=$seed
+    --config configs/specialists/medmnist_v2.yaml data_path="$DATA" output_path="$OUT" seed=$seed stem=$STEM
   /usr/bin/time -a -o "$TIMES" -f "$seed predict %e %U %S" "$PY" -m gsco.specialists.predict \
-    --config configs/specialists/medmnist_v2.yaml data_path="$DATA" output_path="$OUT" seed=$seed
+    --config configs/specialists/medmnist_v2.yaml data_path="$DATA" output_path="$OUT" seed=$seed stem=$STEM
 done
-"$PY" - "$OUT" <<'PYEOF'
+"$PY" - "$OUT" "$SUFFIX" <<'PYEOF'
 import json, sys, pathlib, statistics as st
-out = pathlib.Path(sys.argv[1])
+out, suffix = pathlib.Path(sys.argv[1]), sys.argv[2]
 times = {}
 for line in (out / "times.txt").read_text().splitlines():
     seed, step, wall, user, sys_ = line.split()
@@ -32,7 +35,7 @@ for seed in ("9930641", "115149041", "252139603"):
 summary = {"runs": runs,
            "mean_test_AUC": st.mean(r["test_AUC"] for r in runs), "std_test_AUC": st.stdev(r["test_AUC"] for r in runs),
            "mean_test_ACC": st.mean(r["test_ACC"] for r in runs), "std_test_ACC": st.stdev(r["test_ACC"] for r in runs)}
-dst = pathlib.Path("results/breastmnist_v2_resnet18.json")
+dst = pathlib.Path(f"results/breastmnist_v2_resnet18{suffix}.json")
 dst.write_text(json.dumps(summary, indent=2))
 print(json.dumps(summary, indent=2))
 print(f"wrote {dst}")

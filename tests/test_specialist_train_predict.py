@@ -176,3 +176,28 @@ def test_shipped_metafile_example_trains_and_predicts(tmp_path):
     res = predict_specialist(cfg)["results"]
     assert res["label_names"] == ["normal", "abnormal"] and np.array(res["y_true"]).tolist() == [0, 1]
     assert np.array(res["all_search_train_ids"]).shape == (2, 3)
+
+
+def test_cifar_stem_keeps_28px_resolution_and_its_checkpoint_reloads(toy_data, tmp_path):
+    from gsco.specialists.models import create_specialist
+
+    model = create_specialist("resnet18", 2, stem="cifar").eval()
+    assert (model.conv1.kernel_size, model.conv1.stride) == ((3, 3), (1, 1))
+    assert isinstance(model.maxpool, torch.nn.Identity)
+    # 28 -> 28 (stem) -> 28, 14, 7, 4 through the stages; timm's own stem ends at 1x1.
+    assert model.forward_features(torch.zeros(1, 3, 28, 28)).shape == (1, 512, 4, 4)
+    assert create_specialist("resnet18", 2).eval().forward_features(torch.zeros(1, 3, 28, 28)).shape == (1, 512, 1, 1)
+    with pytest.raises(ValueError, match="test_vit.*stem: default"):
+        create_specialist("test_vit", 2, stem="cifar")
+
+    cfg = cfg_of({**toy_data("toy_binary"), "architecture": "resnet18", "stem": "cifar", "epochs": 1})
+    train_specialist(cfg)
+    res = predict_specialist(cfg)["results"]  # the predict side rebuilds the same stem to load the checkpoint
+    assert len(res["y_pred"]) == 24 and 0.0 <= res["AUC"] <= 1.0
+
+
+def test_stem_outside_its_choices_is_refused():
+    from gsco.config import ConfigError
+
+    with pytest.raises(ConfigError, match="stem.*cifar"):
+        cfg_of({"stem": "cifar10"})

@@ -71,9 +71,9 @@ def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) ->
     info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
     in_chans = 3 if cfg.as_rgb else (info.n_channels or 3)
     if checkpoint_follows:
-        model = create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False)
+        model = create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False, stem=cfg.stem)
     else:
-        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path)
+        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem)
     mean, std = mean_std(model)
     preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
     files = RunFiles(Path(cfg.output_path), cfg.run_name)

@@ -31,6 +31,7 @@ class SpecialistConfig:
     # --- added ---
     preprocess: Literal["pad", "native", "resize"] = "pad"
     as_rgb: bool = True
+    stem: Literal["default", "cifar"] = "default"
     pretrained_path: str | None = None
     num_workers: int = 0
     optimizer: Literal["adamw", "adam"] = "adamw"

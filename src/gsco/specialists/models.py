@@ -17,14 +17,25 @@ def create_specialist(
     in_chans: int = 3,
     pretrained_path: str | None = None,
     announce: bool = True,
+    stem: str = "default",
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 
     ``pretrained_path`` (a timm/ImageNet checkpoint, .pth/.bin/.safetensors, or a state_dict) initialises the
     backbone through timm's own loader, which re-initialises the classifier when the class count differs and
     adapts the first convolution to ``in_chans``. Without it the model starts from random weights: nothing is
-    ever downloaded, and ``announce`` says so in one line.
+    ever downloaded, and ``announce`` says so in one line. ``stem="cifar"`` swaps a ResNet's stem for the one
+    MedMNIST v2 used at 28 px (see :func:`use_cifar_stem`).
     """
+    model = _create(architecture, num_classes, in_chans, pretrained_path, announce)
+    if stem == "cifar":
+        use_cifar_stem(model, architecture)
+    elif stem != "default":
+        raise ValueError(f"stem {stem!r} is not one of ('default', 'cifar')")
+    return model
+
+
+def _create(architecture: str, num_classes: int, in_chans: int, pretrained_path: str | None, announce: bool) -> nn.Module:
     import timm
 
     if pretrained_path:
@@ -42,6 +53,21 @@ def create_specialist(
             "pretrained_path to a local timm checkpoint to start from them)", architecture,
         )
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+def use_cifar_stem(model: nn.Module, architecture: str) -> None:
+    """MedMNIST v2's small-image ResNet: a 3x3 stride-1 first convolution and no max-pool, so a 28 px image keeps
+    its resolution into the first stage (16x the compute of the ImageNet stem). The new convolution starts from
+    timm's ResNet initialisation (Kaiming normal, fan-out); pretrained weights of the old stem are dropped."""
+    conv, pool = getattr(model, "conv1", None), getattr(model, "maxpool", None)
+    if not isinstance(conv, nn.Conv2d) or pool is None:
+        raise ValueError(
+            f"stem 'cifar' needs a ResNet-style model with a single conv1 and a maxpool; {architecture} has none "
+            "(use stem: default)"
+        )
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, kernel_size=3, stride=1, padding=1, bias=False)
+    nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+    model.conv1, model.maxpool = new, nn.Identity()
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
