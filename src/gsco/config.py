@@ -61,6 +61,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             return None
         raise ConfigError(f"{where}: expected null, got {value!r}")
+    if tp is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"{where}: expected a mapping of key: value, got {value!r}")
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -1,0 +1,345 @@
+"""Convert an original MedDr / InternVL-Chat-V1.2 checkpoint into a transformers model directory.
+
+    python -m gsco.meddr.convert --src /path/to/MedDr_0401 --dst /path/to/meddr-hf [--dtype bfloat16]
+
+The original checkpoint ships no model code; the result loads with ``MedDrForConditionalGeneration`` (or
+``AutoModelForImageTextToText`` once :mod:`gsco.meddr` is imported) and ``AutoProcessor``. The conversion streams:
+one source shard is read, renamed and written before the next is opened, so the ~80 GB checkpoint converts in far
+less memory than it occupies. A LoRA stored unmerged (``base_layer`` + ``lora_A``/``lora_B``, as the published
+checkpoint keeps it) is merged as ``W + alpha/r * B @ A`` (InternVL trains it with ``alpha = 2r``).
+
+Anything unexpected — an unknown key, a shape that does not fit, a missing file or tensor, a LoRA half — stops
+the conversion with a message that names it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+logger = logging.getLogger(__name__)
+
+VISION_LAYER_RENAMES = {
+    "attn.proj": "attention.projection_layer",
+    "attn.q_norm": "attention.q_norm",
+    "attn.k_norm": "attention.k_norm",
+    "norm1": "layernorm_before",
+    "norm2": "layernorm_after",
+    "mlp.fc1": "mlp.fc1",
+    "mlp.fc2": "mlp.fc2",
+}
+PROJECTOR_RENAMES = {"mlp1.0": "layer_norm", "mlp1.1": "linear_1", "mlp1.3": "linear_2"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ConversionError(ValueError):
+    """The source checkpoint is not what the converter expects; the message names the file and key."""
+
+
+# ----------------------------------------------------------------------------------------------------------- config
+def read_original_config(src: Path) -> dict:
+    path = src / "config.json"
+    if not path.is_file():
+        raise ConversionError(f"{path} does not exist: --src must be an original MedDr/InternVL-Chat checkpoint")
+    cfg = json.loads(path.read_text())
+    if cfg.get("model_type") != "internvl_chat":
+        raise ConversionError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 'internvl_chat'")
+    for key in ("vision_config", "llm_config"):
+        if not isinstance(cfg.get(key), dict):
+            raise ConversionError(f"{path}: key {key!r} is missing")
+    if cfg.get("template", "Hermes-2") != "Hermes-2":
+        raise ConversionError(f"{path}: template {cfg['template']!r} is not supported; MedDr uses 'Hermes-2'")
+    if cfg.get("dynamic_image_size"):
+        raise ConversionError(f"{path}: dynamic_image_size (InternVL 1.5+ tiling) is not supported; MedDr uses one tile")
+    llm_arch = cfg["llm_config"].get("architectures") or ["LlamaForCausalLM"]
+    if llm_arch[0] != "LlamaForCausalLM":
+        raise ConversionError(f"{path}: llm_config.architectures {llm_arch} — only a Llama LLM is supported")
+    return cfg
+
+
+def config_from_original(orig: dict, image_token_id: int):
+    """The MedDrConfig equivalent of an ``InternVLChatConfig`` dict."""
+    from gsco.meddr.presets import MedDrPreset, build_config
+
+    v, t = orig["vision_config"], orig["llm_config"]
+    image_size = orig.get("force_image_size") or v["image_size"]
+    vision = {
+        "hidden_size": v["hidden_size"], "num_hidden_layers": v["num_hidden_layers"],
+        "num_attention_heads": v["num_attention_heads"], "intermediate_size": v["intermediate_size"],
+        "image_size": image_size, "patch_size": v["patch_size"], "num_channels": v.get("num_channels", 3),
+        "use_qk_norm": bool(v.get("qk_normalization", False)), "attention_bias": bool(v.get("qkv_bias", False)),
+        "norm_type": v.get("norm_type", "rms_norm"), "layer_norm_eps": v.get("layer_norm_eps", 1e-6),
+        "hidden_act": v.get("hidden_act", "gelu"),
+    }
+    text_keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+                 "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act", "bos_token_id",
+                 "eos_token_id", "pad_token_id", "attention_bias", "rope_theta", "rope_scaling", "initializer_range")
+    text = {k: t[k] for k in text_keys if t.get(k) is not None}
+    preset = MedDrPreset(
+        vision=vision, text=text, downsample_ratio=orig.get("downsample_ratio", 0.5),
+        vision_feature_layer=orig.get("select_layer", -1), ps_version=orig.get("ps_version", "v1"),
+        pad2square=bool(orig.get("pad2square", False)), tokenizer=None,
+    )
+    preset.validate()
+    return preset, build_config(preset, image_token_id)
+
+
+# ---------------------------------------------------------------------------------------------------------- weights
+def rename(name: str, tensor: torch.Tensor, cfg) -> Iterator[tuple[str, torch.Tensor]]:
+    """Original parameter name -> transformers name(s); ``qkv`` splits into three. Unknown names raise KeyError."""
+    if name == "language_model.lm_head.weight":
+        yield "lm_head.weight", tensor
+        return
+    if name.startswith("language_model.model."):
+        yield "model.language_model." + name.removeprefix("language_model.model."), tensor
+        return
+    if name.startswith("mlp1."):
+        module, _, leaf = name.rpartition(".")
+        if module in PROJECTOR_RENAMES:
+            yield f"model.multi_modal_projector.{PROJECTOR_RENAMES[module]}.{leaf}", tensor
+            return
+    vt = "model.vision_tower."
+    emb = {
+        "vision_model.embeddings.class_embedding": "embeddings.cls_token",
+        "vision_model.embeddings.patch_embedding.weight": "embeddings.patch_embeddings.projection.weight",
+        "vision_model.embeddings.patch_embedding.bias": "embeddings.patch_embeddings.projection.bias",
+    }
+    if name in emb:
+        yield vt + emb[name], tensor
+        return
+    if name == "vision_model.embeddings.position_embedding":
+        yield vt + "embeddings.position_embeddings", fit_position_embedding(tensor, cfg.vision_config)
+        return
+    m = re.fullmatch(r"vision_model\.encoder\.layers\.(\d+)\.(.+)", name)
+    if m:
+        layer, rest = m.groups()
+        prefix = f"{vt}encoder.layer.{layer}."
+        if rest in ("ls1", "ls2"):
+            yield prefix + ("lambda_1" if rest == "ls1" else "lambda_2"), tensor
+            return
+        module, _, leaf = rest.rpartition(".")
+        if module == "attn.qkv":
+            for part, chunk in zip(("q_proj", "k_proj", "v_proj"), tensor.chunk(3, dim=0)):
+                yield f"{prefix}attention.{part}.{leaf}", chunk.contiguous()
+            return
+        if module in VISION_LAYER_RENAMES:
+            yield f"{prefix}{VISION_LAYER_RENAMES[module]}.{leaf}", tensor
+            return
+    raise KeyError(name)
+
+
+def fit_position_embedding(pos: torch.Tensor, vision_config) -> torch.Tensor:
+    """InternViT resizes its position embedding to the input grid at run time (bicubic, ``_get_pos_embed``);
+    when ``force_image_size`` differs from the trained size, do that once here."""
+    size = vision_config.image_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    patch = vision_config.patch_size
+    patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+    grid = size // patch
+    old = round((pos.shape[1] - 1) ** 0.5)
+    if old == grid:
+        return pos
+    cls, body = pos[:, :1], pos[:, 1:]
+    body = body.float().reshape(1, old, old, -1).permute(0, 3, 1, 2)
+    body = torch.nn.functional.interpolate(body, size=(grid, grid), mode="bicubic", align_corners=False)
+    body = body.reshape(1, -1, grid * grid).permute(0, 2, 1).to(pos.dtype)
+    return torch.cat([cls, body], dim=1)
+
+
+_LORA = re.compile(r"^(?P<module>.+?)\.(?:base_layer\.(?P<leaf>weight|bias)|lora_(?P<ab>[AB])\.default\.weight)$")
+
+
+class LoraMerger:
+    """Collects ``base_layer`` / ``lora_A`` / ``lora_B`` pieces (which may sit in different shards) and yields
+    the merged weight once a module is complete."""
+
+    def __init__(self, alpha: float | None):
+        self.alpha = alpha
+        self.pending: dict[str, dict[str, torch.Tensor]] = {}
+        self.merged = 0
+
+    @staticmethod
+    def strip_peft(name: str) -> str:
+        """``language_model.base_model.model.model.x`` -> ``language_model.model.x`` (peft's wrapper prefix)."""
+        return re.sub(r"^(language_model|vision_model)\.base_model\.model\.", r"\1.", name)
+
+    def add(self, name: str, tensor: torch.Tensor) -> Iterator[tuple[str, torch.Tensor]]:
+        name = self.strip_peft(name)
+        m = _LORA.match(name)
+        if not m:
+            yield name, tensor
+            return
+        module = m["module"]
+        if m["leaf"] == "bias":  # LoRA does not change a bias
+            yield f"{module}.bias", tensor
+            return
+        parts = self.pending.setdefault(module, {})
+        parts["base" if m["leaf"] else m["ab"]] = tensor
+        if len(parts) == 3:
+            del self.pending[module]
+            a, b = parts["A"].float(), parts["B"].float()
+            r = a.shape[0]
+            scale = (self.alpha if self.alpha is not None else 2 * r) / r
+            merged = parts["base"].float() + scale * (b @ a)
+            self.merged += 1
+            yield f"{module}.weight", merged.to(parts["base"].dtype)
+
+    def check_done(self) -> None:
+        if self.pending:
+            module, parts = next(iter(self.pending.items()))
+            raise ConversionError(f"LoRA of {module} is incomplete: found only {sorted(parts)} "
+                                  f"({len(self.pending)} modules incomplete)")
+
+
+def source_shards(src: Path) -> list[Path]:
+    index = src / "model.safetensors.index.json"
+    if index.is_file():
+        weight_map = json.loads(index.read_text()).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ConversionError(f"{index}: no 'weight_map'")
+        shards = sorted(set(weight_map.values()))
+        for shard in shards:
+            if not (src / shard).is_file():
+                raise ConversionError(f"{index} names {shard}, which does not exist in {src}")
+        return [src / s for s in shards]
+    single = src / "model.safetensors"
+    if single.is_file():
+        return [single]
+    if list(src.glob("*.bin")):
+        raise ConversionError(f"{src} holds only .bin (pickle) weights, which are never loaded here; re-save them "
+                              "as safetensors first")
+    raise ConversionError(f"{src} has neither model.safetensors nor model.safetensors.index.json")
+
+
+def expected_parameters(config) -> dict[str, torch.Size]:
+    from gsco.meddr.model import MedDrForConditionalGeneration
+
+    with torch.device("meta"):
+        model = MedDrForConditionalGeneration(config)
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def convert_weights(src: Path, dst: Path, config, dtype: torch.dtype | None, lora_alpha: float | None) -> dict:
+    """Stream the shards of ``src`` into ``dst``; returns counts for the log."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    expected = expected_parameters(config)
+    shards = source_shards(src)
+    merger = LoraMerger(lora_alpha)
+    weight_map: dict[str, str] = {}
+    total = 0
+    for i, shard in enumerate(tqdm(shards, desc="converting shards", file=sys.stderr), 1):
+        out_name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+        out: dict[str, torch.Tensor] = {}
+        with safe_open(str(shard), framework="pt") as f:
+            for key in f.keys():
+                for name, tensor in merger.add(key, f.get_tensor(key)):
+                    try:
+                        renamed = list(rename(name, tensor, config))
+                    except KeyError:
+                        raise ConversionError(f"{shard.name}: unexpected key {key!r} (not part of the "
+                                              "InternVL-Chat-V1.2 layout)") from None
+                    for new, t in renamed:
+                        if new not in expected:
+                            raise ConversionError(f"{shard.name}: key {key!r} maps to {new!r}, which the model lacks")
+                        if t.shape != expected[new]:
+                            raise ConversionError(f"{shard.name}: key {key!r} has shape {tuple(t.shape)}, the "
+                                                  f"config implies {tuple(expected[new])} for {new}")
+                        if new in weight_map or new in out:
+                            raise ConversionError(f"{shard.name}: key {key!r} gives {new!r} a second time")
+                        out[new] = (t.to(dtype) if dtype is not None else t).contiguous()
+        save_file(out, str(dst / out_name), metadata={"format": "pt"})
+        for name, t in out.items():
+            weight_map[name] = out_name
+            total += t.numel() * t.element_size()
+        del out
+    merger.check_done()
+    missing = sorted(set(expected) - set(weight_map))
+    if missing:
+        raise ConversionError(f"{src}: {len(missing)} parameters are missing from the checkpoint, e.g. {missing[:5]}")
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (dst / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return {"shards": len(shards), "tensors": len(weight_map), "bytes": total, "lora_merged": merger.merged}
+
+
+# ------------------------------------------------------------------------------------------------------------- main
+def find_tokenizer_dir(src: Path, tokenizer: Path | None) -> Path:
+    for candidate in ([tokenizer] if tokenizer else [src / "tokenizer", src]):
+        if candidate.is_dir() and any((candidate / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
+            return candidate
+    raise ConversionError(f"no tokenizer (tokenizer.json or tokenizer.model) in {tokenizer or src}; pass --tokenizer")
+
+
+def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: float | None = None,
+            tokenizer: str | Path | None = None, overwrite: bool = False) -> Path:
+    """Convert ``src`` (original format) into the transformers directory ``dst``; returns ``dst``."""
+    from gsco.meddr.presets import set_generation_defaults
+    from gsco.meddr.processor import IMG_CONTEXT, build_processor, load_tokenizer
+
+    src, dst = Path(src), Path(dst)
+    orig = read_original_config(src)
+    if dtype != "auto" and dtype not in DTYPES:
+        raise ConversionError(f"--dtype {dtype!r}: expected auto or one of {sorted(DTYPES)}")
+    if dst.exists() and any(dst.iterdir()):
+        if not overwrite:
+            raise ConversionError(f"{dst} exists and is not empty; pass --overwrite to replace it")
+        shutil.rmtree(dst)
+    tok = load_tokenizer(find_tokenizer_dir(src, Path(tokenizer) if tokenizer else None))
+    image_token_id = tok.convert_tokens_to_ids(IMG_CONTEXT)
+    preset, config = config_from_original(orig, image_token_id)
+    if image_token_id >= config.text_config.vocab_size:
+        raise ConversionError(f"{IMG_CONTEXT} has id {image_token_id}, beyond the LLM's vocab_size "
+                              f"{config.text_config.vocab_size}")
+    target = DTYPES.get(dtype) or DTYPES.get(str(orig.get("torch_dtype")), None)
+    config.dtype = target or torch.float32
+    dst.mkdir(parents=True, exist_ok=True)
+    stats = convert_weights(src, dst, config, DTYPES.get(dtype), lora_alpha)
+    config.save_pretrained(dst)
+
+    from transformers import GenerationConfig
+
+    gen = GenerationConfig()
+    set_generation_defaults(gen, tok)
+    gen.save_pretrained(dst)
+    build_processor(tok, preset.vision["image_size"], preset.image_seq_length, preset.pad2square).save_pretrained(dst)
+    logger.info("converted %d tensors (%.2f GB, %d shards, %d LoRA modules merged) into %s",
+                stats["tensors"], stats["bytes"] / 1e9, stats["shards"], stats["lora_merged"], dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.runtime import setup_logging
+
+    parser = argparse.ArgumentParser(description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")
+    parser.add_argument("--src", required=True, help="original checkpoint directory (config.json, *.safetensors)")
+    parser.add_argument("--dst", required=True, help="output directory (transformers format)")
+    parser.add_argument("--dtype", default="auto", help="auto (keep the stored dtype), bfloat16, float16, float32")
+    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2r, InternVL's recipe)")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC/tokenizer or SRC)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
+    args = parser.parse_args(argv)
+    setup_logging()
+    import gsco.meddr  # noqa: F401  (registers the Auto classes the saved processor refers to)
+
+    try:
+        dst = convert(args.src, args.dst, args.dtype, args.lora_alpha, args.tokenizer, args.overwrite)
+    except ConversionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"converted model: {dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
