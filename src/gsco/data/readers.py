@@ -190,8 +190,10 @@ def read_metafile_split(path: Path, info: DatasetInfo, image_root: Path | None =
     return SplitData(images=paths, labels=np.asarray(labels, dtype=np.int64), ids=ids, source=str(path))
 
 
-def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
-    """Read one image file (PNG/JPEG/…/DICOM) as uint8 (H,W) or (H,W,3), bicubic-resized to a square."""
+def open_image(path: str | Path) -> Image.Image:
+    """Open one image file (PNG/JPEG/TIFF/…, or DICOM rescaled to 8 bits) fully decoded; any failure is one
+    DatasetError naming the file."""
+    path = Path(path)
     try:
         if path.suffix.lower() == ".dcm":
             import pydicom
@@ -201,12 +203,17 @@ def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
                 arr = arr[arr.shape[0] // 2]
             lo, hi = float(arr.min()), float(arr.max())
             arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
-            img = Image.fromarray(arr.round().astype(np.uint8))
-        else:
-            img = Image.open(path)
-            img.load()
+            return Image.fromarray(arr.round().astype(np.uint8))
+        img = Image.open(path)
+        img.load()
+        return img
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear error
         raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
+
+
+def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
+    """Read one image file as uint8 (H,W) or (H,W,3), bicubic-resized to a square."""
+    img = open_image(path)
     img = img.convert("RGB" if as_rgb or img.mode not in ("L", "I", "I;16", "F") else "L")
     if img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)

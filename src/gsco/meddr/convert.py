@@ -273,6 +273,106 @@ def convert_weights(src: Path, dst: Path, config, dtype: torch.dtype | None, lor
     return {"shards": len(shards), "tensors": len(weight_map), "bytes": total, "lora_merged": merger.merged}
 
 
+# ---------------------------------------------------------------------------------------------- back to original
+def original_state_dict(model) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`rename`: our weights under the original InternVL-Chat names (q/k/v re-stacked into
+    ``qkv``), so a model trained here loads in the original code."""
+    inverse_layer = {v: k for k, v in VISION_LAYER_RENAMES.items()}
+    inverse_proj = {v: k for k, v in PROJECTOR_RENAMES.items()}
+    state = model.state_dict()
+    out: dict[str, torch.Tensor] = {}
+    for name, tensor in state.items():
+        if name == "lm_head.weight":
+            out["language_model.lm_head.weight"] = tensor
+        elif name.startswith("model.language_model."):
+            out["language_model.model." + name.removeprefix("model.language_model.")] = tensor
+        elif name.startswith("model.multi_modal_projector."):
+            module, _, leaf = name.removeprefix("model.multi_modal_projector.").rpartition(".")
+            out[f"{inverse_proj[module]}.{leaf}"] = tensor
+        elif name.startswith("model.vision_tower.embeddings."):
+            leaf = name.removeprefix("model.vision_tower.embeddings.")
+            out["vision_model.embeddings." + {
+                "cls_token": "class_embedding", "position_embeddings": "position_embedding",
+                "patch_embeddings.projection.weight": "patch_embedding.weight",
+                "patch_embeddings.projection.bias": "patch_embedding.bias"}[leaf]] = tensor
+        else:
+            m = re.fullmatch(r"model\.vision_tower\.encoder\.layer\.(\d+)\.(.+)\.(\w+)", name)
+            if m is None:
+                if name.endswith(("lambda_1", "lambda_2")):
+                    layer = re.search(r"layer\.(\d+)\.", name).group(1)
+                    out[f"vision_model.encoder.layers.{layer}.ls{name[-1]}"] = tensor
+                    continue
+                raise KeyError(name)
+            layer, module, leaf = m.groups()
+            prefix = f"vision_model.encoder.layers.{layer}."
+            if module in ("attention.q_proj", "attention.k_proj", "attention.v_proj"):
+                if module == "attention.q_proj":
+                    parts = [state[f"model.vision_tower.encoder.layer.{layer}.attention.{p}.{leaf}"]
+                             for p in ("q_proj", "k_proj", "v_proj")]
+                    out[f"{prefix}attn.qkv.{leaf}"] = torch.cat(parts, dim=0)
+                continue
+            out[f"{prefix}{inverse_layer[module]}.{leaf}"] = tensor
+    return out
+
+
+def original_config(config) -> dict:
+    """An ``InternVLChatConfig`` dict for ``config`` (the keys the original code reads)."""
+    v, t = config.vision_config, config.text_config
+    size = v.image_size[0] if isinstance(v.image_size, (list, tuple)) else v.image_size
+    patch = v.patch_size[0] if isinstance(v.patch_size, (list, tuple)) else v.patch_size
+    llm = {k: getattr(t, k) for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                                      "num_key_value_heads", "vocab_size", "max_position_embeddings", "rms_norm_eps",
+                                      "hidden_act", "bos_token_id", "eos_token_id", "pad_token_id", "attention_bias")}
+    llm.update(architectures=["LlamaForCausalLM"], model_type="llama", tie_word_embeddings=False,
+               rope_theta=(t.rope_parameters or {}).get("rope_theta", 10000.0), rope_scaling=None)
+    return {
+        "architectures": ["InternVLChatModel"], "model_type": "internvl_chat", "template": "Hermes-2",
+        "select_layer": config.vision_feature_layer, "downsample_ratio": config.downsample_ratio,
+        "force_image_size": size, "pad2square": False, "ps_version": config.ps_version,
+        "use_backbone_lora": 0, "use_llm_lora": 0, "dynamic_image_size": False,
+        "vision_config": {"architectures": ["InternVisionModel"], "model_type": "intern_vit_6b",
+                          "hidden_size": v.hidden_size, "num_hidden_layers": v.num_hidden_layers,
+                          "num_attention_heads": v.num_attention_heads, "intermediate_size": v.intermediate_size,
+                          "image_size": size, "patch_size": patch, "num_channels": v.num_channels,
+                          "qk_normalization": v.use_qk_norm, "qkv_bias": v.attention_bias, "norm_type": v.norm_type,
+                          "layer_norm_eps": v.layer_norm_eps, "hidden_act": v.hidden_act},
+        "llm_config": llm,
+    }
+
+
+def save_original(model, tokenizer, dst: str | Path, max_shard_bytes: int | None = None) -> Path:
+    """Write ``model`` in the original InternVL-Chat-V1.2 layout (``config.json``, safetensors shards with an
+    index when ``max_shard_bytes`` splits them, ``tokenizer/``) — what the published MedDr checkpoint looks like."""
+    from safetensors.torch import save_file
+
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in original_state_dict(model).items()}
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for name in sorted(state):
+        nbytes = state[name].numel() * state[name].element_size()
+        if max_shard_bytes and shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][name] = state[name]
+        size += nbytes
+    if len(shards) == 1:
+        save_file(shards[0], str(dst / "model.safetensors"), metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(dst / fname), metadata={"format": "pt"})
+            weight_map.update({k: fname for k in shard})
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        (dst / "model.safetensors.index.json").write_text(
+            json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2) + "\n")
+    (dst / "config.json").write_text(json.dumps(original_config(model.config), indent=2) + "\n")
+    tokenizer.save_pretrained(dst / "tokenizer")
+    return dst
+
+
 # ------------------------------------------------------------------------------------------------------------- main
 def find_tokenizer_dir(src: Path, tokenizer: Path | None) -> Path:
     for candidate in ([tokenizer] if tokenizer else [src / "tokenizer", src]):

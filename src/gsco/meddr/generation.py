@@ -1,0 +1,144 @@
+"""Answer questions about images with a generalist: MedDr (a converted directory or a preset) or any transformers
+image-text-to-text model whose processor has a chat template.
+
+Generation is batched with left padding; greedy answers do not depend on the batch size.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from gsco.data.readers import open_image
+from gsco.runtime import resolve_device
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ModelLoadError(ValueError):
+    """The model argument does not name a usable model; the message says what to do."""
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on a GPU, fp32 on a CPU."""
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected auto or one of {sorted(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def attention_implementation(device: torch.device) -> str:
+    """flash-attn when CUDA and the package are both present, else PyTorch's SDPA."""
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("flash_attn") is not None:
+            return "flash_attention_2"
+    return "sdpa"
+
+
+def check_model_argument(model: str | None) -> Path | None:
+    """The model directory ``model`` names, or None for a preset (a name or a preset YAML); a directory that
+    cannot be a usable model is a ModelLoadError — cheap, so callers can check before heavier work."""
+    if model is None or model.endswith(".yaml") or (not Path(model).exists() and "/" not in model):
+        return None
+    path = Path(model)
+    if not path.is_dir():
+        raise ModelLoadError(f"model directory {path} does not exist (weights are never downloaded: give a local "
+                             "directory, or a preset name such as 'tiny')")
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        raise ModelLoadError(f"{path} has no config.json: not a transformers model directory")
+    if json.loads(config_file.read_text()).get("model_type") == "internvl_chat":
+        raise ModelLoadError(f"{path} is an original-format MedDr/InternVL-Chat checkpoint; convert it first: "
+                             f"python -m gsco.meddr.convert --src {path} --dst {path}-hf")
+    return path
+
+
+@dataclass
+class Generalist:
+    model: torch.nn.Module
+    processor: object
+    device: torch.device
+    name: str
+
+    @classmethod
+    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto",
+             device_map: str | None = None) -> "Generalist":
+        """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
+        preset name (``tiny``: random weights) — None means ``tiny``."""
+        import gsco.meddr  # noqa: F401  (registers model_type meddr with the Auto classes)
+
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        path = check_model_argument(model)
+        if path is None:
+            return cls._from_preset(model or "tiny", dev, torch_dtype)
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        logger.info("loading %s (%s, %s)", path, torch_dtype, device_map or dev)
+        kwargs = {"dtype": torch_dtype, "attn_implementation": attention_implementation(dev)}
+        if device_map:
+            kwargs["device_map"] = device_map
+        net = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+        if not device_map:
+            net.to(dev)
+        processor = AutoProcessor.from_pretrained(str(path))
+        if getattr(processor, "chat_template", None) is None:
+            raise ModelLoadError(f"{path}: the processor has no chat template; a generalist needs one")
+        return cls(net, processor, dev if not device_map else net.device, str(path))
+
+    @classmethod
+    def _from_preset(cls, name: str, device: torch.device, dtype: torch.dtype) -> "Generalist":
+        from gsco.meddr.presets import build_from_preset
+
+        logger.warning("MedDr preset %r with RANDOM weights: its answers are noise (pass --model DIR for a real "
+                       "model)", name)
+        net, processor = build_from_preset(name, dtype=dtype)
+        return cls(net.to(device), processor, device, f"{name} (random weights)")
+
+    def prompt(self, question: str, with_image: bool, system: str | None = None) -> str:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    @torch.no_grad()
+    def answer(self, images: Sequence[Image.Image | str | Path | None], questions: Sequence[str],
+               max_new_tokens: int = 512, num_beams: int = 1, batch_size: int = 8, system: str | None = None,
+               progress: bool = False) -> list[str]:
+        """One answer per (image, question); an image may be None for a text-only question."""
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images but {len(questions)} questions")
+        answers: list[str] = []
+        steps = range(0, len(questions), batch_size)
+        for start in tqdm(steps, desc="generating", file=sys.stderr, disable=not progress):
+            batch_images = images[start:start + batch_size]
+            batch_questions = questions[start:start + batch_size]
+            answers.extend(self._answer_batch(batch_images, batch_questions, max_new_tokens, num_beams, system))
+        return answers
+
+    def _answer_batch(self, images, questions, max_new_tokens, num_beams, system) -> list[str]:
+        loaded = [None if im is None else (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
+                  for im in images]
+        texts = [self.prompt(q, im is not None, system) for q, im in zip(questions, loaded)]
+        present = [im for im in loaded if im is not None]
+        tokenizer = self.processor.tokenizer
+        tokenizer.padding_side = "left"
+        inputs = self.processor(text=texts, images=present or None, padding=True, return_tensors="pt")
+        inputs = inputs.to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        new = out[:, inputs["input_ids"].shape[1]:]
+        return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
