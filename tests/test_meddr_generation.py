@@ -1,0 +1,84 @@
+"""Batched generation and demo.py on the tiny preset and a converted fixture."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, shared_path
+from gsco.meddr.generation import Generalist, ModelLoadError, check_model_argument
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return Generalist.load("tiny", device="cpu")
+
+
+def test_batch_of_eight_equals_one_at_a_time(tiny):
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (64 + 8 * i, 80, 3), dtype=np.uint8)) for i in range(8)]
+    questions = [f"Case {i}: what is{' really' * i} seen here?" for i in range(8)]  # different lengths -> padding
+    batched = tiny.answer(images, questions, max_new_tokens=12, batch_size=8)
+    single = [tiny.answer([im], [q], max_new_tokens=12, batch_size=1)[0] for im, q in zip(images, questions)]
+    assert batched == single
+    assert len(set(batched)) > 1  # the answers depend on the input
+
+
+def test_text_only_and_mixed_batches(tiny):
+    image = Image.open(shared_path("data", "cxr", "00000001_000.png"))
+    mixed = tiny.answer([None, image], ["Define cardiomegaly.", "What is seen?"], max_new_tokens=6)
+    alone = [tiny.answer([None], ["Define cardiomegaly."], max_new_tokens=6)[0],
+             tiny.answer([image], ["What is seen?"], max_new_tokens=6)[0]]
+    assert mixed == alone
+
+
+def test_model_argument_errors(tmp_path):
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        check_model_argument(str(tmp_path / "missing"))
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        check_model_argument(str(tmp_path))
+    with pytest.raises(ModelLoadError, match="convert it first"):
+        check_model_argument(str(shared_path("fixtures", "meddr_original_tiny")))
+    assert check_model_argument(None) is None and check_model_argument("tiny") is None
+
+
+def run_demo(*args):
+    return subprocess.run([sys.executable, "demo.py", *args], capture_output=True, text=True, cwd=REPO)
+
+
+def test_demo_without_arguments_runs_the_tiny_preset():
+    proc = run_demo("--max-new-tokens", "4")
+    assert proc.returncode == 0, proc.stderr
+    assert "RANDOM weights" in proc.stderr and len(proc.stdout.splitlines()) == 1
+
+
+def test_demo_with_a_converted_fixture_answers_each_pair(tmp_path):
+    from gsco.meddr.convert import convert
+
+    model = convert(shared_path("fixtures", "meddr_original_tiny"), tmp_path / "hf")
+    image = str(shared_path("fixtures", "meddr_original_tiny", "image.png"))
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"image": "%s", "question": "Is this normal?"}\n' % image)
+    proc = run_demo("--model", str(model), "--image", image, "--question", "Is this normal or tumor?",
+                    "--pairs", str(pairs), "--max-new-tokens", "5")
+    assert proc.returncode == 0, proc.stderr
+    assert len(proc.stdout.splitlines()) == 2 and "RANDOM" not in proc.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--model", "/no/such/dir"], "model directory /no/such/dir does not exist"),
+    (["--image", "/no/such.png", "--question", "hi"], "image /no/such.png cannot be read"),
+    (["--image", "data/examples/images/case0.png", "--question", "  "], "question 1 is empty"),
+    (["--image", "data/examples/images/case0.png"], "1 --image but 0 --question"),
+])
+def test_demo_errors_are_one_clear_line(args, message, capsys, monkeypatch):
+    import importlib.util
+
+    monkeypatch.chdir(REPO)
+    spec = importlib.util.spec_from_file_location("demo", REPO / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    assert demo.main(args) == 2
+    assert message in capsys.readouterr().err
