@@ -14,6 +14,18 @@ import numpy as np
 import torch
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def repo_file(path: str | Path) -> Path:
+    """``path`` as given when it exists (relative to the working directory), else relative to the repository —
+    so the shipped configs and examples resolve wherever a script is started from."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not (REPO_ROOT / path).exists():
+        return path
+    return REPO_ROOT / path
+
+
 def setup_logging(level: int = logging.INFO) -> None:
     """Logs go to stderr so that stdout carries only results (paths, answers)."""
     logging.basicConfig(stream=sys.stderr, level=level, format="[%(asctime)s %(name)s] %(message)s", datefmt="%H:%M:%S")

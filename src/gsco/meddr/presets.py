@@ -14,10 +14,10 @@ from typing import Literal
 import torch
 
 from gsco.config import ConfigError, load_config
+from gsco.runtime import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 PRESET_DIR = Path("configs") / "meddr"
 
 

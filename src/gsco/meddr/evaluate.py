@@ -1,0 +1,348 @@
+"""Batch evaluation of MedDr (or any image-text-to-text generalist) on a metafile: predictions, then metrics.
+
+    python -m gsco.meddr.evaluate [--config configs/meddr/eval.yaml] [key=value ...]
+    bash inference_meddr.sh                      (env MODEL, METAFILE, IMAGE_ROOT, TASK, OUT_DIR, BATCH_SIZE, GPUS)
+
+Metafile: JSONL rows ``{id, split, image, text, question_id, answer}`` (the reference's layout). The ground truth
+is ``answer`` (else ``text``); the question is the row's ``question`` when present, else the task's prompt from
+``prompts``. ``image`` is relative to ``image_root`` (default: the metafile's folder); a list takes its first view.
+
+Predictions are appended to ``{out_dir}/{metafile stem}_predictions.jsonl`` batch by batch; a re-run skips the
+``question_id``s already there and so ends with the same file as an uninterrupted run. An unreadable image is
+logged and skipped. Under ``torchrun``/``accelerate launch`` each process answers its share of the rows into a part
+file that the first process merges, in metafile order. Metrics go to ``{stem}_metrics.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.runtime import repo_file, setup_logging, write_json
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("report", "vqa", "diagnosis")
+
+
+@dataclasses.dataclass
+class MedDrEvalConfig:
+    model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
+    metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"
+    image_root: str | None = None  # default: the metafile's folder
+    task: Literal["report", "vqa", "diagnosis"] = "report"
+    out_dir: str = "outputs/meddr"
+    split: str | None = None  # keep rows of this split only (null: all rows)
+    limit: int | None = None  # first N rows (after the split filter)
+    prompts: str = "configs/meddr/prompts.yaml"
+    prompt_set: str = "default"  # a key under the task in the prompts file
+    options: list[str] | None = None  # diagnosis options when rows do not list them
+    system: str | None = None  # system message; null: the chat template's own ("Answer the questions.")
+    batch_size: int = 8
+    max_new_tokens: int = 256
+    num_beams: int = 1
+    device: str = "auto"
+    dtype: str = "auto"
+    device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
+    report_tokenize: Literal["ptb", "none"] = "ptb"
+    meteor: bool = True
+    score_only: bool = False  # only (re)compute metrics from an existing predictions file
+
+    def validate(self) -> None:
+        for key in ("batch_size", "max_new_tokens", "num_beams"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"key 'limit': must be at least 1 or null, got {self.limit}")
+
+    @property
+    def stem(self) -> str:
+        return Path(self.metafile).stem
+
+    @property
+    def predictions_file(self) -> Path:
+        return Path(self.out_dir) / f"{self.stem}_predictions.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return Path(self.out_dir) / f"{self.stem}_metrics.json"
+
+
+@dataclasses.dataclass
+class Item:
+    question_id: str
+    image: Path | None
+    question: str
+    annotation: str
+    options: list[str] | None
+    line: int
+    answer_type: str | None = None
+
+
+# ------------------------------------------------------------------------------------------------------ reading
+def load_prompt(cfg: MedDrEvalConfig) -> str:
+    path = repo_file(cfg.prompts)
+    if not path.is_file():
+        raise ConfigError(f"key 'prompts': {path} does not exist")
+    prompts = yaml.safe_load(path.read_text()) or {}
+    per_task = prompts.get(cfg.task)
+    if not isinstance(per_task, dict) or cfg.prompt_set not in per_task:
+        have = sorted(per_task) if isinstance(per_task, dict) else []
+        raise ConfigError(f"{path}: no prompt {cfg.prompt_set!r} for task {cfg.task!r}; available: {have}")
+    return str(per_task[cfg.prompt_set])
+
+
+def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
+    """Rows of the metafile as evaluation items; a malformed row stops with its file and line."""
+    path = repo_file(cfg.metafile)
+    if not path.is_file():
+        raise ConfigError(f"key 'metafile': {path} does not exist")
+    root = Path(cfg.image_root) if cfg.image_root else path.parent
+    template = load_prompt(cfg)
+    items, seen = [], {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {lineno}"
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{where}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise ConfigError(f"{where}: expected a JSON object")
+        if cfg.split is not None and row.get("split") != cfg.split:
+            continue
+        qid = str(row.get("question_id", row.get("id", lineno)))
+        if qid in seen:
+            raise ConfigError(f"{where}: question_id {qid!r} repeats line {seen[qid]}")
+        seen[qid] = lineno
+        truth = row.get("answer", row.get("text"))
+        if truth is None:
+            raise ConfigError(f"{where}: no ground truth (expected 'answer' or 'text')")
+        image = row.get("image")
+        if isinstance(image, list):
+            image = image[0] if image else None
+        image_path = None if image in (None, "") else (Path(image) if Path(image).is_absolute() else root / image)
+        options = row.get("options", cfg.options)
+        if cfg.task == "diagnosis" and not options:
+            raise ConfigError(f"{where}: a diagnosis row needs options (the row's 'options' or the config's)")
+        question = row.get("question")
+        if question is None:
+            question = template.format(options=", ".join(f"'{o}'" for o in (options or [])), question="")
+        elif "{question}" in template:
+            question = template.format(question=question, options=", ".join(f"'{o}'" for o in (options or [])))
+        items.append(Item(qid, image_path, str(question), str(truth), list(options) if options else None, lineno,
+                          row.get("answer_type")))
+        if cfg.limit is not None and len(items) >= cfg.limit:
+            break
+    if not items:
+        raise ConfigError(f"{path}: no rows to evaluate" + (f" in split {cfg.split!r}" if cfg.split else ""))
+    return items
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        path.write_bytes(raw)
+        logger.warning("%s: dropped a partial last line left by an interrupted run", path)
+    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# -------------------------------------------------------------------------------------------------- generating
+def distributed_context() -> tuple[int, int]:
+    """(rank, world size) under torchrun/accelerate; (0, 1) otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        import torch
+
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+    """Answer every item not yet in the predictions file; returns counts."""
+    from gsco.data.readers import DatasetError, open_image
+    from gsco.meddr.generation import Generalist
+
+    rank, world = distributed_context()
+    out = cfg.predictions_file
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+    done = {r["question_id"] for r in read_predictions(out)}
+    if part != out:
+        done |= {r["question_id"] for r in read_predictions(part)}
+    todo = [it for it in items if it.question_id not in done][rank::world]
+    logger.info("%d of %d questions already answered; %d to go%s", len(done & {i.question_id for i in items}),
+                len(items), len(todo), f" on rank {rank}/{world}" if world > 1 else "")
+    skipped: list[dict] = []
+    if todo:
+        device = cfg.device
+        if world > 1 and device in ("auto", "cuda"):
+            import torch
+
+            device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if torch.cuda.is_available() else "cpu"
+        generalist = Generalist.load(cfg.model, device, cfg.dtype, cfg.device_map)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo), desc="answering", file=sys.stderr, disable=rank != 0)
+        for start in range(0, len(todo), cfg.batch_size):
+            batch, images = [], []
+            for it in todo[start:start + cfg.batch_size]:
+                try:
+                    images.append(None if it.image is None else open_image(it.image))
+                    batch.append(it)
+                except DatasetError as exc:
+                    logger.warning("skipping question %s (line %d): %s", it.question_id, it.line, exc)
+                    skipped.append({"question_id": it.question_id, "line": it.line, "error": str(exc)})
+            if batch:
+                answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
+                                            cfg.num_beams, batch_size=len(batch), system=cfg.system)
+                append_rows(part, [prediction_row(it, a) for it, a in zip(batch, answers)])
+            bar.update(len(todo[start:start + cfg.batch_size]))
+        bar.close()
+    if world > 1:
+        merge_parts(cfg, items, rank, world)
+    return {"answered": len(todo) - len(skipped), "skipped": skipped}
+
+
+def prediction_row(item: Item, answer: str) -> dict:
+    return {"question_id": item.question_id, "question": item.question, "answer": answer,
+            "annotation": item.annotation, "image": None if item.image is None else str(item.image),
+            **({"options": item.options} if item.options else {}),
+            **({"answer_type": item.answer_type} if item.answer_type else {})}
+
+
+def merge_parts(cfg: MedDrEvalConfig, items: list[Item], rank: int, world: int) -> None:
+    """After every process is done, the first one folds the part files into the predictions file in metafile
+    order, then removes them."""
+    import torch.distributed as dist
+
+    dist.barrier()
+    if rank == 0:
+        out = cfg.predictions_file
+        parts = [out.with_name(f"{out.stem}.rank{r}.jsonl") for r in range(world)]
+        rows = {r["question_id"]: r for p in [out, *parts] for r in read_predictions(p)}
+        order = [it.question_id for it in items if it.question_id in rows]
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(json.dumps(rows[q], ensure_ascii=False) + "\n" for q in order))
+        tmp.replace(out)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    dist.barrier()
+
+
+# ----------------------------------------------------------------------------------------------------- scoring
+def score(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+    """Metrics of the predictions file over the metafile's items (those answered)."""
+    rows = {r["question_id"]: r for r in read_predictions(cfg.predictions_file)}
+    answered = [it for it in items if it.question_id in rows]
+    result: dict = {"task": cfg.task, "model": cfg.model, "metafile": cfg.metafile, "n_items": len(items),
+                    "n_answered": len(answered)}
+    if not answered:
+        return {**result, "metrics": {}}
+    preds = [rows[it.question_id]["answer"] for it in answered]
+    truth = [it.annotation for it in answered]
+    if cfg.task == "report":
+        from gsco.metrics.report import report_metrics
+
+        ids = [it.question_id for it in answered]
+        metrics = report_metrics(dict(zip(ids, truth)), dict(zip(ids, preds)), cfg.report_tokenize, cfg.meteor)
+    elif cfg.task == "vqa":
+        from gsco.metrics.answers import vqa_metrics
+
+        metrics = vqa_metrics(preds, truth, [it.answer_type for it in answered])
+    else:
+        metrics = score_diagnosis(answered, preds)
+    return {**result, "metrics": metrics}
+
+
+def score_diagnosis(items: list[Item], preds: list[str]) -> dict:
+    from gsco.metrics.answers import diagnosis_metrics, parse_option
+
+    options = items[0].options
+    if any(it.options != options for it in items):
+        correct = [parse_option(p, it.options) == canonical(it.annotation, it.options) for it, p in zip(items, preds)]
+        unparsed = sum(parse_option(p, it.options) is None for it, p in zip(items, preds))
+        return {"n": len(items), "accuracy": sum(correct) / len(items), "unparsed": unparsed}
+    truth = [canonical(it.annotation, options) for it in items]
+    return diagnosis_metrics(truth, [parse_option(p, options) for p in preds], options)
+
+
+def canonical(label: str, options: list[str]) -> str:
+    """The option a ground-truth label names (case-insensitive)."""
+    for o in options:
+        if o.strip().lower() == label.strip().lower():
+            return o
+    raise ValueError(f"ground truth {label!r} is not one of the options {options}")
+
+
+def format_table(result: dict) -> str:
+    metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float)) or v is None}
+    width = max((len(k) for k in metrics), default=0)
+    lines = [f"{result['task']} on {result['metafile']}: {result['n_answered']}/{result['n_items']} answered"]
+    lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in metrics.items()]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------------------------------- main
+def evaluate(cfg: MedDrEvalConfig) -> dict:
+    items = read_metafile(cfg)
+    counts = {"answered": 0, "skipped": []}
+    if not cfg.score_only:
+        counts = predict(cfg, items)
+    rank, _ = (0, 1) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else distributed_context()
+    if rank != 0:
+        return {}
+    result = score(cfg, items)
+    result["skipped"] = counts["skipped"]
+    result["config"] = config_to_dict(cfg)
+    write_json(result, cfg.metrics_file)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Evaluate MedDr (or another generalist) on a metafile.")
+    parser.add_argument("--config", default=str(repo_file("configs/meddr/eval.yaml")))
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(MedDrEvalConfig, args.config, parse_overrides(args.overrides))
+        result = evaluate(cfg)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if result:
+        print(format_table(result))
+        print(f"predictions: {cfg.predictions_file}")
+        print(f"metrics: {cfg.metrics_file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Report-generation metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr through pycocoevalcap's own scorers.
+
+``tokenize="ptb"`` runs pycocoevalcap's PTB tokenizer first (COCO-caption convention, needs Java);
+``tokenize="none"`` scores the texts as given, split on spaces — R2Gen/R2GenGPT's convention, whose reports are
+already cleaned. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+REPORT_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
+
+
+def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[str, list[str]]:
+    """``{id: [text, ...]}`` -> the same, tokenized as the scorers expect."""
+    if tokenize == "none":
+        return {k: [" ".join(t.split()) for t in v] for k, v in texts.items()}
+    if tokenize != "ptb":
+        raise ValueError(f"tokenize {tokenize!r}: expected 'ptb' or 'none'")
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
+
+
+def report_metrics(references: Mapping[str, str | list[str]], predictions: Mapping[str, str],
+                   tokenize: str = "ptb", meteor: bool = True) -> dict[str, float]:
+    """Corpus-level scores of ``predictions`` against ``references`` (one or more per id); ids must match."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    if set(references) != set(predictions):
+        missing = sorted(set(references) ^ set(predictions))[:5]
+        raise ValueError(f"references and predictions cover different ids, e.g. {missing}")
+    if not references:
+        raise ValueError("no predictions to score")
+    keys = sorted(references)
+    gts = tokenize_for_scoring({k: [references[k]] if isinstance(references[k], str) else list(references[k])
+                                for k in keys}, tokenize)
+    res = tokenize_for_scoring({k: [predictions[k]] for k in keys}, tokenize)
+    scores: dict[str, float] = {}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    scores.update({f"BLEU_{n}": float(b) for n, b in enumerate(bleu, 1)})
+    if meteor:
+        from pycocoevalcap.meteor.meteor import Meteor
+
+        scorer = Meteor()
+        try:
+            scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
+        finally:
+            _close_meteor(scorer)
+    scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
+    scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
+    return scores
+
+
+def _close_meteor(scorer) -> None:
+    proc = getattr(scorer, "meteor_p", None)
+    if proc is not None and proc.poll() is None:
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
