@@ -1,0 +1,142 @@
+"""inference_meddr.sh / gsco.meddr.evaluate on an IU-Xray-style metafile (real reports, generated images), and the
+answer/report metrics."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, shared_path
+from gsco.config import ConfigError, load_config
+from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+
+
+@pytest.fixture(scope="module")
+def iu_xray(tmp_path_factory):
+    """12 real IU-Xray test reports in the reference's metafile layout, with generated images."""
+    root = tmp_path_factory.mktemp("iu_xray")
+    test = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())["test"][:12]
+    rng = np.random.default_rng(0)
+    with open(root / "iu_xray_test.jsonl", "w") as f:
+        for i, row in enumerate(test):
+            image = root / row["image_path"][0]
+            image.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 255, (96, 96), dtype=np.uint8)).save(image)
+            f.write(json.dumps({"id": row["id"], "split": "test", "image": row["image_path"][0],
+                                "text": row["report"], "question_id": i, "answer": row["report"]}) + "\n")
+    return root / "iu_xray_test.jsonl"
+
+
+def cfg_of(metafile, out_dir, **kw):
+    base = {"model": "tiny", "metafile": str(metafile), "out_dir": str(out_dir), "task": "report", "device": "cpu",
+            "max_new_tokens": 12, "meteor": False, "prompts": str(REPO / "configs/meddr/prompts.yaml")}
+    return load_config(MedDrEvalConfig, None, {**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(iu_xray, tmp_path_factory):
+    cfg = cfg_of(iu_xray, tmp_path_factory.mktemp("full"), batch_size=8)
+    result = evaluate(cfg)
+    return cfg.predictions_file.read_text(), result
+
+
+def test_predictions_have_the_reference_keys_and_metrics_are_written(uninterrupted, iu_xray):
+    text, result = uninterrupted
+    rows = [json.loads(line) for line in text.splitlines()]
+    assert len(rows) == 12 and {"question_id", "question", "answer", "annotation"} <= set(rows[0])
+    assert rows[3]["annotation"] == json.loads(iu_xray.read_text().splitlines()[3])["answer"]
+    assert rows[0]["question"].startswith("You are a helpful medical assistant. Your task is report generation.")
+    assert set(result["metrics"]) == {"BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"}
+    assert result["n_answered"] == 12 and result["skipped"] == []
+
+
+def test_batch_one_writes_the_same_file(uninterrupted, iu_xray, tmp_path):
+    cfg = cfg_of(iu_xray, tmp_path, batch_size=1)
+    evaluate(cfg)
+    assert cfg.predictions_file.read_text() == uninterrupted[0]
+
+
+def test_a_rerun_after_a_cut_mid_write_completes_the_same_file(uninterrupted, iu_xray, tmp_path):
+    cfg = cfg_of(iu_xray, tmp_path, batch_size=4)
+    lines = uninterrupted[0].splitlines(keepends=True)
+    cfg.predictions_file.parent.mkdir(parents=True, exist_ok=True)
+    cfg.predictions_file.write_text("".join(lines[:5]) + lines[5][:17])  # 5 rows and a torn sixth
+    result = evaluate(cfg)
+    assert cfg.predictions_file.read_text() == uninterrupted[0] and result["n_answered"] == 12
+
+
+def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray, tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "METAFILE": str(iu_xray), "OUT_DIR": str(tmp_path),
+           "TASK": "report", "BATCH_SIZE": "2"}
+    cmd = ["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12", "meteor=false"]
+    preds = tmp_path / "iu_xray_test_predictions.jsonl"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if preds.exists() and len(preds.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    killed_at = len(preds.read_text().splitlines()) if preds.exists() else 0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < killed_at < 12, "the run was not caught halfway"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert f"{12 - killed_at} to go" in done.stderr or "to go" in done.stderr
+    assert preds.read_text() == uninterrupted[0]
+    assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
+
+
+def test_an_unreadable_image_is_logged_and_skipped(iu_xray, tmp_path, caplog):
+    rows = [json.loads(line) for line in iu_xray.read_text().splitlines()[:3]]
+    rows[1]["image"] = "missing/0.png"
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    rows[2]["image"] = str(tmp_path / "broken.png")
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = cfg_of(meta, tmp_path / "out", image_root=str(iu_xray.parent))
+    result = evaluate(cfg)
+    assert result["n_answered"] == 1 and [s["question_id"] for s in result["skipped"]] == ["1", "2"]
+    assert "skipping question 1 (line 2)" in caplog.text
+
+
+def test_metafile_errors_name_file_and_line(tmp_path):
+    meta = tmp_path / "m.jsonl"
+    meta.write_text('{"id": 1, "image": "a.png", "answer": "x"}\n{"id": 1, "image": "b.png", "answer": "y"}\n')
+    with pytest.raises(ConfigError, match="m.jsonl line 2: question_id '1' repeats line 1"):
+        evaluate(cfg_of(meta, tmp_path))
+    meta.write_text('{"id": 1, "image": "a.png"}\n')
+    with pytest.raises(ConfigError, match="line 1: no ground truth"):
+        evaluate(cfg_of(meta, tmp_path))
+    meta.write_text("{not json\n")
+    with pytest.raises(ConfigError, match="line 1: not valid JSON"):
+        evaluate(cfg_of(meta, tmp_path))
+    meta.write_text('{"id": 1, "image": "a.png", "answer": "x"}\n')
+    with pytest.raises(ConfigError, match="no prompt 'nope' for task 'report'; available: .*'default'"):
+        evaluate(cfg_of(meta, tmp_path, prompt_set="nope"))
+    with pytest.raises(ConfigError, match="needs options"):
+        evaluate(cfg_of(meta, tmp_path, task="diagnosis"))
+
+
+def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "a.png")
+    meta = tmp_path / "d.jsonl"
+    meta.write_text("".join(json.dumps({"id": i, "image": "a.png", "answer": lab}) + "\n"
+                            for i, lab in enumerate(["Tumor", "normal", "tumor"])))
+    cfg = cfg_of(meta, tmp_path / "o", task="diagnosis", options=["normal", "tumor"])
+    result = evaluate(cfg)
+    m = result["metrics"]
+    assert m["n"] == 3 and sum(map(sum, m["confusion"])) == 3 and len(m["confusion"][0]) == 3  # + unparsed column
+    rows = [json.loads(line) for line in cfg.predictions_file.read_text().splitlines()]
+    assert "The possible diagnoses are: 'normal', 'tumor'." in rows[0]["question"]
+
+    vqa = REPO / "data/examples/meddr/vqa_sample.jsonl"
+    result = evaluate(cfg_of(vqa, tmp_path / "v", task="vqa"))
+    assert result["metrics"]["n_closed"] == 2 and result["metrics"]["n_open"] == 1

@@ -1,0 +1,102 @@
+"""Report metrics equal pycocoevalcap's own scorers; answer parsing, diagnosis and VQA scores."""
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, f1_score
+
+from conftest import shared_path
+from gsco.metrics.answers import (
+    closed_correct, diagnosis_metrics, mentioned_options, multilabel_metrics, open_recall, parse_option, vqa_metrics,
+)
+from gsco.metrics.report import report_metrics
+
+
+@pytest.fixture(scope="module")
+def reports():
+    test = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())["test"][:40]
+    refs = {r["id"]: r["report"] for r in test}
+    ids = list(refs)
+    # Hypotheses: other studies' reports (realistic, partly overlapping wording), one exact copy.
+    hyps = {k: refs[ids[(i + 1) % len(ids)]] for i, k in enumerate(ids)}
+    hyps[ids[0]] = refs[ids[0]]
+    return refs, hyps
+
+
+def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports):
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
+
+    refs, hyps = reports
+    ours = report_metrics(refs, hyps, tokenize="ptb", meteor=True)
+    tok = PTBTokenizer()
+    gts = tok.tokenize({k: [{"caption": v}] for k, v in refs.items()})
+    res = tok.tokenize({k: [{"caption": v}] for k, v in hyps.items()})
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    expected = {f"BLEU_{i}": b for i, b in enumerate(bleu, 1)}
+    expected["METEOR"] = Meteor().compute_score(gts, res)[0]
+    expected["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
+    expected["CIDEr"] = Cider().compute_score(gts, res)[0]
+    assert ours.keys() == expected.keys()
+    for key in expected:
+        assert ours[key] == pytest.approx(expected[key], abs=1e-12), key
+    assert 0 < ours["BLEU_4"] < ours["BLEU_1"] < 1
+
+
+def test_untokenized_scoring_and_perfect_predictions(reports):
+    refs, _ = reports
+    lower = {k: v.lower() for k, v in refs.items()}
+    perfect = report_metrics(lower, lower, tokenize="none", meteor=False)
+    assert perfect["BLEU_4"] == pytest.approx(1.0, abs=1e-6) and perfect["ROUGE_L"] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="different ids"):
+        report_metrics({"a": "x"}, {"b": "x"}, meteor=False)
+
+
+@pytest.mark.parametrize("answer, expected", [
+    ("The diagnosis is Tumor.", "tumor"),
+    ("normal tissue, no tumor", "normal"),          # first mentioned wins
+    ("This is non-tumor tissue", "non-tumor"),      # the longer option, not the 'tumor' inside it
+    ("tumorous growth", None),                      # whole words only
+    ("I cannot tell.", None),
+])
+def test_parse_option(answer, expected):
+    assert parse_option(answer, ["normal", "tumor", "non-tumor"]) == expected
+
+
+def test_mentioned_options_for_multi_label():
+    assert mentioned_options("Effusion and atelectasis; also effusion.", ["atelectasis", "effusion", "mass"]) \
+        == ["effusion", "atelectasis"]
+
+
+def test_diagnosis_metrics_match_sklearn_with_unparsed_counted_wrong():
+    options = ["a", "b", "c"]
+    truth = ["a", "b", "c", "a", "b", "c", "a"]
+    pred = ["a", "b", "b", None, "b", "c", "c"]
+    m = diagnosis_metrics(truth, pred, options)
+    y = [options.index(t) for t in truth]
+    p = [options.index(q) if q else 3 for q in pred]
+    assert m["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, labels=[0, 1, 2], average="macro"))
+    assert m["unparsed"] == 1 and m["per_class_recall"] == {"a": 1 / 3, "b": 1.0, "c": 0.5}
+    assert np.array(m["confusion"]).shape == (3, 4)
+    with pytest.raises(ValueError, match=r"\['d'\] are not among the options"):
+        diagnosis_metrics(["d"], ["a"], options)
+
+
+def test_multilabel_metrics():
+    m = multilabel_metrics([["x"], ["x", "y"], ["y"]], [["x"], ["x"], []], ["x", "y"])
+    assert m["accuracy"] == pytest.approx(1 / 3) and m["unparsed"] == 1
+    assert m["per_class_recall"] == {"x": 1.0, "y": 0.0}
+
+
+def test_vqa_scores():
+    assert closed_correct("Yes, there is an effusion.", "yes")
+    assert not closed_correct("No. Yes would be wrong.", "yes")
+    assert closed_correct("It is on the left side", "left side")
+    assert open_recall("The right lower lobe", "right lung lobe") == pytest.approx(2 / 3)
+    m = vqa_metrics(["yes", "no", "a lung"], ["yes", "yes", "lung"])
+    assert (m["n_closed"], m["n_open"], m["closed_accuracy"], m["open_recall"]) == (2, 1, 0.5, 1.0)
