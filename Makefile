@@ -33,6 +33,7 @@ test: install
 bench: install
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_specialist.py
+	$(PY) bench/bench_meddr_generation.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -220,3 +220,38 @@ def test_fixture_tokenizer_has_the_image_tokens_at_the_documented_ids():
     tok = load_tokenizer(shared_path("fixtures", "meddr_original_tiny", "tokenizer"))
     assert [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>")] \
         == [6, 7, 9, 10, 11]
+
+
+def test_converter_takes_a_sentencepiece_tokenizer_like_yis(tmp_path):
+    """The published checkpoint ships Yi's SentencePiece ``tokenizer.model`` (LlamaTokenizer), not a
+    tokenizer.json: the converter turns it into a fast tokenizer with the image tokens named."""
+    import io
+
+    import sentencepiece as spm
+    from transformers import AutoTokenizer
+
+    reports = [r["report"] for r in json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())["train"][:200]]
+    buffer = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(reports), model_writer=buffer, vocab_size=280, model_type="bpe",
+        user_defined_symbols=["<|im_start|>", "<|im_end|>", "<|im_sep|>", "<img>", "</img>"], unk_id=0, bos_id=1,
+        eos_id=2, pad_id=-1, unk_piece="<unk>", bos_piece="<|startoftext|>", eos_piece="<|endoftext|>",
+        minloglevel=2)
+    model, processor = build_from_preset("tiny", seed=5)
+    src = save_original(model, processor.tokenizer, tmp_path / "orig")
+    shutil.rmtree(src / "tokenizer")
+    (src / "tokenizer.model").write_bytes(buffer.getvalue())
+    (src / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "LlamaTokenizer", "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>",
+        "unk_token": "<unk>", "pad_token": "<unk>", "add_bos_token": False, "add_eos_token": False}))
+    (src / "added_tokens.json").write_text(json.dumps({"<IMG_CONTEXT>": 280, "<video>": 281}))
+    dst = convert(src, tmp_path / "hf")
+    config = json.loads((dst / "config.json").read_text())
+    assert config["image_token_id"] == 280
+    tok = AutoTokenizer.from_pretrained(dst)
+    assert (dst / "tokenizer.json").is_file() and tok.padding_side == "left"
+    text = "<|im_start|>user\n<img><IMG_CONTEXT></img>\nThe heart is normal.<|im_end|>"
+    reference = load_tokenizer(src)
+    assert tok(text).input_ids == reference(text).input_ids
+    assert tok.convert_tokens_to_ids(["<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]) == [4, 6, 7, 280]
+    assert json.loads((dst / "generation_config.json").read_text())["eos_token_id"] == 4

@@ -116,8 +116,9 @@ class Generalist:
     @torch.no_grad()
     def answer(self, images: Sequence[Image.Image | str | Path | None], questions: Sequence[str],
                max_new_tokens: int = 512, num_beams: int = 1, batch_size: int = 8, system: str | None = None,
-               progress: bool = False) -> list[str]:
-        """One answer per (image, question); an image may be None for a text-only question."""
+               progress: bool = False, **generate_kwargs) -> list[str]:
+        """One answer per (image, question); an image may be None for a text-only question. Extra keyword
+        arguments go to ``model.generate`` (e.g. ``repetition_penalty``)."""
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         answers: list[str] = []
@@ -125,10 +126,11 @@ class Generalist:
         for start in tqdm(steps, desc="generating", file=sys.stderr, disable=not progress):
             batch_images = images[start:start + batch_size]
             batch_questions = questions[start:start + batch_size]
-            answers.extend(self._answer_batch(batch_images, batch_questions, max_new_tokens, num_beams, system))
+            answers.extend(self._answer_batch(batch_images, batch_questions, max_new_tokens, num_beams, system,
+                                              generate_kwargs))
         return answers
 
-    def _answer_batch(self, images, questions, max_new_tokens, num_beams, system) -> list[str]:
+    def _answer_batch(self, images, questions, max_new_tokens, num_beams, system, generate_kwargs) -> list[str]:
         loaded = [None if im is None else (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
                   for im in images]
         texts = [self.prompt(q, im is not None, system) for q, im in zip(questions, loaded)]
@@ -139,6 +141,7 @@ class Generalist:
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False)
+        out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
+                                  **generate_kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
