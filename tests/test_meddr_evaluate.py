@@ -140,3 +140,15 @@ def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
     vqa = REPO / "data/examples/meddr/vqa_sample.jsonl"
     result = evaluate(cfg_of(vqa, tmp_path / "v", task="vqa"))
     assert result["metrics"]["n_closed"] == 2 and result["metrics"]["n_open"] == 1
+
+
+def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray, tmp_path):
+    """GPUS=2 runs torchrun; on a CPU both processes use gloo, each answers half and the first merges."""
+    env = {**os.environ, "PYTHON": sys.executable, "METAFILE": str(iu_xray), "OUT_DIR": str(tmp_path), "GPUS": "2",
+           "BATCH_SIZE": "8"}
+    proc = subprocess.run(["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12",
+                           "meteor=false"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "6 to go on rank 1/2" in proc.stderr
+    assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
+    assert not list(tmp_path.glob("*.rank*.jsonl"))

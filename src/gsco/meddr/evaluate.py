@@ -313,7 +313,11 @@ def evaluate(cfg: MedDrEvalConfig) -> dict:
     counts = {"answered": 0, "skipped": []}
     if not cfg.score_only:
         counts = predict(cfg, items)
-    rank, _ = (0, 1) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else distributed_context()
+    rank, world = (0, 1) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else distributed_context()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
     if rank != 0:
         return {}
     result = score(cfg, items)
