@@ -152,3 +152,20 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     assert "6 to go on rank 1/2" in proc.stderr
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
     assert not list(tmp_path.glob("*.rank*.jsonl"))
+
+
+def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
+    from gsco.data.r2gen import main as r2gen_main
+
+    out = tmp_path / "iu_test.jsonl"
+    assert r2gen_main(["--annotation", str(shared_path("data", "iu_xray", "annotation.json")), "--split", "test",
+                       "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 590 and rows[0]["image"] == rows[0]["images"][0] and rows[0]["answer"] == rows[0]["text"]
+    from gsco.meddr.evaluate import read_metafile
+
+    items = read_metafile(cfg_of(out, tmp_path, image_root="/images"))
+    assert len(items) == 590 and str(items[0].image) == f"/images/{rows[0]['image']}"
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"test": [{"id": "x", "report": "r"}]}')
+    assert r2gen_main(["--annotation", str(bad), "--out", str(out)]) == 2
