@@ -12,6 +12,14 @@ from collections.abc import Mapping
 REPORT_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
 
+def require_java(what: str) -> None:
+    import shutil
+
+    if shutil.which("java") is None:
+        raise RuntimeError(f"{what} needs Java, which is not on PATH: install a JRE (e.g. apt-get install "
+                           "default-jre-headless), or score with report_tokenize=none meteor=false")
+
+
 def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[str, list[str]]:
     """``{id: [text, ...]}`` -> the same, tokenized as the scorers expect."""
     if tokenize == "none":
@@ -20,6 +28,7 @@ def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[
         raise ValueError(f"tokenize {tokenize!r}: expected 'ptb' or 'none'")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
+    require_java("PTB tokenization (report_tokenize=ptb)")
     return PTBTokenizer().tokenize({k: [{"caption": t} for t in v] for k, v in texts.items()})
 
 
@@ -45,6 +54,7 @@ def report_metrics(references: Mapping[str, str | list[str]], predictions: Mappi
     if meteor:
         from pycocoevalcap.meteor.meteor import Meteor
 
+        require_java("METEOR")
         scorer = Meteor()
         try:
             scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
