@@ -146,10 +146,13 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     """GPUS=2 runs torchrun; on a CPU both processes use gloo, each answers half and the first merges."""
     env = {**os.environ, "PYTHON": sys.executable, "METAFILE": str(iu_xray), "OUT_DIR": str(tmp_path), "GPUS": "2",
            "BATCH_SIZE": "8"}
+    lines = uninterrupted[0].splitlines(keepends=True)
+    (tmp_path / "iu_xray_test_predictions.jsonl").write_text("".join(lines[:3]))  # an interrupted earlier run
+    (tmp_path / "iu_xray_test_predictions.rank1.jsonl").write_text(lines[7] + lines[9][:20])
     proc = subprocess.run(["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12",
                            "meteor=false"], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert "6 to go on rank 1/2" in proc.stderr
+    assert "4 of 12 questions already answered; 4 to go on rank 1/2" in proc.stderr
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
     assert not list(tmp_path.glob("*.rank*.jsonl"))
 

@@ -191,9 +191,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     out = cfg.predictions_file
     out.parent.mkdir(parents=True, exist_ok=True)
     part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
-    done = {r["question_id"] for r in read_predictions(out)}
-    if part != out:
-        done |= {r["question_id"] for r in read_predictions(part)}
+    done = answered_ids(out, rank, world)
     todo = [it for it in items if it.question_id not in done][rank::world]
     logger.info("%d of %d questions already answered; %d to go%s", len(done & {i.question_id for i in items}),
                 len(items), len(todo), f" on rank {rank}/{world}" if world > 1 else "")
@@ -226,6 +224,21 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     if world > 1:
         merge_parts(cfg, items, rank, world)
     return {"answered": len(todo) - len(skipped), "skipped": skipped}
+
+
+def answered_ids(out: Path, rank: int, world: int) -> set[str]:
+    """Question ids already answered (the predictions file and, under data parallel, every process's part file).
+    The first process reads, the others receive its set, so all split the remaining work the same way."""
+    if world == 1:
+        return {r["question_id"] for r in read_predictions(out)}
+    import torch.distributed as dist
+
+    shared: list = [None]
+    if rank == 0:
+        files = [out, *out.parent.glob(f"{out.stem}.rank*.jsonl")]
+        shared = [{r["question_id"] for f in files for r in read_predictions(f)}]
+    dist.broadcast_object_list(shared, src=0)
+    return shared[0]
 
 
 def prediction_row(item: Item, answer: str) -> dict:
@@ -338,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(MedDrEvalConfig, args.config, parse_overrides(args.overrides))
         result = evaluate(cfg)
-    except ConfigError as exc:
+    except (ValueError, RuntimeError) as exc:  # ConfigError, unreadable model directory, Java missing, ...
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if result:
