@@ -255,3 +255,42 @@ def test_converter_takes_a_sentencepiece_tokenizer_like_yis(tmp_path):
     assert tok(text).input_ids == reference(text).input_ids
     assert tok.convert_tokens_to_ids(["<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>"]) == [4, 6, 7, 280]
     assert json.loads((dst / "generation_config.json").read_text())["eos_token_id"] == 4
+
+
+def test_converter_carries_image_size_pad2square_and_select_layer(tmp_path):
+    from safetensors.torch import load_file
+    from transformers import AutoProcessor
+
+    src = tmp_path / "src"
+    shutil.copytree(shared_path("fixtures", "meddr_original_tiny"), src)
+    config = json.loads((src / "config.json").read_text())
+    config.update(force_image_size=56, pad2square=True, select_layer=-2)
+    (src / "config.json").write_text(json.dumps(config))
+    dst = convert(src, tmp_path / "hf")
+    model = MedDrForConditionalGeneration.from_pretrained(dst).eval()
+    assert model.config.vision_feature_layer == -2 and model.config.image_seq_length == 4
+    # InternViT resizes its 8x8 position grid to the 4x4 input grid (bicubic); the converter does it once.
+    original = load_file(str(src / "model.safetensors"))["vision_model.embeddings.position_embedding"]
+    grid = original[:, 1:].reshape(1, 8, 8, -1).permute(0, 3, 1, 2)
+    expected = torch.nn.functional.interpolate(grid, size=(4, 4), mode="bicubic", align_corners=False)
+    got = model.model.vision_tower.embeddings.position_embeddings
+    assert got.shape == (1, 17, 32) and torch.equal(got[:, :1], original[:, :1])
+    assert torch.allclose(got[:, 1:], expected.reshape(1, 32, 16).permute(0, 2, 1))
+    processor = AutoProcessor.from_pretrained(dst)
+    assert processor.image_processor.pad2square is True and processor.image_seq_length == 4
+    image = Image.fromarray(np.zeros((30, 50, 3), dtype=np.uint8))
+    inputs = processor(text=["<IMG_CONTEXT>\nhi"], images=[image], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 56, 56)
+    with torch.no_grad():
+        assert model(**inputs).logits.shape[1] == inputs["input_ids"].shape[1]
+
+
+def test_meddr_40b_processor_gives_one_448_tile_of_256_tokens():
+    from gsco.meddr.processor import build_byte_tokenizer, build_processor
+
+    preset = load_preset("meddr-40b")
+    processor = build_processor(build_byte_tokenizer(), preset.vision["image_size"], preset.image_seq_length)
+    image = Image.fromarray(np.zeros((700, 1200, 3), dtype=np.uint8))  # wide: the stock processor would tile it
+    inputs = processor(text=["<IMG_CONTEXT>\nhi"], images=[image], return_tensors="pt")
+    assert inputs["pixel_values"].shape == (1, 3, 448, 448)
+    assert int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 256
