@@ -37,6 +37,7 @@ bench: install
 	$(PY) bench/bench_retrieval.py
 	$(PY) bench/bench_specialist.py
 	$(PY) bench/bench_meddr_generation.py
+	$(PY) bench/bench_convert_memory.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

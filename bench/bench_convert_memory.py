@@ -4,7 +4,7 @@
 
 Writes a random MedDr of the tiny architecture widened to ``--hidden`` in the original InternVL-Chat layout,
 split into ``--shards`` safetensors shards, converts it in a fresh process and reads that process's peak
-resident memory (``ru_maxrss``). Baseline: the same process importing everything and loading nothing (its peak
+resident memory (``VmHWM``). Baseline: the same process importing everything and loading nothing (its peak
 RSS). Reports (peak - baseline) / checkpoint size and / largest shard. Writes bench/out/convert_memory.json.
 """
 
@@ -19,13 +19,15 @@ from pathlib import Path
 
 import torch
 
+# VmHWM (this process's own peak RSS): ru_maxrss would include the parent's peak, inherited across fork.
 PROBE = """
-import resource, sys
+import re, sys
 import gsco.meddr
 from gsco.meddr.convert import convert
 if sys.argv[1] != "-":
     convert(sys.argv[1], sys.argv[2])
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+status = open("/proc/self/status").read()
+print(int(re.search(r"VmHWM:\\s+(\\d+) kB", status).group(1)) * 1024)
 """
 
 
