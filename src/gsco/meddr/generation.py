@@ -48,9 +48,10 @@ def attention_implementation(device: torch.device) -> str:
     return "sdpa"
 
 
-def check_model_argument(model: str | None) -> Path | None:
+def check_model_argument(model: str | Path | None) -> Path | None:
     """The model directory ``model`` names, or None for a preset (a name or a preset YAML); a directory that
     cannot be a usable model is a ModelLoadError — cheap, so callers can check before heavier work."""
+    model = None if model is None else str(model)
     if model is None or model.endswith(".yaml") or (not Path(model).exists() and "/" not in model):
         return None
     path = Path(model)
@@ -74,7 +75,7 @@ class Generalist:
     name: str
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto", dtype: str = "auto",
+    def load(cls, model: str | Path | None = None, device: str = "auto", dtype: str = "auto",
              device_map: str | None = None) -> "Generalist":
         """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
         preset name (``tiny``: random weights) — None means ``tiny``."""

@@ -1,0 +1,260 @@
+"""Fine-tune MedDr (LoRA or full) with transformers' Trainer, on one CPU or under DeepSpeed on many GPUs.
+
+    python -m gsco.meddr.train --config configs/meddr/finetune_lora.yaml [key=value ...]
+    bash train.sh                        (env MODEL, DATA, IMAGE_ROOT, OUTPUT_DIR, MODE, DEEPSPEED, GPUS, NNODES, ...)
+
+Writes ``{output_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes from the last one),
+``{output_dir}/final/`` (a standalone model directory: with LoRA, the adapter merged in) and, in LoRA mode,
+``{output_dir}/adapter/`` (the unmerged adapter in peft format; ``python -m gsco.meddr.merge_lora`` merges it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.runtime import repo_file, setup_logging, write_json
+
+logger = logging.getLogger(__name__)
+
+LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclasses.dataclass
+class MedDrTrainConfig:
+    model: str = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
+    data: str = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
+    image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
+    output_dir: str = "outputs/meddr-train"
+    mode: Literal["lora", "full"] = "lora"
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
+    # optimisation (the MedDr recipe: lr 1e-5, 2 epochs, global batch 128, warmup 3 %, weight decay 0.05)
+    learning_rate: float = 1e-5
+    num_train_epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides num_train_epochs
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.05
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    max_grad_norm: float = 1.0
+    max_seq_length: int = 2048
+    overlong: Literal["truncate", "skip"] = "truncate"
+    bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = True
+    group_by_length: bool = True
+    # what trains
+    freeze_vision: bool = True
+    freeze_projector: bool = False
+    freeze_llm: bool = False  # full mode only (in LoRA mode the LLM's own weights are always frozen)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_modules: list[str] = dataclasses.field(default_factory=lambda: list(LLM_LORA_MODULES))
+    system: str | None = None
+    # bookkeeping
+    logging_steps: int = 10
+    save_steps: int = 500
+    save_total_limit: int = 2
+    seed: int = 42
+    resume: bool = True
+    dataloader_num_workers: int = 0
+
+    def validate(self) -> None:
+        for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lora_r",
+                    "logging_steps", "save_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"key 'learning_rate': must be positive, got {self.learning_rate}")
+        unknown = sorted(set(self.lora_modules) - set(LLM_LORA_MODULES))
+        if unknown:
+            raise ConfigError(f"key 'lora_modules': {unknown} are not LLM projections; choose from {LLM_LORA_MODULES}")
+        if self.deepspeed and not repo_file(self.deepspeed).is_file():
+            raise ConfigError(f"key 'deepspeed': {self.deepspeed} does not exist")
+        if self.mode == "full" and self.freeze_vision and self.freeze_projector and self.freeze_llm:
+            raise ConfigError("mode full with freeze_vision, freeze_projector and freeze_llm all true trains nothing")
+
+
+def lora_target_pattern(modules: list[str]) -> str:
+    """A regex matching the named projections of the *language model* only — a bare ``q_proj`` would also match
+    the vision tower's attention."""
+    attn = [m for m in modules if m in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    mlp = [m for m in modules if m in ("gate_proj", "up_proj", "down_proj")]
+    parts = ([rf"self_attn\.({'|'.join(attn)})"] if attn else []) + ([rf"mlp\.({'|'.join(mlp)})"] if mlp else [])
+    return rf"^model\.language_model\.layers\.\d+\.({'|'.join(parts)})$"
+
+
+def load_base(cfg: MedDrTrainConfig):
+    """(model, processor, base_dir): a model directory as given, or a preset built and saved to
+    ``{output_dir}/base`` so the adapter and a resumed run refer to the same starting weights."""
+    import gsco.meddr  # noqa: F401
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from gsco.meddr.generation import check_model_argument
+
+    path = check_model_argument(cfg.model)
+    if path is None:
+        base = Path(cfg.output_dir) / "base"
+        if not (base / "config.json").is_file():
+            from gsco.meddr.presets import build_from_preset
+
+            logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
+            model, processor = build_from_preset(cfg.model, seed=cfg.seed)
+            model.save_pretrained(base)
+            processor.save_pretrained(base)
+        path = base
+    model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32)
+    processor = AutoProcessor.from_pretrained(str(path))
+    return model, processor, path
+
+
+def prepare_trainable(model, cfg: MedDrTrainConfig):
+    """Freeze / wrap the model as the config says; returns the model to train."""
+    inner = model.model
+    if cfg.mode == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        model.requires_grad_(False)
+        modules_to_save = [] if cfg.freeze_projector else ["multi_modal_projector"]
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=lora_target_pattern(cfg.lora_modules), modules_to_save=modules_to_save,
+                          task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+        if not cfg.freeze_vision:
+            for p in model.base_model.model.model.vision_tower.parameters():
+                p.requires_grad_(True)
+    else:
+        inner.vision_tower.requires_grad_(not cfg.freeze_vision)
+        inner.multi_modal_projector.requires_grad_(not cfg.freeze_projector)
+        inner.language_model.requires_grad_(not cfg.freeze_llm)
+        model.lm_head.requires_grad_(not cfg.freeze_llm)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info("trainable parameters: %d of %d (%.3f %%), mode %s", trainable, total, 100 * trainable / total, cfg.mode)
+    return model
+
+
+def training_arguments(cfg: MedDrTrainConfig):
+    from transformers import TrainingArguments
+
+    bf16 = torch.cuda.is_available() if cfg.bf16 == "auto" else cfg.bf16 == "true"
+    return TrainingArguments(
+        output_dir=cfg.output_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
+        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", logging_steps=cfg.logging_steps, save_strategy="steps",
+        save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
+        dataloader_num_workers=cfg.dataloader_num_workers, remove_unused_columns=False, report_to="none",
+        deepspeed=str(repo_file(cfg.deepspeed)) if cfg.deepspeed else None, disable_tqdm=False,
+    )
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(output_dir) if Path(output_dir).is_dir() else None
+
+
+def _trainer_class():
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    class MedDrTrainer(Trainer):
+        """Trainer whose length-grouped sampler takes the token counts the dataset computed when it tokenised,
+        instead of loading every item (and its image) to measure it."""
+
+        def _get_train_sampler(self, train_dataset=None):
+            dataset = train_dataset if train_dataset is not None else self.train_dataset
+            if self.args.train_sampling_strategy == "group_by_length" and hasattr(dataset, "lengths"):
+                return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                            lengths=dataset.lengths)
+            return super()._get_train_sampler(train_dataset)
+
+    return MedDrTrainer
+
+
+def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
+    """Train per ``cfg`` (``callbacks``: transformers TrainerCallbacks, e.g. for logging); returns the final model
+    directory, the global step, the mean training loss and the Trainer's log history."""
+    from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
+
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    args = training_arguments(cfg)  # first: under DeepSpeed ZeRO-3 it must exist before the model is built
+    model, processor, base = load_base(cfg)
+    samples = read_training_data(repo_file(cfg.data), cfg.image_root)
+    if not samples:
+        raise ConfigError(f"key 'data': {cfg.data} holds no usable sample")
+    dataset = ConversationDataset(samples, processor, cfg.max_seq_length, cfg.overlong, cfg.system)
+    model = prepare_trainable(model, cfg)
+    MedDrTrainer = _trainer_class()
+    if cfg.gradient_checkpointing:
+        model.enable_input_require_grads()
+    trainer = MedDrTrainer(model=model, args=args, train_dataset=dataset, callbacks=callbacks,
+                           data_collator=ConversationCollator(processor.tokenizer.pad_token_id))
+    resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
+    if resume:
+        logger.info("resuming from %s", resume)
+    write_json(config_to_dict(cfg), Path(cfg.output_dir) / "train_config.json")
+    result = trainer.train(resume_from_checkpoint=resume)
+    final = save_outputs(trainer, processor, cfg, base)
+    return {"final": final, "global_step": trainer.state.global_step, "train_loss": result.training_loss,
+            "log_history": trainer.state.log_history}
+
+
+def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
+    """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format)."""
+    out = Path(cfg.output_dir)
+    model = trainer.model
+    if cfg.mode == "lora":
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(out / "adapter"))  # gathers ZeRO-3 partitions before writing
+            processor.save_pretrained(out / "adapter")
+        trainer.accelerator.wait_for_everyone()
+        if trainer.is_world_process_zero():
+            from gsco.meddr.merge_lora import merge_lora
+
+            merge_lora(out / "adapter", out / "final", base=base)
+    else:
+        trainer.save_model(str(out / "final"))
+        if trainer.is_world_process_zero():
+            processor.save_pretrained(out / "final")
+            model.generation_config.save_pretrained(out / "final")
+    return out / "final"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Fine-tune MedDr (LoRA or full).")
+    parser.add_argument("--config", default=str(repo_file("configs/meddr/finetune_tiny.yaml")))
+    parser.add_argument("overrides", nargs="*", metavar="key=value")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = load_config(MedDrTrainConfig, args.config, parse_overrides(args.overrides))
+        result = train(cfg)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
+        print(f"model: {result['final']}")
+        if cfg.mode == "lora":
+            print(f"adapter: {Path(cfg.output_dir) / 'adapter'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
