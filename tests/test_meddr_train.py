@@ -1,0 +1,164 @@
+"""MedDr fine-tuning on the CPU: the tiny preset learns a generated visual task by full fine-tuning, a LoRA on that
+model learns a new one, training resumes exactly, and a merged LoRA equals the adapter-wrapped model."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gsco.config import load_config
+from gsco.meddr.generation import Generalist
+from gsco.meddr.train import MedDrTrainConfig, lora_target_pattern, train
+from gsco.metrics.answers import parse_option
+
+QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
+OPTIONS = " Options: top left, top right, bottom left, bottom right."
+QUESTIONS = {"square": "Which quadrant holds the bright square?" + OPTIONS,
+             "disc": "Which quadrant holds the red disc?" + OPTIONS}
+
+
+def quadrant_task(root, n, seed, shape="square"):
+    """Dark noise with one bright 24 px square (or a red disc); the answer is its quadrant (chance: 25 %)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = int(rng.integers(4))
+        img = rng.integers(0, 60, (112, 112, 3)).astype(np.uint8)
+        y0, x0 = (q // 2) * 56 + int(rng.integers(6, 26)), (q % 2) * 56 + int(rng.integers(6, 26))
+        if shape == "square":
+            img[y0:y0 + 24, x0:x0 + 24] = 255
+        else:
+            yy, xx = np.mgrid[:112, :112]
+            img[(yy - y0 - 12) ** 2 + (xx - x0 - 12) ** 2 <= 144] = (255, 80, 80)
+        name = f"{shape}{seed}_{i}.png"
+        Image.fromarray(img).save(root / name)
+        rows.append({"id": name, "image": name, "answer": QUADRANTS[q], "question": QUESTIONS[shape],
+                     "conversations": [{"from": "human", "value": "<image>\n" + QUESTIONS[shape]},
+                                       {"from": "gpt", "value": QUADRANTS[q]}]})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quadrants")
+    (root / "squares.json").write_text(json.dumps(quadrant_task(root, 400, 1)))
+    (root / "discs.json").write_text(json.dumps(quadrant_task(root, 200, 3, "disc")))
+    return root, {"squares": quadrant_task(root, 60, 2), "discs": quadrant_task(root, 60, 4, "disc")}
+
+
+def cfg_of(**kw):
+    return load_config(MedDrTrainConfig, None, {"model": "tiny", "learning_rate": 2e-3, "per_device_train_batch_size": 8,
+                                                "max_seq_length": 512, "gradient_checkpointing": False,
+                                                "logging_steps": 5, "save_steps": 1000, **kw})
+
+
+def accuracy(model_dir, root, rows):
+    g = Generalist.load(model_dir, device="cpu")
+    answers = g.answer([root / r["image"] for r in rows], [r["question"] for r in rows], max_new_tokens=14,
+                       batch_size=30)
+    return float(np.mean([parse_option(a, QUADRANTS) == r["answer"] for a, r in zip(answers, rows)]))
+
+
+@pytest.fixture(scope="module")
+def square_model(task, tmp_path_factory):
+    """Full fine-tuning of the random tiny preset (vision tower included) on the bright-square task."""
+    root, _ = task
+    out = tmp_path_factory.mktemp("full")
+    return train(cfg_of(data=str(root / "squares.json"), output_dir=str(out), mode="full", freeze_vision=False,
+                        num_train_epochs=15.0))["final"]
+
+
+def test_full_finetuning_learns_the_visual_task(task, square_model):
+    root, held_out = task
+    assert accuracy(square_model.parent / "base", root, held_out["squares"]) <= 0.5  # random init: chance
+    assert accuracy(square_model, root, held_out["squares"]) >= 0.9
+
+
+def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_model, tmp_path):
+    """LoRA on the LLM (vision frozen, projector trained) of the square model, for red discs asked about in new
+    words; the merged standalone model then equals the adapter-wrapped one."""
+    from peft import PeftModel
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from gsco.meddr.merge_lora import main as merge_main
+
+    root, held_out = task
+    assert accuracy(square_model, root, held_out["discs"]) <= 0.5
+    result = train(cfg_of(data=str(root / "discs.json"), output_dir=str(tmp_path), mode="lora",
+                          model=str(square_model), learning_rate=5e-3, num_train_epochs=8.0))
+    assert accuracy(result["final"], root, held_out["discs"]) >= 0.9
+    adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32
+    assert adapter_config["base_model_name_or_path"] == str(square_model)
+
+    processor = AutoProcessor.from_pretrained(result["final"])
+    wrapped = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(square_model),
+                                        str(tmp_path / "adapter")).eval()
+    merged = AutoModelForImageTextToText.from_pretrained(result["final"]).eval()
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["disc"]}]}],
+        add_generation_prompt=True, tokenize=False)
+    inputs = processor(text=[text], images=[Image.open(root / held_out["discs"][0]["image"])], return_tensors="pt")
+    assert merge_main(["--adapter", str(tmp_path / "adapter"), "--dst", str(tmp_path / "merged2")]) == 0
+    again = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged2").eval()
+    with torch.no_grad():
+        assert torch.allclose(wrapped(**inputs).logits, merged(**inputs).logits, atol=1e-5)
+        assert torch.equal(again(**inputs).logits, merged(**inputs).logits)
+    lora_b = [v for k, v in wrapped.state_dict().items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # trained, non-zero adapter weights
+
+
+def test_lora_targets_only_the_language_model():
+    pattern = lora_target_pattern(["q_proj", "v_proj", "down_proj"])
+    assert re.fullmatch(pattern, "model.language_model.layers.3.self_attn.q_proj")
+    assert re.fullmatch(pattern, "model.language_model.layers.0.mlp.down_proj")
+    assert not re.fullmatch(pattern, "model.vision_tower.encoder.layer.0.attention.q_proj")
+    assert not re.fullmatch(pattern, "model.language_model.layers.0.self_attn.k_proj")
+
+
+def test_interrupted_training_resumes_to_the_same_end(task, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import TrainerCallback
+
+    root, _ = task
+
+    class StopAt(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 10:
+                control.should_training_stop = True
+
+    common = {"data": str(root / "squares.json"), "mode": "lora", "max_steps": 20, "save_steps": 5,
+              "logging_steps": 1}
+    full = train(cfg_of(output_dir=str(tmp_path / "a"), **common))
+    train(cfg_of(output_dir=str(tmp_path / "b"), **common), callbacks=[StopAt()])
+    resumed = train(cfg_of(output_dir=str(tmp_path / "b"), **common))
+
+    def losses(result):
+        return {h["step"]: h["loss"] for h in result["log_history"] if "loss" in h}
+
+    assert resumed["global_step"] == full["global_step"] == 20
+    assert abs(losses(resumed)[20] - losses(full)[20]) <= 1e-5
+    wa = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
+    wb = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_train_sh_computes_accumulation_from_all_nodes(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    env = {**os.environ, "PYTHON": sys.executable, "GPUS": "0", "NNODES": "1", "BATCH_SIZE": "10",
+           "PER_DEVICE_BATCH_SIZE": "4"}
+    proc = subprocess.run(["bash", str(REPO / "train.sh")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2 and "BATCH_SIZE=10 is not a multiple of PER_DEVICE_BATCH_SIZE=4 x 1" in proc.stderr
+    env.update(BATCH_SIZE="16", OUTPUT_DIR=str(tmp_path), NNODES="2")
+    proc = subprocess.run(["bash", str(REPO / "train.sh"), "max_steps=1", "save_steps=1"], env=env,
+                          capture_output=True, text=True)
+    # 16 / (4 per device x 1 process x 2 nodes) = 2; on a CPU machine it runs the single-process path
+    assert "gradient_accumulation_steps=2" in proc.stderr
