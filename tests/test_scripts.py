@@ -6,7 +6,7 @@ import pytest
 from conftest import REPO
 
 
-@pytest.mark.parametrize("cmd", [["bash", "train.sh"], ["bash", "inference_gsco.sh"]])
+@pytest.mark.parametrize("cmd", [["bash", "inference_gsco.sh"]])
 def test_unfinished_entry_points_say_so_and_fail(cmd):
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode != 0

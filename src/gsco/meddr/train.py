@@ -30,8 +30,8 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 @dataclasses.dataclass
 class MedDrTrainConfig:
-    model: str = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
-    data: str = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
+    model: str | None = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
+    data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
     output_dir: str = "outputs/meddr-train"
     mode: Literal["lora", "full"] = "lora"
@@ -69,6 +69,10 @@ class MedDrTrainConfig:
     dataloader_num_workers: int = 0
 
     def validate(self) -> None:
+        for key in ("model", "data"):
+            if getattr(self, key) is None:
+                raise ConfigError(f"key {key!r} is required (this recipe leaves it to you: {key}=... or "
+                                  f"{key.upper()}=... for train.sh)")
         for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "max_seq_length", "lora_r",
                     "logging_steps", "save_steps"):
             if getattr(self, key) < 1:
@@ -218,14 +222,13 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
     out = Path(cfg.output_dir)
     model = trainer.model
     if cfg.mode == "lora":
+        trainer.save_model(str(out / "adapter"))  # every rank: under ZeRO-3 this gathers the partitions
         if trainer.is_world_process_zero():
-            trainer.save_model(str(out / "adapter"))  # gathers ZeRO-3 partitions before writing
             processor.save_pretrained(out / "adapter")
-        trainer.accelerator.wait_for_everyone()
-        if trainer.is_world_process_zero():
             from gsco.meddr.merge_lora import merge_lora
 
             merge_lora(out / "adapter", out / "final", base=base)
+        trainer.accelerator.wait_for_everyone()
     else:
         trainer.save_model(str(out / "final"))
         if trainer.is_world_process_zero():
