@@ -161,4 +161,8 @@ def test_train_sh_computes_accumulation_from_all_nodes(tmp_path):
     proc = subprocess.run(["bash", str(REPO / "train.sh"), "max_steps=1", "save_steps=1"], env=env,
                           capture_output=True, text=True)
     # 16 / (4 per device x 1 process x 2 nodes) = 2; on a CPU machine it runs the single-process path
-    assert "gradient_accumulation_steps=2" in proc.stderr
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "gradient_accumulation_steps=2" in proc.stderr and f"model: {tmp_path / 'final'}" in proc.stdout
+    answer = subprocess.run([sys.executable, str(REPO / "demo.py"), "--model", str(tmp_path / "final"),
+                             "--max-new-tokens", "3"], capture_output=True, text=True)
+    assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 1, answer.stderr[-2000:]
