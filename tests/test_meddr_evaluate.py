@@ -172,3 +172,21 @@ def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text('{"test": [{"id": "x", "report": "r"}]}')
     assert r2gen_main(["--annotation", str(bad), "--out", str(out)]) == 2
+
+
+def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evaluator_read(tmp_path):
+    from gsco.data.diagnosis_questions import main as questions_main
+    from gsco.meddr.data import read_training_data
+    from gsco.meddr.evaluate import read_metafile
+
+    data = shared_path("data", "medmnist", "breastmnist.npz").parent
+    assert questions_main(["--dataset", "breastmnist", "--data-path", str(data), "--out", str(tmp_path),
+                           "--splits", "val", "test"]) == 0
+    samples = read_training_data(tmp_path / "breastmnist_val_conversations.json")
+    assert len(samples) == 78 and samples[0].image.is_file()
+    assert samples[0].conversations[1]["value"] in ("malignant", "normal or benign")
+    assert "breast ultrasound image. The possible diagnoses are: 'malignant', 'normal or benign'." \
+        in samples[0].conversations[0]["value"]
+    items = read_metafile(cfg_of(tmp_path / "breastmnist_test.jsonl", tmp_path, task="diagnosis"))
+    assert len(items) == 156 and items[0].options == ["malignant", "normal or benign"]
+    assert sum(it.annotation == "malignant" for it in items) == 42

@@ -1,0 +1,95 @@
+"""A registered classification dataset as diagnosis questions: image files, a MedDr training sample file and an
+evaluation metafile.
+
+    python -m gsco.data.diagnosis_questions --dataset breastmnist --data-path ../shared/data/medmnist --out DIR
+
+Writes ``DIR/images/{split}_{index}.png`` once, ``DIR/{dataset}_{split}_conversations.json`` (training samples,
+``{id, image, conversations}``) and ``DIR/{dataset}_{split}.jsonl`` (metafile rows ``{id, split, image, question,
+question_id, answer, options}`` for ``inference_meddr.sh TASK=diagnosis``). Single-label datasets only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from gsco.data.datasets import read_split
+from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
+
+QUESTION = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
+            "The possible diagnoses are: {options}. The response should only contain one option.")
+
+
+def diagnosis_question(info: DatasetInfo) -> str:
+    return QUESTION.format(modality=info.modality, options=", ".join(f"'{n}'" for n in info.label_names))
+
+
+def write_split_images(info: DatasetInfo, split: str, data_path: str | Path, img_size: int, out: Path) -> list[dict]:
+    """PNG files of one split (skipped when already there) -> ``[{id, image, label}]`` with image relative to
+    ``out``."""
+    if info.task == "multi-label, binary-class":
+        raise DatasetError(f"dataset {info.name!r} is multi-label; diagnosis questions take one answer")
+    data = read_split(info, split, data_path, img_size)
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(len(data)):
+        label = int(data.labels.reshape(len(data), -1)[i, 0])
+        if isinstance(data.images, np.ndarray):
+            name = f"images/{split}_{i}.png"
+            if not (out / name).is_file():
+                Image.fromarray(data.images[i]).save(out / name)
+        else:
+            name = str(data.images[i])
+        rows.append({"id": f"{info.name}_{split}_{data.ids[i] if data.ids else i}", "image": name,
+                     "label": info.label_names[label]})
+    return rows
+
+
+def write_diagnosis_questions(dataset: str, data_path: str | Path, out: str | Path, img_size: int = 28,
+                              splits: tuple[str, ...] = ("train", "val", "test"),
+                              extra_datasets: str | None = None) -> dict[str, Path]:
+    info = get_dataset_info(dataset, extra_datasets)
+    out = Path(out)
+    question = diagnosis_question(info)
+    written = {}
+    for split in splits:
+        rows = write_split_images(info, split, data_path, img_size, out)
+        samples = [{"id": r["id"], "image": r["image"], "conversations": [
+            {"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": r["label"]}]} for r in rows]
+        conv = out / f"{dataset}_{split}_conversations.json"
+        conv.write_text(json.dumps(samples, indent=0))
+        meta = out / f"{dataset}_{split}.jsonl"
+        meta.write_text("".join(json.dumps({"id": r["id"], "split": split, "image": r["image"], "question": question,
+                                            "question_id": r["id"], "answer": r["label"],
+                                            "options": list(info.label_names)}) + "\n" for r in rows))
+        written[split] = conv
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="A classification dataset as MedDr diagnosis questions.")
+    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--data-path", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--img-size", type=int, default=28)
+    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
+    parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
+    args = parser.parse_args(argv)
+    try:
+        written = write_diagnosis_questions(args.dataset, args.data_path, args.out, args.img_size,
+                                            tuple(args.splits), args.extra_datasets)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for split, path in written.items():
+        print(f"{split}: {path} and {path.with_name(f'{args.dataset}_{split}.jsonl')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
