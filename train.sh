@@ -52,7 +52,12 @@ fi
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 echo "train.sh: ${GPUS} GPU(s) x ${NNODES} node(s); ${args[*]} $*" >&2
 if (( GPUS <= 0 )); then
-  exec "$PYTHON" -m gsco.meddr.train "${args[@]}" "$@"
+  if [[ -z "${DEEPSPEED:-}" ]]; then
+    exec "$PYTHON" -m gsco.meddr.train "${args[@]}" "$@"
+  fi
+  # DeepSpeed on a machine without GPUs (its CPU accelerator, gloo): one process, launched as torchrun would.
+  export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
+  GPUS=1
 fi
 exec "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$GPUS" \
   --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" -m gsco.meddr.train "${args[@]}" "$@"

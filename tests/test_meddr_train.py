@@ -166,3 +166,34 @@ def test_train_sh_computes_accumulation_from_all_nodes(tmp_path):
     answer = subprocess.run([sys.executable, str(REPO / "demo.py"), "--model", str(tmp_path / "final"),
                              "--max-new-tokens", "3"], capture_output=True, text=True)
     assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 1, answer.stderr[-2000:]
+
+
+def test_lora_under_deepspeed_zero3_saves_whole_changed_adapter_weights(task, tmp_path):
+    """ZeRO-3 partitions parameters: a naive save writes empty LoRA tensors (a known failure elsewhere). On the
+    CPU accelerator (one gloo process) our train.sh path saves whole, trained adapters and a loadable model."""
+    import os
+    import subprocess
+    import sys
+
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForImageTextToText
+
+    from conftest import REPO
+
+    root, _ = task
+    env = {**os.environ, "PYTHON": sys.executable, "GPUS": "0", "OUTPUT_DIR": str(tmp_path),
+           "DEEPSPEED": str(REPO / "configs/deepspeed/zero3.json"), "DATA": str(root / "squares.json"),
+           "MASTER_PORT": "29517"}
+    proc = subprocess.run(["bash", str(REPO / "train.sh"), "max_steps=4", "save_steps=2", "learning_rate=1e-2"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    lora = {k: v for k, v in weights.items() if "lora_" in k}
+    assert len(lora) == 2 * 7 * 2  # A and B for 7 projections in each of the 2 LLM layers
+    assert all(v.numel() > 0 for v in weights.values())
+    assert all(v.abs().sum() > 0 for k, v in lora.items() if "lora_B" in k)  # B starts at zero: it trained
+    base = AutoModelForImageTextToText.from_pretrained(tmp_path / "base")
+    wrapped = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
+    assert sum(float(v.abs().sum()) for k, v in wrapped.state_dict().items() if "lora_B" in k) > 0
+    assert (tmp_path / "final" / "config.json").is_file() and (tmp_path / "checkpoint-4").is_dir()

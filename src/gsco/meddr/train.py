@@ -97,28 +97,34 @@ def lora_target_pattern(modules: list[str]) -> str:
     return rf"^model\.language_model\.layers\.\d+\.({'|'.join(parts)})$"
 
 
-def load_base(cfg: MedDrTrainConfig):
-    """(model, processor, base_dir): a model directory as given, or a preset built and saved to
-    ``{output_dir}/base`` so the adapter and a resumed run refer to the same starting weights."""
+def base_model_dir(cfg: MedDrTrainConfig) -> Path:
+    """The directory training starts from: ``model`` as given, or a preset built once and saved to
+    ``{output_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
+    the TrainingArguments exist: under ZeRO-3 a model built afterwards would be partitioned into empty tensors."""
     import gsco.meddr  # noqa: F401
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from gsco.meddr.generation import check_model_argument
 
     path = check_model_argument(cfg.model)
-    if path is None:
-        base = Path(cfg.output_dir) / "base"
-        if not (base / "config.json").is_file():
-            from gsco.meddr.presets import build_from_preset
+    if path is not None:
+        return path
+    base = Path(cfg.output_dir) / "base"
+    if not (base / "config.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
+        from gsco.meddr.presets import build_from_preset
 
-            logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
-            model, processor = build_from_preset(cfg.model, seed=cfg.seed)
-            model.save_pretrained(base)
-            processor.save_pretrained(base)
-        path = base
+        logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
+        model, processor = build_from_preset(cfg.model, seed=cfg.seed)
+        model.save_pretrained(base)
+        processor.save_pretrained(base)
+    return base
+
+
+def load_base(path: Path):
+    """(model, processor) from a model directory (under ZeRO-3, partitioned as it loads)."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
     model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(str(path))
-    return model, processor, path
+    return model, AutoProcessor.from_pretrained(str(path))
 
 
 def prepare_trainable(model, cfg: MedDrTrainConfig):
@@ -195,8 +201,15 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    args = training_arguments(cfg)  # first: under DeepSpeed ZeRO-3 it must exist before the model is built
-    model, processor, base = load_base(cfg)
+    base = base_model_dir(cfg)
+    args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+
+        _ = args.device  # sets up the process group
+        if dist.is_initialized():
+            dist.barrier()  # the other ranks wait until rank 0 has written a preset's base directory
+    model, processor = load_base(base)
     samples = read_training_data(repo_file(cfg.data), cfg.image_root)
     if not samples:
         raise ConfigError(f"key 'data': {cfg.data} holds no usable sample")
@@ -225,8 +238,11 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
         trainer.save_model(str(out / "adapter"))  # every rank: under ZeRO-3 this gathers the partitions
         if trainer.is_world_process_zero():
             processor.save_pretrained(out / "adapter")
+            from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
             from gsco.meddr.merge_lora import merge_lora
 
+            unset_hf_deepspeed_config()  # the merge loads a whole, unpartitioned base model
             merge_lora(out / "adapter", out / "final", base=base)
         trainer.accelerator.wait_for_everyone()
     else:
