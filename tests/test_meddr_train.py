@@ -64,17 +64,38 @@ def accuracy(model_dir, root, rows):
 
 @pytest.fixture(scope="module")
 def square_model(task, tmp_path_factory):
-    """Full fine-tuning of the random tiny preset (vision tower included) on the bright-square task."""
+    """``bash train.sh``: full fine-tuning of the random tiny preset (vision tower included) on the squares."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
     root, _ = task
     out = tmp_path_factory.mktemp("full")
-    return train(cfg_of(data=str(root / "squares.json"), output_dir=str(out), mode="full", freeze_vision=False,
-                        num_train_epochs=15.0))["final"]
+    env = {**os.environ, "PYTHON": sys.executable, "GPUS": "0", "MODE": "full", "DATA": str(root / "squares.json"),
+           "OUTPUT_DIR": str(out)}
+    proc = subprocess.run(["bash", str(REPO / "train.sh"), "freeze_vision=false", "num_train_epochs=15",
+                           "learning_rate=2e-3", "per_device_train_batch_size=8", "save_steps=1000"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"model: {out / 'final'}" in proc.stdout
+    return out / "final"
 
 
 def test_full_finetuning_learns_the_visual_task(task, square_model):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
     root, held_out = task
     assert accuracy(square_model.parent / "base", root, held_out["squares"]) <= 0.5  # random init: chance
     assert accuracy(square_model, root, held_out["squares"]) >= 0.9
+    first = held_out["squares"][0]
+    demo = subprocess.run([sys.executable, str(REPO / "demo.py"), "--model", str(square_model), "--image",
+                           str(root / first["image"]), "--question", first["question"]], capture_output=True, text=True)
+    assert demo.returncode == 0 and demo.stdout.strip() == first["answer"], demo.stderr[-2000:]
 
 
 def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_model, tmp_path):
