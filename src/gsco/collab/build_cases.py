@@ -1,0 +1,118 @@
+"""Specialists' results -> a GSCo case file (the reference's format).
+
+    python -m gsco.collab.build_cases --results A_results.json B_results.json [--rad-from 0] [--k 10] \
+        --data-path ../shared/data/medmnist --out outputs/gsco/breastmnist_cases.json
+
+Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
+test split. The case file is a JSON list, one case per test image, in test order:
+
+    {"id", "image", "label", "rad": [label names of the k most similar training cases, nearest first],
+     "moed": [each specialist's predicted label name], "moed_prob": [its probability for that label],
+     "rad_distance": [their cosine distances]}
+
+``image`` is relative to the case file's folder: for npz datasets the test images are written once to
+``images/`` beside it as PNG; for metafile datasets the original paths are kept. Single-label datasets only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from gsco.data.registry import DatasetError, get_dataset_info
+
+logger = logging.getLogger(__name__)
+
+
+def load_results(paths: list[Path]) -> list[dict]:
+    results = []
+    for path in paths:
+        if not path.is_file():
+            raise DatasetError(f"specialist results {path} do not exist (run bash inference_specialist.sh first)")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"specialist results {path}: not valid JSON ({exc.msg})") from None
+        missing = [k for k in ("y_true", "y_pred", "dataset", "label_names", "all_search_train_labels") if k not in data]
+        if missing:
+            raise DatasetError(f"specialist results {path} lack the keys {missing}")
+        data["_path"] = str(path)
+        results.append(data)
+    first = results[0]
+    for other in results[1:]:
+        if other["dataset"] != first["dataset"] or other["y_true"] != first["y_true"]:
+            raise DatasetError(f"{other['_path']} and {first['_path']} are not on the same test cases "
+                               f"({other['dataset']} vs {first['dataset']})")
+    if first.get("task") == "multi-label, binary-class":
+        raise DatasetError(f"{first['_path']}: multi-label datasets are not supported by the case builder yet")
+    return results
+
+
+def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str | Path | None = None,
+                rad_from: int = 0, k: int = 10, extra_datasets: str | None = None) -> Path:
+    """Write the case file; returns its path."""
+    from gsco.data.diagnosis_questions import write_split_images
+
+    results = load_results([Path(p) for p in results_paths])
+    if not 0 <= rad_from < len(results):
+        raise DatasetError(f"--rad-from {rad_from}: there are {len(results)} specialists (0-{len(results) - 1})")
+    rad_source = results[rad_from]
+    top_n = len(rad_source["all_search_train_labels"][0]) if rad_source["all_search_train_labels"] else 0
+    if not 1 <= k <= top_n:
+        raise DatasetError(f"k {k}: {rad_source['_path']} holds {top_n} neighbours per case (search_top_n)")
+    names = rad_source["label_names"]
+    info = get_dataset_info(rad_source["dataset"], extra_datasets)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if data_path is None:
+        raise DatasetError("--data-path is needed to write the test images next to the case file")
+    images = write_split_images(info, "test", data_path, int(rad_source.get("img_size", 28)), out.parent)
+    y_true = rad_source["y_true"]
+    if len(images) != len(y_true):
+        raise DatasetError(f"{rad_source['_path']} has {len(y_true)} test cases, the dataset's test split "
+                           f"{len(images)}")
+    cases = []
+    for i, truth in enumerate(y_true):
+        label = names[int(truth[0] if isinstance(truth, list) else truth)]
+        if images[i]["label"] != label:
+            raise DatasetError(f"test case {i}: the results say {label!r}, the dataset {images[i]['label']!r} "
+                               "(results from another version of the data?)")
+        preds = [int(r["y_pred"][i]) for r in results]
+        cases.append({
+            "id": images[i]["id"], "image": images[i]["image"], "label": label,
+            "rad": [names[int(t)] for t in rad_source["all_search_train_labels"][i][:k]],
+            "moed": [names[p] for p in preds],
+            "moed_prob": [float(r["y_prob"][i][p]) if "y_prob" in r else None for r, p in zip(results, preds)],
+            "rad_distance": [float(d) for d in rad_source["all_search_sims"][i][:k]],
+        })
+    out.write_text(json.dumps(cases, indent=1) + "\n")
+    logger.info("%d cases from %d specialists (RAD: %s, k=%d)", len(cases), len(results), rad_source["_path"], k)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.runtime import setup_logging
+
+    parser = argparse.ArgumentParser(description="Specialists' results -> a GSCo case file.")
+    parser.add_argument("--results", nargs="+", required=True, help="{...}_results.json of each specialist")
+    parser.add_argument("--out", required=True, help="case file to write (JSON)")
+    parser.add_argument("--data-path", default=None, help="where the dataset's files are (as data_path)")
+    parser.add_argument("--rad-from", type=int, default=0, help="which --results file's retrieval feeds RAD")
+    parser.add_argument("--k", type=int, default=10, help="similar training cases per test case (RAD)")
+    parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        out = build_cases(args.results, args.out, args.data_path, args.rad_from, args.k, args.extra_datasets)
+    except DatasetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"cases: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

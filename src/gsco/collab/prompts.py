@@ -1,0 +1,47 @@
+"""Filling GSCo's diagnosis prompt, as the reference does.
+
+The template holds ``###RAD###`` (the diagnoses of the most similar training cases) and/or ``###MOED###`` (the
+diagnoses of the specialist models); each is replaced by the label names joined with commas and no spaces
+(``tumor,tumor,normal``), and the template's newlines become spaces. A template may use one, both or neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RAD, MOED = "###RAD###", "###MOED###"
+
+# The reference's PCam200 prompt, word for word.
+PCAM200_TEMPLATE = (
+    "You are a helpful medical assistant. Your task is disease diagnosis. You are given a pathology image. "
+    "The possible diagnoses are: 'normal', 'tumor'. The diagnoses of the most similar cases are ###RAD###. "
+    "The diagnoses of the specialist models are ###MOED###. The response should only contain one option."
+)
+
+
+def fill_gsco_prompt(template: str, rad: Sequence[str] | None = None, moed: Sequence[str] | None = None) -> str:
+    """``template`` with its placeholders filled; a placeholder present without hints is an error."""
+    text = template
+    for placeholder, hints, name in ((RAD, rad, "rad"), (MOED, moed, "moed")):
+        if placeholder in text:
+            if not hints:
+                raise ValueError(f"the template uses {placeholder} but the case has no {name} hints")
+            text = text.replace(placeholder, ",".join(hints))
+    return text.replace("\n", " ")
+
+
+def options_text(options: Sequence[str]) -> str:
+    """``'normal', 'tumor'`` — how the reference lists the possible diagnoses."""
+    return ", ".join(f"'{o}'" for o in options)
+
+
+def rad_counts(rad: Sequence[str], options: Sequence[str]) -> list[str]:
+    """RAD as evidence: ``['tumor: 7 of 10 similar cases', 'normal: 3 of 10 similar cases']``, most frequent
+    first (ties in option order)."""
+    counts = [(sum(r == o for r in rad), i, o) for i, o in enumerate(options)]
+    return [f"{o}: {n} of {len(rad)} similar cases" for n, _, o in sorted(counts, key=lambda c: (-c[0], c[1])) if n]
+
+
+def moed_with_probabilities(moed: Sequence[str], probabilities: Sequence[float]) -> list[str]:
+    """MoED as evidence: ``['tumor (p=0.93)', 'normal (p=0.61)']`` — each specialist's label and its probability."""
+    return [f"{label} (p={p:.2f})" for label, p in zip(moed, probabilities)]
