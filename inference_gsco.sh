@@ -1,5 +1,28 @@
 #!/usr/bin/env bash
-# GSCo collaboration (MoED / RAD) with the MedDr generalist — not available yet.
-echo "inference_gsco.sh: the GSCo collaboration pipeline is not available yet in this release." >&2
-echo "Available now: specialists and their retrieval index (bash inference_specialist.sh), the inputs of MoED and RAD." >&2
-exit 2
+# GSCo: the generalist answers each case of a case file with specialists' hints (MoED), similar cases' labels (RAD),
+# both, or neither; the specialists alone are scored too; one ablation table (Markdown + JSON) at the end.
+#   bash inference_gsco.sh [key=value ...]
+# Environment (each optional; unset means "as in the config"):
+#   DATASET     selects configs/gsco/<dataset>.yaml (default breastmnist)
+#   MODEL       converted MedDr directory, any image-text-to-text model directory, or a preset (tiny)
+#   CASES       case file: JSON list of {image, label, rad, moed[, id, moed_prob]} (python -m gsco.collab.build_cases)
+#   IMAGE_ROOT  case images are relative to this (default: the case file's folder)
+#   OUT_DIR     {arm}_predictions.jsonl, ablation.md, ablation.json
+#   BATCH_SIZE  questions per generate() call
+#   ARMS        comma-separated arms (default all), e.g. generalist,moed_rad
+#   CONFIG, PYTHON
+# Extra key=value arguments are passed to `python -m gsco.collab.run`. Re-running resumes each arm.
+set -euo pipefail
+HERE="$(cd "$(dirname "$0")" && pwd)"
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x "$HERE/.venv/bin/python" ]]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi
+fi
+args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
+[[ -n "${MODEL:-}" ]] && args+=("model=${MODEL}")
+[[ -n "${CASES:-}" ]] && args+=("cases=${CASES}")
+[[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
+[[ -n "${OUT_DIR:-}" ]] && args+=("out_dir=${OUT_DIR}")
+[[ -n "${BATCH_SIZE:-}" ]] && args+=("batch_size=${BATCH_SIZE}")
+[[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
+export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+exec "$PYTHON" -m gsco.collab.run "${args[@]}" "$@"

@@ -76,3 +76,52 @@ def test_case_builder_errors(tmp_path):
     with pytest.raises(DatasetError, match="holds 10 neighbours"):
         build_cases([tmp_path / "a.json"], tmp_path / "c.json", data.parent, k=11)
     assert build_main(["--results", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c.json")]) == 2
+
+
+def test_pcam200_config_assembles_the_reference_template():
+    from gsco.collab.run import GscoConfig, template_for
+    from gsco.config import load_config
+    from conftest import REPO
+
+    cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
+    assert template_for(cfg, "moed_rad", cfg.options, cfg.modality) == PCAM200_TEMPLATE
+    assert "###" not in template_for(cfg, "generalist", cfg.options, cfg.modality)
+
+
+def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_resumes(tmp_path):
+    """A case file in the reference's format ({image, label, rad, moed}, image relative to an image root)."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "imgs").mkdir()
+    cases = []
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "imgs" / f"p{i}.png")
+        cases.append({"image": f"p{i}.png", "label": ["normal", "tumor"][i % 2],
+                      "rad": ["tumor", "normal", "tumor"][: 1 + i % 3], "moed": ["tumor", "normal", "tumor"]})
+    (tmp_path / "pcam200_meta.json").write_text(json.dumps(cases))
+    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "pcam200_meta.json"),
+           "IMAGE_ROOT": str(tmp_path / "imgs"), "OUT_DIR": str(tmp_path / "out"), "ARMS": "specialist_0,moed_rad"}
+    cmd = ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6", "batch_size=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text().splitlines()]
+    for row, case in zip(rows, cases):
+        assert row["question"] == fill_gsco_prompt(PCAM200_TEMPLATE, rad=case["rad"], moed=case["moed"])
+        assert row["annotation"] == case["label"] and "parsed" in row
+    table = json.loads((tmp_path / "out" / "ablation.json").read_text())
+    assert table["arms"]["specialist_0"]["accuracy"] == pytest.approx(2 / 5)  # 'tumor' for all five
+    assert "| moed_rad | 5 |" in (tmp_path / "out" / "ablation.md").read_text()
+    # cut after three rows (one torn), re-run: same file as before
+    full = (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text()
+    lines = full.splitlines(keepends=True)
+    (tmp_path / "out" / "moed_rad_predictions.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "2 to go" in again.stderr
+    assert (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text() == full
