@@ -118,6 +118,8 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     table = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert table["arms"]["specialist_0"]["accuracy"] == pytest.approx(2 / 5)  # 'tumor' for all five
     assert "| moed_rad | 5 |" in (tmp_path / "out" / "ablation.md").read_text()
+    png = tmp_path / "out" / "moed_rad_confusion.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and table["arms"]["moed_rad"]["confusion_png"] == str(png)
     # cut after three rows (one torn), re-run: same file as before
     full = (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text()
     lines = full.splitlines(keepends=True)
@@ -125,3 +127,62 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     again = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "2 to go" in again.stderr
     assert (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text() == full
+
+
+def build_tiny_llava(path):
+    """A second, non-InternVL generalist built locally: tiny LLaVA (CLIP vision tower + Llama) with a chat
+    template, saved as a transformers directory."""
+    import torch
+    from transformers import (
+        CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+    )
+
+    from gsco.meddr.processor import build_byte_tokenizer
+
+    tok = build_byte_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    template = (
+        "{%- for m in messages -%}{{- m['role'] | upper + ': ' -}}"
+        "{%- if m['content'] is string -%}{{- m['content'] -}}{%- else -%}{%- for c in m['content'] -%}"
+        "{%- if c['type'] == 'image' -%}{{- '<image>\\n' -}}{%- else -%}{{- c['text'] -}}{%- endif -%}"
+        "{%- endfor -%}{%- endif -%}{{- '\\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}ASSISTANT:{%- endif -%}")
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=28, patch_size=14),
+        text_config=LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+                                num_key_value_heads=2, vocab_size=300),
+        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full")
+    torch.manual_seed(0)
+    LlavaForConditionalGeneration(config).save_pretrained(path)
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
+                   tokenizer=tok, patch_size=14, vision_feature_select_strategy="full", num_additional_image_tokens=1,
+                   chat_template=template).save_pretrained(path)
+    return path
+
+
+def test_a_non_internvl_generalist_plugs_in(tmp_path):
+    from PIL import Image
+
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import load_config
+    from gsco.meddr.generation import Generalist
+
+    model = build_tiny_llava(tmp_path / "llava")
+    g = Generalist.load(str(model), device="cpu")
+    assert type(g.model).__name__ == "LlavaForConditionalGeneration"
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
+        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["normal"] * (i + 1),
+                      "moed": ["tumor", "normal"]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    common = {"dataset": "pcam200", "options": ["normal", "tumor"], "modality": "pathology", "model": str(model),
+              "cases": str(tmp_path / "cases.json"), "device": "cpu", "max_new_tokens": 5,
+              "arms": ["generalist", "moed_rad"]}
+    one = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b1"), "batch_size": 1}))
+    four = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b4"), "batch_size": 4}))
+    assert one["arms"]["moed_rad"]["n"] == four["arms"]["moed_rad"]["n"] == 4
+    for arm in ("generalist", "moed_rad"):
+        assert (tmp_path / "b1" / f"{arm}_predictions.jsonl").read_text() == \
+            (tmp_path / "b4" / f"{arm}_predictions.jsonl").read_text()

@@ -170,6 +170,12 @@ def run(cfg: GscoConfig) -> dict:
         table[arm]["predictions"] = str(path)
     result = {"dataset": cfg.dataset, "cases": str(cases_path), "n_cases": len(cases), "model": cfg.model,
               "options": options, "arms": table, "config": config_to_dict(cfg)}
+    from gsco.metrics.plots import plot_answer_confusion
+
+    for arm, m in table.items():
+        m["confusion_png"] = str(plot_answer_confusion(m["confusion"], options, m["labels"],
+                                                       Path(cfg.out_dir) / f"{arm}_confusion.png",
+                                                       f"{cfg.dataset}: {arm}"))
     write_json(result, Path(cfg.out_dir) / "ablation.json")
     (Path(cfg.out_dir) / "ablation.md").write_text(ablation_markdown(result))
     return result

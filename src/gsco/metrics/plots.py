@@ -78,3 +78,23 @@ def plot_confusion(y_true: np.ndarray, y_score: np.ndarray, task: str, label_nam
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_answer_confusion(matrix: Sequence[Sequence[int]], true_labels: Sequence[str], predicted_labels: Sequence[str],
+                          path: Path, title: str) -> Path:
+    """Counts of (true option, parsed answer) — the answer axis may carry an extra "(unparsed)" column."""
+    plt = _pyplot()
+    mat = np.asarray(matrix)
+    fig, ax = plt.subplots(figsize=(max(5, 0.8 * mat.shape[1] + 3), max(4.5, 0.7 * mat.shape[0] + 2.5)))
+    ax.imshow(mat, cmap="Blues")
+    ax.set_xticks(range(mat.shape[1]), [_short(x, 18) for x in predicted_labels], rotation=45, ha="right")
+    ax.set_yticks(range(mat.shape[0]), [_short(x, 18) for x in true_labels])
+    ax.set_xlabel("answer (parsed)")
+    ax.set_ylabel("true label")
+    for (r, c), v in np.ndenumerate(mat):
+        ax.text(c, r, str(v), ha="center", va="center", color="white" if v > mat.max() / 2 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
