@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# The GSCo recipe in miniature on the real BreastMNIST (~7 min on 2 CPU cores): two specialists of different
+# The GSCo recipe in miniature on the real BreastMNIST (~6 min on 2 CPU cores): two specialists of different
 # architectures -> predictions + retrieval -> case file; the tiny MedDr fine-tuned on the training split's diagnosis
 # questions; every ablation arm on the test split. The generalist is a toy: real numbers need the MedDr checkpoint
 # (MODEL=/path/to/meddr-hf bash inference_gsco.sh on the same case file).

@@ -21,6 +21,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -234,7 +235,6 @@ class ConversationDataset(torch.utils.data.Dataset):
         if augment:
             if getattr(processor, "pad2square", False):
                 from gsco.meddr.processor import expand_to_square
-                import numpy as np
 
                 image = Image.fromarray(expand_to_square(np.asarray(image).transpose(2, 0, 1)).transpose(1, 2, 0))
             image = train_transform(self.image_size)(image)

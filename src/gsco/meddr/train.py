@@ -11,7 +11,6 @@ Writes ``{output_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
