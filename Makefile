@@ -6,9 +6,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_PATH ?= ../shared/data/medmnist
 DEMO_OUT ?= outputs/demo
-# timm's standard stems keep the demo's specialists fast on a CPU (the preset's MedMNIST v2 stem, stem=cifar, is
-# ResNet-only and ~7x slower; it is behind results/breastmnist_v2_resnet18_cifar.json).
-DEMO_STEM ?= default
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
@@ -28,12 +25,14 @@ $(VENV)/.installed: pyproject.toml
 # architectures -> predictions + retrieval -> case file; the tiny MedDr fine-tuned on the training split's diagnosis
 # questions; every ablation arm on the test split. The generalist is a toy: real numbers need the MedDr checkpoint
 # (MODEL=/path/to/meddr-hf bash inference_gsco.sh on the same case file).
+# stem=default: timm's standard stems keep the specialists fast on a CPU (the preset's MedMNIST v2 stem is ResNet-only
+# and ~7x slower; it is behind results/breastmnist_v2_resnet18_cifar.json).
 V2 := --config configs/specialists/medmnist_v2.yaml data_path=$(DATA_PATH) output_path=$(DEMO_OUT)/specialists dataset=breastmnist
 SPECIALISTS := resnet18 mobilenetv3_small_100
 demo: install
 	@for arch in $(SPECIALISTS); do \
-	  $(PY) -m gsco.specialists.train $(V2) architecture=$$arch stem=$(DEMO_STEM) && \
-	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch stem=$(DEMO_STEM) || exit 1; \
+	  $(PY) -m gsco.specialists.train $(V2) architecture=$$arch stem=default && \
+	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch stem=default || exit 1; \
 	done
 	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --out $(DEMO_OUT)/gsco/breastmnist_cases.json --k 10 \
 		--results $(foreach a,$(SPECIALISTS),$(DEMO_OUT)/specialists/breastmnist_28_endToEnd_$(a)_s9930641_results.json)
