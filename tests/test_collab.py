@@ -186,3 +186,24 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
     for arm in ("generalist", "moed_rad"):
         assert (tmp_path / "b1" / f"{arm}_predictions.jsonl").read_text() == \
             (tmp_path / "b4" / f"{arm}_predictions.jsonl").read_text()
+
+
+def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tmp_path):
+    import yaml
+
+    from conftest import REPO
+
+    data = shared_path("data", "medmnist", "breastmnist.npz")
+    y_true = np.load(data)["test_labels"].ravel()
+    a = fake_results(tmp_path / "a.json", y_true, 0)
+    b = fake_results(tmp_path / "b.json", y_true, 1)
+    cfg = yaml.safe_load((REPO / "configs/gsco/breastmnist.yaml").read_text())
+    cfg.update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, k=3,
+               data_path=str(data.parent), cases=str(tmp_path / "cases.json"))
+    (tmp_path / "gsco.yaml").write_text(yaml.safe_dump(cfg))
+    assert build_main(["--config", str(tmp_path / "gsco.yaml")]) == 0
+    cases = json.loads((tmp_path / "cases.json").read_text())
+    assert cases[5]["rad"] == [["malignant", "normal or benign"][t] for t in b["all_search_train_labels"][5][:3]]
+    assert len(cases[5]["moed"]) == 2 and a["y_pred"][5] in (0, 1)
+    assert build_main(["--config", str(tmp_path / "gsco.yaml"), "--k", "2"]) == 0  # a flag overrides the config
+    assert len(json.loads((tmp_path / "cases.json").read_text())[0]["rad"]) == 2

@@ -2,6 +2,8 @@
 
     python -m gsco.collab.build_cases --results A_results.json B_results.json [--rad-from 0] [--k 10] \
         --data-path ../shared/data/medmnist --out outputs/gsco/breastmnist_cases.json
+    python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml     (specialists, rad_from, k,
+        data_path and cases from the dataset's GSCo config; any flag given overrides it)
 
 Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
 test split. The case file is a JSON list, one case per test image, in test order:
@@ -97,17 +99,30 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.runtime import setup_logging
 
     parser = argparse.ArgumentParser(description="Specialists' results -> a GSCo case file.")
-    parser.add_argument("--results", nargs="+", required=True, help="{...}_results.json of each specialist")
-    parser.add_argument("--out", required=True, help="case file to write (JSON)")
+    parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (specialists, rad_from, k, ...)")
+    parser.add_argument("--results", nargs="+", default=None, help="{...}_results.json of each specialist")
+    parser.add_argument("--out", default=None, help="case file to write (JSON)")
     parser.add_argument("--data-path", default=None, help="where the dataset's files are (as data_path)")
-    parser.add_argument("--rad-from", type=int, default=0, help="which --results file's retrieval feeds RAD")
-    parser.add_argument("--k", type=int, default=10, help="similar training cases per test case (RAD)")
+    parser.add_argument("--rad-from", type=int, default=None, help="which --results file's retrieval feeds RAD")
+    parser.add_argument("--k", type=int, default=None, help="similar training cases per test case (RAD)")
     parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        out = build_cases(args.results, args.out, args.data_path, args.rad_from, args.k, args.extra_datasets)
-    except DatasetError as exc:
+        settings = {"results": None, "out": None, "data_path": None, "rad_from": 0, "k": 10, "extra_datasets": None}
+        if args.config:
+            from gsco.collab.run import GscoConfig
+            from gsco.config import load_config
+
+            cfg = load_config(GscoConfig, args.config)
+            settings.update(results=cfg.specialists, out=cfg.cases, data_path=cfg.data_path, rad_from=cfg.rad_from,
+                            k=cfg.k, extra_datasets=cfg.extra_datasets)
+        settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
+        if not settings["results"] or not settings["out"]:
+            raise DatasetError("give --results and --out (or a --config whose specialists and cases name them)")
+        out = build_cases(settings["results"], settings["out"], settings["data_path"], settings["rad_from"],
+                          settings["k"], settings["extra_datasets"])
+    except (DatasetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"cases: {out}")

@@ -31,6 +31,12 @@ GENERALIST_ARMS = ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_
 class GscoConfig:
     dataset: str = "breastmnist"
     extra_datasets: str | None = None
+    # building the case file (python -m gsco.collab.build_cases --config ...)
+    specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
+    rad_from: int = 0  # which of them retrieves the similar training cases (RAD)
+    k: int = 10  # similar cases per test case
+    data_path: str | None = None  # where the dataset's files are (the test images are written beside the cases)
+    # running the arms
     cases: str = "outputs/gsco/breastmnist_cases.json"
     image_root: str | None = None  # case images are relative to this (default: the case file's folder)
     out_dir: str = "outputs/gsco"
