@@ -207,3 +207,44 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     assert len(cases[5]["moed"]) == 2 and a["y_pred"][5] in (0, 1)
     assert build_main(["--config", str(tmp_path / "gsco.yaml"), "--k", "2"]) == 0  # a flag overrides the config
     assert len(json.loads((tmp_path / "cases.json").read_text())[0]["rad"]) == 2
+
+
+def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(5)
+    cases = []
+    for i in range(12):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"k{i}.png")
+        cases.append({"image": f"k{i}.png", "label": "tumor", "rad": ["normal", "tumor"], "moed": ["tumor"]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+
+    def command(out):
+        env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "cases.json"),
+               "OUT_DIR": str(out), "ARMS": "moed_rad", "BATCH_SIZE": "2"}
+        return ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=12"], env
+
+    cmd, env = command(tmp_path / "full")
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    cmd, env = command(tmp_path / "cut")
+    preds = tmp_path / "cut" / "moed_rad_predictions.jsonl"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if preds.exists() and len(preds.read_text().splitlines()) >= 4:
+            break
+        time.sleep(0.02)
+    killed_at = len(preds.read_text().splitlines()) if preds.exists() else 0
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 0 < killed_at < 12, "the run was not caught midway"
+    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    assert preds.read_text() == (tmp_path / "full" / "moed_rad_predictions.jsonl").read_text()
