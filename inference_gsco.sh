@@ -9,6 +9,7 @@
 #   IMAGE_ROOT  case images are relative to this (default: the case file's folder)
 #   OUT_DIR     {arm}_predictions.jsonl, ablation.md, ablation.json
 #   BATCH_SIZE  questions per generate() call
+#   GPUS        >1: one process per GPU (torchrun data parallel); for one model sharded over GPUs use device_map=auto
 #   ARMS        comma-separated arms (default all), e.g. generalist,moed_rad
 #   CONFIG, PYTHON
 # Extra key=value arguments are passed to `python -m gsco.collab.run`. Re-running resumes each arm.
@@ -25,4 +26,7 @@ args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
 [[ -n "${BATCH_SIZE:-}" ]] && args+=("batch_size=${BATCH_SIZE}")
 [[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
+if [[ "${GPUS:-1}" -gt 1 ]]; then
+  exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$GPUS" -m gsco.collab.run "${args[@]}" "$@"
+fi
 exec "$PYTHON" -m gsco.collab.run "${args[@]}" "$@"

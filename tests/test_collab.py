@@ -248,3 +248,31 @@ def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_pat
     assert 0 < killed_at < 12, "the run was not caught midway"
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     assert preds.read_text() == (tmp_path / "full" / "moed_rad_predictions.jsonl").read_text()
+
+
+def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_files(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    rng = np.random.default_rng(6)
+    cases = []
+    for i in range(7):
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"d{i}.png")
+        cases.append({"image": f"d{i}.png", "label": ["normal", "tumor"][i % 2], "rad": ["normal"], "moed": ["tumor"]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    outputs = {}
+    for gpus in ("1", "2"):
+        env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "cases.json"),
+               "OUT_DIR": str(tmp_path / gpus), "ARMS": "specialist_0,moed_rad", "GPUS": gpus}
+        proc = subprocess.run(["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6"], env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[gpus] = (tmp_path / gpus / "moed_rad_predictions.jsonl").read_text()
+    assert outputs["1"] == outputs["2"] and len(outputs["2"].splitlines()) == 7
+    assert not list((tmp_path / "2").glob("*.rank*.jsonl"))
+    assert json.loads((tmp_path / "2" / "ablation.json").read_text())["arms"]["moed_rad"]["n"] == 7

@@ -1,7 +1,7 @@
 """Run GSCo's ablation arms on a case file and write the table.
 
     python -m gsco.collab.run --config configs/gsco/breastmnist.yaml cases=... model=... [arms=[moed_rad]]
-    bash inference_gsco.sh                       (env MODEL, CASES, IMAGE_ROOT, DATASET, OUT_DIR, BATCH_SIZE, ARMS)
+    bash inference_gsco.sh                 (env MODEL, CASES, IMAGE_ROOT, DATASET, OUT_DIR, BATCH_SIZE, GPUS, ARMS)
 
 Arms: ``specialist_<i>`` (each specialist's own prediction) and ``specialist_vote`` (their majority; ties go to
 the first specialist's label) need no generation; ``generalist`` (no hints), ``moed``, ``rad``, ``moed_rad`` (the
@@ -112,13 +112,17 @@ def specialist_arms(cases: list[dict]) -> dict[str, list[str]]:
 
 def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, options, modality, root) -> Path:
     from gsco.data.readers import DatasetError, open_image
-    from gsco.meddr.evaluate import append_rows, read_predictions
+    from gsco.meddr.evaluate import answered_ids, append_rows, distributed_context, merge_parts
     from gsco.metrics.answers import parse_option
 
+    rank, world = distributed_context()
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
-    done = {r["question_id"] for r in read_predictions(out)}
+    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+    done = answered_ids(out, rank, world)
     todo = [c for c in cases if str(c["id"]) not in done]
-    logger.info("arm %s: %d of %d cases answered, %d to go", arm, len(cases) - len(todo), len(cases), len(todo))
+    logger.info("arm %s: %d of %d cases answered, %d to go%s", arm, len(cases) - len(todo), len(cases), len(todo),
+                f" (rank {rank} of {world} takes every {world}th)" if world > 1 else "")
+    todo = todo[rank::world]
     for start in range(0, len(todo), cfg.batch_size):
         batch, images = [], []
         for case in todo[start:start + cfg.batch_size]:
@@ -132,9 +136,11 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
             continue
         prompts = [fill_case(cfg, arm, c, options, modality) for c in batch]
         answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
-        append_rows(out, [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
+        append_rows(part, [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
                            "parsed": parse_option(a, options), "image": c["image"]}
                           for c, q, a in zip(batch, prompts, answers)])
+    if world > 1:
+        merge_parts(out, [str(c["id"]) for c in cases], rank, world)
     return out
 
 
@@ -163,9 +169,12 @@ def run(cfg: GscoConfig) -> dict:
             table[arm] = diagnosis_metrics(truth, specialists[arm], options)
             continue
         if generalist is None:
+            from gsco.meddr.evaluate import distributed_context, process_device
             from gsco.meddr.generation import Generalist
 
-            generalist = Generalist.load(cfg.model, cfg.device, cfg.dtype, cfg.device_map)
+            rank, world = distributed_context()
+            generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype,
+                                         cfg.device_map)
         path = run_generalist_arm(cfg, arm, cases, generalist, options, modality, root)
         from gsco.meddr.evaluate import read_predictions
 
@@ -174,6 +183,14 @@ def run(cfg: GscoConfig) -> dict:
         table[arm] = diagnosis_metrics([c["label"] for c in answered],
                                        [rows[str(c["id"])]["parsed"] for c in answered], options)
         table[arm]["predictions"] = str(path)
+    import os
+
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:  # data parallel: the first process writes the table
+        return {}
     result = {"dataset": cfg.dataset, "cases": str(cases_path), "n_cases": len(cases), "model": cfg.model,
               "options": options, "arms": table, "config": config_to_dict(cfg)}
     from gsco.metrics.plots import plot_answer_confusion
@@ -215,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not result:  # not the first data-parallel process
+        return 0
     print(ablation_markdown(result))
     print(f"table: {Path(cfg.out_dir) / 'ablation.md'}")
     print(f"json: {Path(cfg.out_dir) / 'ablation.json'}")

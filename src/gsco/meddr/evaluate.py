@@ -197,12 +197,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
                 len(items), len(todo), f" on rank {rank}/{world}" if world > 1 else "")
     skipped: list[dict] = []
     if todo:
-        device = cfg.device
-        if world > 1 and device in ("auto", "cuda"):
-            import torch
-
-            device = f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if torch.cuda.is_available() else "cpu"
-        generalist = Generalist.load(cfg.model, device, cfg.dtype, cfg.device_map)
+        generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype, cfg.device_map)
         from tqdm import tqdm
 
         bar = tqdm(total=len(todo), desc="answering", file=sys.stderr, disable=rank != 0)
@@ -222,7 +217,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
             bar.update(len(todo[start:start + cfg.batch_size]))
         bar.close()
     if world > 1:
-        merge_parts(cfg, items, rank, world)
+        merge_parts(out, [it.question_id for it in items], rank, world)
     return {"answered": len(todo) - len(skipped), "skipped": skipped}
 
 
@@ -248,23 +243,30 @@ def prediction_row(item: Item, answer: str) -> dict:
             **({"answer_type": item.answer_type} if item.answer_type else {})}
 
 
-def merge_parts(cfg: MedDrEvalConfig, items: list[Item], rank: int, world: int) -> None:
-    """After every process is done, the first one folds the part files into the predictions file in metafile
-    order, then removes them."""
+def merge_parts(out: Path, order: list[str], rank: int, world: int) -> None:
+    """After every process is done, the first one folds the part files into ``out`` in ``order`` (question ids),
+    then removes them."""
     import torch.distributed as dist
 
     dist.barrier()
     if rank == 0:
-        out = cfg.predictions_file
         parts = [out.with_name(f"{out.stem}.rank{r}.jsonl") for r in range(world)]
         rows = {r["question_id"]: r for p in [out, *parts] for r in read_predictions(p)}
-        order = [it.question_id for it in items if it.question_id in rows]
         tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(rows[q], ensure_ascii=False) + "\n" for q in order))
+        tmp.write_text("".join(json.dumps(rows[q], ensure_ascii=False) + "\n" for q in order if q in rows))
         tmp.replace(out)
         for p in parts:
             p.unlink(missing_ok=True)
     dist.barrier()
+
+
+def process_device(device: str, rank: int, world: int) -> str:
+    """Under data parallel, ``auto``/``cuda`` mean this process's own GPU (LOCAL_RANK)."""
+    if world > 1 and device in ("auto", "cuda"):
+        import torch
+
+        return f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if torch.cuda.is_available() else "cpu"
+    return device
 
 
 # ----------------------------------------------------------------------------------------------------- scoring
