@@ -85,3 +85,22 @@ def toy_data(tmp_path: Path, toy_registry: Path):
         }
 
     return make
+
+
+def kill_when_written(cmd: list[str], env: dict, watched: Path, min_lines: int, timeout: float = 120) -> int:
+    """Start ``cmd``, SIGKILL its whole process group once ``watched`` holds ``min_lines`` lines, and return how
+    many complete lines the file holds after the kill (a torn last line is not counted)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if watched.exists() and len(watched.read_text().splitlines()) >= min_lines:
+            break
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return watched.read_text().count("\n") if watched.exists() else 0

@@ -211,14 +211,12 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
 
 def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_path):
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from PIL import Image
 
-    from conftest import REPO
+    from conftest import REPO, kill_when_written
 
     rng = np.random.default_rng(5)
     cases = []
@@ -236,17 +234,10 @@ def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_pat
     assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
     cmd, env = command(tmp_path / "cut")
     preds = tmp_path / "cut" / "moed_rad_predictions.jsonl"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if preds.exists() and len(preds.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.02)
-    killed_at = len(preds.read_text().splitlines()) if preds.exists() else 0
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_at = kill_when_written(cmd, env, preds, min_lines=4)
     assert 0 < killed_at < 12, "the run was not caught midway"
-    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and f"arm moed_rad: {killed_at} of 12 cases answered" in again.stderr
     assert preds.read_text() == (tmp_path / "full" / "moed_rad_predictions.jsonl").read_text()
 
 

@@ -3,16 +3,14 @@ answer/report metrics."""
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, shared_path
+from conftest import REPO, kill_when_written, shared_path
 from gsco.config import ConfigError, load_config
 from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
 
@@ -76,19 +74,11 @@ def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray
            "TASK": "report", "BATCH_SIZE": "2"}
     cmd = ["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12", "meteor=false"]
     preds = tmp_path / "iu_xray_test_predictions.jsonl"
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if preds.exists() and len(preds.read_text().splitlines()) >= 4:
-            break
-        time.sleep(0.02)
-    killed_at = len(preds.read_text().splitlines()) if preds.exists() else 0
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    killed_at = kill_when_written(cmd, env, preds, min_lines=4)
     assert 0 < killed_at < 12, "the run was not caught halfway"
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert f"{12 - killed_at} to go" in done.stderr or "to go" in done.stderr
+    assert f"{killed_at} of 12 questions already answered; {12 - killed_at} to go" in done.stderr
     assert preds.read_text() == uninterrupted[0]
     assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
 
