@@ -65,3 +65,22 @@ def test_bad_queries_are_rejected():
         index.search(np.ones((1, 3)), 5)
     with pytest.raises(ValueError, match=r"queries must be \(Q, 3\)"):
         index.search(np.ones((1, 4)), 2)
+
+
+def test_leave_one_out_search_equals_sklearn_without_the_query_itself():
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(200, 32)).astype(np.float32)
+    train[7] = train[3] * 2.0  # an exact duplicate direction: 3 and 7 are each other's nearest (distance 0)
+    index = RetrievalIndex(train, np.arange(200))
+    dist, idx = index.search_leave_one_out(train, 10)
+    assert dist.shape == idx.shape == (200, 10)
+    assert not (idx == np.arange(200)[:, None]).any()
+    assert idx[3, 0] == 7 and idx[7, 0] == 3 and dist[3, 0] == pytest.approx(0, abs=1e-6)
+    # scikit-learn's 11 nearest with the query's own row removed
+    d11, i11 = _sklearn(train, train, 11)
+    for q in (0, 3, 7, 150):
+        keep = i11[q] != q
+        assert np.allclose(dist[q], d11[q][keep][:10], atol=1e-5)
+        assert neighbours_agree(d11[q][keep][None, :10], i11[q][keep][None, :10], idx[q][None])
+    with pytest.raises(ValueError, match="one query per index entry"):
+        index.search_leave_one_out(train[:5], 3)

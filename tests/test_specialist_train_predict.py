@@ -201,3 +201,31 @@ def test_stem_outside_its_choices_is_refused():
 
     with pytest.raises(ConfigError, match="stem.*cifar"):
         cfg_of({"stem": "cifar10"})
+
+
+def test_predict_on_the_training_split_leaves_each_image_out_of_its_own_neighbours(toy_data, tmp_path):
+    cfg = cfg_of(toy_data("toy_binary"))
+    train_specialist(cfg)
+    test_res = json.loads(predict_specialist(cfg)["files"].results.read_text())
+    out = predict_specialist(cfg_of({**toy_data("toy_binary"), "eval_split": "train"}))
+    files, res = out["files"], out["results"]
+    assert files.results.name.endswith("_train_results.json") and files.roc.name.endswith("_train_roc.png")
+    assert json.loads(files.results.read_text())["split"] == "train"
+    assert test_res["split"] == "test"  # the test results file is untouched by the train run
+    train_labels = np.load(tmp_path / "data" / "toy_binary.npz")["train_labels"][:, 0]
+    ids = np.array(res["all_search_train_ids"])
+    assert ids.shape == (48, 5) and not (ids == np.arange(48)[:, None]).any()
+    assert np.array_equal(np.array(res["y_true"]), train_labels)
+    assert np.array_equal(np.array(res["all_search_train_labels"]), train_labels[ids])
+    # the same neighbours as a full search whose first hit (the image itself, distance 0) is dropped
+    index = RetrievalIndex.load(files.index)
+    from gsco.specialists.build import setup_specialist
+    from gsco.specialists.predict import extract_features
+
+    run = setup_specialist(cfg)
+    load_specialist_checkpoint(run.model, run.files.best)
+    run.model.eval()
+    _, _, feats = extract_features(run, "train", ("flatten",), with_logits=False)
+    dist, full = index.search(feats["flatten"], 6)
+    assert np.array_equal(full[:, 0], np.arange(48)) and np.allclose(dist[:, 0], 0, atol=1e-5)
+    assert np.array_equal(full[:, 1:], ids)

@@ -27,19 +27,23 @@ class RunFiles:
 
     output_dir: Path
     name: str
+    split: str = "test"  # predict's evaluation split; test keeps the reference's names
 
     def _p(self, suffix: str) -> Path:
         return self.output_dir / f"{self.name}{suffix}"
+
+    def _s(self, suffix: str) -> Path:
+        return self._p(suffix if self.split == "test" else f"_{self.split}{suffix}")
 
     best = property(lambda self: self._p("_best.pth"))
     final = property(lambda self: self._p("_final.pth"))
     last = property(lambda self: self._p("_last.pth"))  # resume state (model, optimizer, scheduler, counters)
     history = property(lambda self: self._p("_history.jsonl"))
     config = property(lambda self: self._p("_config.json"))
-    results = property(lambda self: self._p("_results.json"))
+    results = property(lambda self: self._s("_results.json"))
     index = property(lambda self: self._p("_index.safetensors"))
-    roc = property(lambda self: self._p("_roc.png"))
-    confusion = property(lambda self: self._p("_confusion.png"))
+    roc = property(lambda self: self._s("_roc.png"))
+    confusion = property(lambda self: self._s("_confusion.png"))
 
 
 @dataclasses.dataclass
@@ -76,7 +80,7 @@ def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) ->
         model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem)
     mean, std = mean_std(model)
     preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
-    files = RunFiles(Path(cfg.output_path), cfg.run_name)
+    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.eval_split)
     return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
 
 

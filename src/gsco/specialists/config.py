@@ -46,6 +46,9 @@ class SpecialistConfig:
     retrieval_features: Literal["flatten", "pooled"] = "flatten"
     save_index: bool = True
     checkpoint: str | None = None
+    # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;
+    # train retrieval leaves each image's own entry out) — train/val predictions are what hint fine-tuning reads
+    eval_split: Literal["test", "val", "train"] = "test"
     extra_datasets: str | None = None
 
     def validate(self) -> None:

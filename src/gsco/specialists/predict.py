@@ -1,14 +1,16 @@
 """Evaluate a trained specialist on the test split and build its retrieval index (the inputs of MoED and RAD).
 
     python -m gsco.specialists.predict [--config configs/config.yaml] [key=value ...]
+    python -m gsco.specialists.predict ... eval_split=train      (the training split: hints to fine-tune on)
 
-Writes ``{output_path}/{run}_results.json`` with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
+Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``eval_split`` val/train) with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
 ``y_true``, ``y_pred``, ``y_logits``, ``checkpoint_file``, ``all_search_sims``, ``all_search_train_ids``,
 ``all_search_train_labels`` — plus ``y_prob`` and a description of the run; ``{run}_roc.png``,
 ``{run}_confusion.png`` and the retrieval index ``{run}_index.safetensors``.
 
 ``all_search_sims`` holds cosine **distances** (1 - cos, smaller is closer), as the reference's files do, for the
-``search_top_n`` nearest training images of each test image, nearest first.
+``search_top_n`` nearest training images of each test image, nearest first. With ``eval_split=train`` each
+training image's own entry is left out of its neighbours (and of its kNN vote); its predictions are in-sample.
 """
 
 from __future__ import annotations
@@ -55,9 +57,11 @@ def extract_features(run: SpecialistSetup, split: str, kinds: tuple[str, ...], w
     return np.concatenate(labels), (torch.cat(logits) if with_logits else None), feats
 
 
-def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes: int, multi_label: bool) -> np.ndarray:
-    """kNN class scores: the fraction of the k nearest training images in each class (or with each label)."""
-    _, idx = index.search(queries, k)
+def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes: int, multi_label: bool,
+               leave_one_out: bool = False) -> np.ndarray:
+    """kNN class scores: the fraction of the k nearest training images in each class (or with each label);
+    ``leave_one_out``: the queries are the training images themselves, each leaves its own entry out."""
+    _, idx = index.search_leave_one_out(queries, k) if leave_one_out else index.search(queries, k)
     neigh = index.labels.numpy()[idx]  # (Q, k, 1) or (Q, k, L)
     if multi_label:
         return neigh.mean(axis=1).astype(np.float32)
@@ -79,15 +83,24 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     model.to(run.device).eval()
 
     kinds = tuple(dict.fromkeys([cfg.retrieval_features] + (["pooled"] if knn else [])))
-    train_labels, _, train_feats = extract_features(run, "train", kinds, with_logits=False)
-    test_labels, logits, test_feats = extract_features(run, "test", kinds, with_logits=not knn)
+    split = cfg.eval_split
+    on_train = split == "train"  # the training images search among the others (leave-one-out)
+    train_labels, train_logits, train_feats = extract_features(run, "train", kinds, with_logits=on_train and not knn)
+    if on_train:
+        test_labels, logits, test_feats = train_labels, train_logits, train_feats
+    else:
+        test_labels, logits, test_feats = extract_features(run, split, kinds, with_logits=not knn)
 
     index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels).to(run.device)
-    top_n = min(cfg.search_top_n, len(index))
-    dists, ids = index.search(test_feats[cfg.retrieval_features], top_n)
+    top_n = min(cfg.search_top_n, len(index) - on_train)
+    if on_train:
+        dists, ids = index.search_leave_one_out(test_feats[cfg.retrieval_features], top_n)
+    else:
+        dists, ids = index.search(test_feats[cfg.retrieval_features], top_n)
     if knn:
         knn_index = RetrievalIndex(train_feats["pooled"], train_labels).to(run.device)
-        prob = knn_scores(knn_index, test_feats["pooled"], min(cfg.k, len(knn_index)), info.num_classes, info.multi_label)
+        prob = knn_scores(knn_index, test_feats["pooled"], min(cfg.k, len(knn_index) - on_train), info.num_classes,
+                          info.multi_label, leave_one_out=on_train)
         y_logits = prob  # kNN has no logits: the vote fractions stand in for them
     else:
         prob = probabilities(logits, info).numpy()
@@ -109,6 +122,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
         "all_search_train_ids": ids,
         "all_search_train_labels": neighbour_labels,
         "dataset": info.name,
+        "split": split,
         "task": info.task,
         "label_names": list(info.label_names),
         "img_size": cfg.img_size,
@@ -123,7 +137,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     if cfg.save_index:
         index.save(files.index, metadata={"run": files.name, "features": cfg.retrieval_features, "split": "train"})
         results["index_file"] = str(files.index)
-    title = f"{info.name} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
+    title = f"{info.name} {split} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
     results["roc_png"] = str(plot_roc(test_labels, prob, info.task, info.label_names, files.roc, title))
     results["confusion_png"] = str(plot_confusion(test_labels, prob, info.task, info.label_names, files.confusion, title))
     write_json(results, files.results)
@@ -134,7 +148,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
 def _report(cfg: SpecialistConfig, out: dict) -> None:
     r, files = out["results"], out["files"]
     auc = "n/a" if r["AUC"] is None or np.isnan(r["AUC"]) else f"{r['AUC']:.4f}"
-    print(f"{r['dataset']} test: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
+    print(f"{r['dataset']} {r['split']}: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
     print(f"results: {files.results}")
     for key in ("roc_png", "confusion_png", "index_file"):
         if key in r:

@@ -63,6 +63,20 @@ class RetrievalIndex:
             idxs.append(top_idx.cpu())
         return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
 
+    def search_leave_one_out(self, queries: torch.Tensor | np.ndarray, top_n: int) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`search` for queries that *are* the indexed items, in index order (query i = entry i): each
+        query's own entry is left out of its neighbours (the training split searched against itself)."""
+        if len(queries) != len(self):
+            raise ValueError(f"leave-one-out search needs one query per index entry ({len(self)}), got {len(queries)}")
+        if not 1 <= top_n < len(self):
+            raise ValueError(f"top_n must be between 1 and the index size - 1 ({len(self) - 1}), got {top_n}")
+        dists, idxs = self.search(queries, top_n + 1)
+        keep = idxs != np.arange(len(idxs))[:, None]
+        # stable sort puts the kept entries first, in distance order; a row whose own entry ranked outside
+        # the top_n + 1 (exact duplicates) drops its last neighbour instead
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :top_n]
+        return np.take_along_axis(dists, order, 1), np.take_along_axis(idxs, order, 1)
+
     def save(self, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
         path = Path(path)
         save_file(
