@@ -180,3 +180,33 @@ def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evalua
     items = read_metafile(cfg_of(tmp_path / "breastmnist_test.jsonl", tmp_path, task="diagnosis"))
     assert len(items) == 156 and items[0].options == ["malignant", "normal or benign"]
     assert sum(it.annotation == "malignant" for it in items) == 42
+
+
+def test_a_multi_label_dataset_becomes_questions_scored_label_by_label(tmp_path, toy_registry):
+    from conftest import TOY_DATASETS, write_npz
+    from gsco.data.diagnosis_questions import write_diagnosis_questions
+    from gsco.metrics.answers import multilabel_metrics
+
+    entry = TOY_DATASETS["toy_multilabel"]
+    npz = write_npz(tmp_path / "data", "toy_multilabel", entry["task"], 4, sizes=(6, 4, 5))
+    labels = np.load(npz)["test_labels"]
+    written = write_diagnosis_questions("toy_multilabel", tmp_path / "data", tmp_path / "q", splits=("test",),
+                                        extra_datasets=str(toy_registry))
+    samples = json.loads(written["test"].read_text())
+    names = entry["label_names"]
+    for sample, row in zip(samples, labels):
+        expected = " and ".join(n for n, on in zip(names, row) if on) or "no finding"
+        assert sample["conversations"][1]["value"] == expected
+    assert "name every diagnosis that applies, or 'no finding'" in samples[0]["conversations"][0]["value"]
+    # answers already written (the run resumes, nothing to generate): scored as label sets
+    meta = tmp_path / "q" / "toy_multilabel_test.jsonl"
+    items = [json.loads(line) for line in meta.read_text().splitlines()]
+    answers = ["X and y.", "no finding", "w", "I am not sure", samples[4]["conversations"][1]["value"]]
+    cfg = cfg_of(meta, tmp_path / "o", task="diagnosis")
+    cfg.predictions_file.parent.mkdir(parents=True)
+    cfg.predictions_file.write_text("".join(json.dumps({"question_id": it["question_id"], "answer": a}) + "\n"
+                                            for it, a in zip(items, answers)))
+    m = evaluate(cfg)["metrics"]
+    truth = [[n for n, on in zip(names, row) if on] for row in labels]
+    parsed = [["x", "y"], [], ["w"], None, truth[4]]
+    assert m == multilabel_metrics(truth, parsed, names) and m["unparsed"] == 1

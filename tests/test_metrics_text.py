@@ -8,7 +8,8 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import shared_path
 from gsco.metrics.answers import (
-    closed_correct, diagnosis_metrics, mentioned_options, multilabel_metrics, open_recall, parse_option, vqa_metrics,
+    closed_correct, diagnosis_metrics, labels_phrase, mentioned_options, multilabel_metrics, open_recall, parse_option,
+    parse_options, vqa_metrics,
 )
 from gsco.metrics.report import report_metrics
 
@@ -87,10 +88,29 @@ def test_diagnosis_metrics_match_sklearn_with_unparsed_counted_wrong():
         diagnosis_metrics(["d"], ["a"], options)
 
 
+def test_multilabel_parsing_names_every_option_or_no_finding():
+    options = ["atelectasis", "effusion", "mass"]
+    assert parse_options("Effusion and atelectasis.", options) == ["effusion", "atelectasis"]
+    assert parse_options("No finding.", options) == []
+    assert parse_options("I cannot tell.", options) is None
+    assert labels_phrase(["effusion", "mass"]) == "effusion and mass" and labels_phrase([]) == "no finding"
+    assert parse_options(labels_phrase(["mass", "effusion"]), options) == ["mass", "effusion"]
+
+
 def test_multilabel_metrics():
-    m = multilabel_metrics([["x"], ["x", "y"], ["y"]], [["x"], ["x"], []], ["x", "y"])
-    assert m["accuracy"] == pytest.approx(1 / 3) and m["unparsed"] == 1
+    truth = [["x"], ["x", "y"], ["y"], [], []]
+    pred = [["x"], ["x"], None, [], ["y"]]
+    m = multilabel_metrics(truth, pred, ["x", "y"])
+    y = np.array([[1, 0], [1, 1], [0, 1], [0, 0], [0, 0]])
+    p = np.array([[1, 0], [1, 0], [0, 0], [0, 0], [0, 1]])
+    assert m["accuracy"] == pytest.approx(2 / 5) and m["unparsed"] == 1
     assert m["per_class_recall"] == {"x": 1.0, "y": 0.0}
+    assert m["macro_f1"] == pytest.approx(f1_score(y, p, average="macro"))
+    assert m["micro_f1"] == pytest.approx(f1_score(y, p, average="micro"))
+    # co-occurrence: rows x, y, no finding; columns x, y, no finding, unparsed
+    assert m["confusion"] == [[2, 0, 0, 0], [1, 0, 0, 1], [0, 1, 1, 0]]
+    with pytest.raises(ValueError, match=r"\['q'\] are not among the options"):
+        multilabel_metrics([["q"]], [[]], ["x", "y"])
 
 
 def test_vqa_scores():

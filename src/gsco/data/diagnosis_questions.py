@@ -5,7 +5,9 @@ evaluation metafile.
 
 Writes ``DIR/images/{split}_{index}.png`` once, ``DIR/{dataset}_{split}_conversations.json`` (training samples,
 ``{id, image, conversations}``) and ``DIR/{dataset}_{split}.jsonl`` (metafile rows ``{id, split, image, question,
-question_id, answer, options}`` for ``inference_meddr.sh TASK=diagnosis``). Single-label datasets only.
+question_id, answer, options}`` for ``inference_meddr.sh TASK=diagnosis``). Multi-label datasets ask for every
+diagnosis that applies: the answer is the labels joined by " and " (``effusion and mass``), or ``no finding``, and
+metafile rows carry ``answer_type: multi-label``.
 """
 
 from __future__ import annotations
@@ -20,33 +22,43 @@ from PIL import Image
 
 from gsco.data.datasets import read_split
 from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
+from gsco.metrics.answers import NO_FINDING, labels_phrase
 
-QUESTION = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
-            "The possible diagnoses are: {options}. The response should only contain one option.")
+INTRO = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
+         "The possible diagnoses are: {options}.")
+OUTRO_SINGLE = "The response should only contain one option."
+OUTRO_MULTI = f"The response should name every diagnosis that applies, or '{NO_FINDING}' if none does."
 
 
 def diagnosis_question(info: DatasetInfo) -> str:
-    return QUESTION.format(modality=info.modality, options=", ".join(f"'{n}'" for n in info.label_names))
+    intro = INTRO.format(modality=info.modality, options=", ".join(f"'{n}'" for n in info.label_names))
+    return f"{intro} {OUTRO_MULTI if info.multi_label else OUTRO_SINGLE}"
+
+
+def answer_text(label: str | list[str]) -> str:
+    """The answer a sample is trained on: the label, or a multi-label case's labels as words."""
+    return label if isinstance(label, str) else labels_phrase(label)
 
 
 def write_split_images(info: DatasetInfo, split: str, data_path: str | Path, img_size: int, out: Path) -> list[dict]:
     """PNG files of one split (skipped when already there) -> ``[{id, image, label}]`` with image relative to
-    ``out``."""
-    if info.task == "multi-label, binary-class":
-        raise DatasetError(f"dataset {info.name!r} is multi-label; diagnosis questions take one answer")
+    ``out``; ``label`` is a label name, or for a multi-label dataset the list of the case's label names."""
     data = read_split(info, split, data_path, img_size)
     (out / "images").mkdir(parents=True, exist_ok=True)
+    labels = data.labels.reshape(len(data), -1)
     rows = []
     for i in range(len(data)):
-        label = int(data.labels.reshape(len(data), -1)[i, 0])
+        if info.multi_label:
+            label = [info.label_names[j] for j in np.flatnonzero(labels[i])]
+        else:
+            label = info.label_names[int(labels[i, 0])]
         if isinstance(data.images, np.ndarray):
             name = f"images/{split}_{i}.png"
             if not (out / name).is_file():
                 Image.fromarray(data.images[i]).save(out / name)
         else:
             name = str(data.images[i])
-        rows.append({"id": f"{info.name}_{split}_{data.ids[i] if data.ids else i}", "image": name,
-                     "label": info.label_names[label]})
+        rows.append({"id": f"{info.name}_{split}_{data.ids[i] if data.ids else i}", "image": name, "label": label})
     return rows
 
 
@@ -60,13 +72,16 @@ def write_diagnosis_questions(dataset: str, data_path: str | Path, out: str | Pa
     for split in splits:
         rows = write_split_images(info, split, data_path, img_size, out)
         samples = [{"id": r["id"], "image": r["image"], "conversations": [
-            {"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": r["label"]}]} for r in rows]
+            {"from": "human", "value": "<image>\n" + question}, {"from": "gpt", "value": answer_text(r["label"])}]}
+            for r in rows]
         conv = out / f"{dataset}_{split}_conversations.json"
         conv.write_text(json.dumps(samples, indent=0))
         meta = out / f"{dataset}_{split}.jsonl"
         meta.write_text("".join(json.dumps({"id": r["id"], "split": split, "image": r["image"], "question": question,
-                                            "question_id": r["id"], "answer": r["label"],
-                                            "options": list(info.label_names)}) + "\n" for r in rows))
+                                            "question_id": r["id"], "answer": answer_text(r["label"]),
+                                            "options": list(info.label_names),
+                                            **({"answer_type": "multi-label"} if info.multi_label else {})})
+                               + "\n" for r in rows))
         written[split] = conv
     return written
 

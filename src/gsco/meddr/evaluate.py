@@ -295,9 +295,22 @@ def score(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
 
 def score_diagnosis(items: list[Item], preds: list[str]) -> dict:
-    from gsco.metrics.answers import diagnosis_metrics, parse_option
+    """Single-label rows: the first option named; rows with ``answer_type: multi-label``: every option named (the
+    ground truth is a labels phrase such as ``effusion and mass`` or ``no finding``)."""
+    from gsco.metrics.answers import diagnosis_metrics, multilabel_metrics, parse_option, parse_options
 
     options = items[0].options
+    if any(it.answer_type == "multi-label" for it in items):
+        if any(it.options != options or it.answer_type != "multi-label" for it in items):
+            raise ValueError("multi-label diagnosis rows must all be multi-label and share one options list")
+        truth = []
+        for it in items:
+            labels = parse_options(it.annotation, options)
+            if labels is None:
+                raise ValueError(f"metafile line {it.line}: ground truth {it.annotation!r} names none of the "
+                                 f"options {options} (nor 'no finding')")
+            truth.append(labels)
+        return multilabel_metrics(truth, [parse_options(p, options) for p in preds], options)
     if any(it.options != options for it in items):
         correct = [parse_option(p, it.options) == canonical(it.annotation, it.options) for it, p in zip(items, preds)]
         unparsed = sum(parse_option(p, it.options) is None for it, p in zip(items, preds))

@@ -2,7 +2,8 @@
 
 Answer parsing (used by MedDr's diagnosis evaluation and by GSCo): options are matched case-insensitively as whole
 words; where one match lies inside a longer one ("tumor" inside "non-tumor"), only the longer counts; the first
-option mentioned is the answer (multi-label: every option mentioned). An answer naming no option is *unparsed*.
+option mentioned is the answer (multi-label: every option mentioned, and "no finding" for none of them). An answer
+naming no option is *unparsed*.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 UNPARSED = None
+NO_FINDING = "no finding"  # a multi-label answer or hint for a case with none of the labels
 
 
 def mentioned_options(answer: str, options: Sequence[str]) -> list[str]:
@@ -63,20 +65,46 @@ def diagnosis_metrics(truth: Sequence[str], predicted: Sequence[str | None], opt
     }
 
 
-def multilabel_metrics(truth: Sequence[Sequence[str]], predicted: Sequence[Sequence[str]],
-                       options: Sequence[str]) -> dict:
-    """Multi-label answers: exact-match accuracy, macro-F1 and per-class recall over options; an answer naming no
-    option is unparsed (and predicts nothing)."""
+def labels_phrase(labels: Sequence[str], none: str = NO_FINDING) -> str:
+    """A multi-label answer or hint as words: ``effusion and mass``; ``no finding`` for the empty set."""
+    return " and ".join(labels) if labels else none
+
+
+def parse_options(answer: str, options: Sequence[str], none: str = NO_FINDING) -> list[str] | None:
+    """Multi-label parsing: every option named in ``answer`` (in order of mention); ``[]`` when the answer names
+    only ``none`` ("no finding"); None (unparsed) when it names neither."""
+    found = mentioned_options(answer, list(options) + [none])
+    if not found:
+        return UNPARSED
+    return [o for o in found if o != none]
+
+
+def multilabel_metrics(truth: Sequence[Sequence[str]], predicted: Sequence[Sequence[str] | None],
+                       options: Sequence[str], none: str = NO_FINDING) -> dict:
+    """Multi-label scores: exact-match accuracy, macro- and micro-F1 and per-class recall over ``options``; an
+    unparsed answer (None) predicts no label and is counted. ``confusion`` counts co-occurrence: row = a true
+    label (or ``none`` for a case without labels), column = a predicted label (or ``none``, or unparsed)."""
     from sklearn.metrics import f1_score, recall_score
 
-    y = np.array([[o in set(t) for o in options] for t in truth], dtype=int)
-    p = np.array([[o in set(q) for o in options] for q in predicted], dtype=int)
-    recall = recall_score(y, p, average=None, zero_division=np.nan)
+    if len(truth) != len(predicted):
+        raise ValueError(f"{len(truth)} labels but {len(predicted)} predictions")
+    unknown = sorted({t for labels in truth for t in labels if t not in options})
+    if unknown:
+        raise ValueError(f"ground-truth labels {unknown} are not among the options {list(options)}")
+    y = np.array([[o in set(t) for o in options] for t in truth], dtype=int).reshape(len(truth), len(options))
+    p = np.array([[o in set(q or ()) for o in options] for q in predicted], dtype=int).reshape(y.shape)
+    unparsed = np.array([q is None for q in predicted], dtype=bool)
+    rows = np.concatenate([y, (y.sum(1) == 0)[:, None]], axis=1)
+    cols = np.concatenate([p, ((p.sum(1) == 0) & ~unparsed)[:, None], unparsed[:, None]], axis=1)
+    recall = recall_score(y, p, average=None, zero_division=np.nan) if len(y) else [np.nan] * len(options)
     return {
-        "n": int(len(y)), "accuracy": float((y == p).all(axis=1).mean()),
+        "n": int(len(y)), "accuracy": float((y == p).all(axis=1).mean()) if len(y) else float("nan"),
         "macro_f1": float(f1_score(y, p, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(y, p, average="micro", zero_division=0)),
         "per_class_recall": {o: (None if np.isnan(r) else float(r)) for o, r in zip(options, recall)},
-        "unparsed": int((p.sum(axis=1) == 0).sum()),
+        "unparsed": int(unparsed.sum()),
+        "confusion": (rows.T @ cols).tolist(), "truth_labels": list(options) + [none],
+        "labels": list(options) + [none, "(unparsed)"],
     }
 
 
