@@ -71,7 +71,7 @@ def test_case_builder_errors(tmp_path):
     y_true = np.load(data)["test_labels"].ravel()
     fake_results(tmp_path / "a.json", y_true, 0)
     fake_results(tmp_path / "short.json", y_true[:10], 1)
-    with pytest.raises(DatasetError, match="not on the same test cases"):
+    with pytest.raises(DatasetError, match="not on the same cases"):
         build_cases([tmp_path / "a.json", tmp_path / "short.json"], tmp_path / "c.json", data.parent)
     with pytest.raises(DatasetError, match="holds 10 neighbours"):
         build_cases([tmp_path / "a.json"], tmp_path / "c.json", data.parent, k=11)
@@ -267,3 +267,93 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
     assert outputs["1"] == outputs["2"] and len(outputs["2"].splitlines()) == 7
     assert not list((tmp_path / "2").glob("*.rank*.jsonl"))
     assert json.loads((tmp_path / "2" / "ablation.json").read_text())["arms"]["moed_rad"]["n"] == 7
+
+
+def test_multi_label_evidence_hints():
+    from gsco.collab.prompts import moed_with_probabilities_multilabel, rad_counts_multilabel
+
+    neighbours = [["effusion"], [], ["effusion", "mass"], [], []]
+    assert rad_counts_multilabel(neighbours, ["atelectasis", "effusion", "mass"]) == [
+        "no finding: 3 of 5 similar cases", "effusion: 2 of 5 similar cases", "mass: 1 of 5 similar cases"]
+    assert moed_with_probabilities_multilabel([["mass", "effusion"], []], [[0.1, 0.62, 0.913], [0.2, 0.31, 0.05]],
+                                              ["atelectasis", "effusion", "mass"]) == [
+        "mass (p=0.91) and effusion (p=0.62)", "no finding (max p=0.31)"]
+
+
+def test_multi_label_dataset_runs_from_specialists_to_the_ablation_table(toy_data, tmp_path):
+    """Two specialists trained on a generated multi-label dataset -> case file -> arms, scored label by label."""
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import load_config
+    from gsco.metrics.answers import multilabel_metrics
+    from gsco.specialists.config import SpecialistConfig
+    from gsco.specialists.predict import predict_specialist
+    from gsco.specialists.train import train_specialist
+
+    overrides = {**toy_data("toy_multilabel"), "epochs": 1}
+    results = []
+    for seed in (0, 1):
+        cfg = load_config(SpecialistConfig, None, {**overrides, "seed": seed})
+        train_specialist(cfg)
+        results.append(predict_specialist(cfg)["files"].results)
+    out = build_cases(results, tmp_path / "gsco" / "cases.json", tmp_path / "data", k=4,
+                      extra_datasets=overrides["extra_datasets"])
+    cases = json.loads(out.read_text())
+    names = ["x", "y", "z", "w"]
+    truth = np.load(tmp_path / "data" / "toy_multilabel.npz")["test_labels"]
+    res = [json.loads(r.read_text()) for r in results]
+    assert len(cases) == 24
+    for i in (0, 11, 23):
+        c = cases[i]
+        assert c["label"] == [n for n, on in zip(names, truth[i]) if on]
+        assert c["moed_labels"][1] == [n for n, on in zip(names, res[1]["y_pred"][i]) if on]
+        assert c["moed"][1] == (" and ".join(c["moed_labels"][1]) or "no finding")
+        assert c["rad_labels"][0] == [n for n, on in zip(names, res[0]["all_search_train_labels"][i][0]) if on]
+        assert len(c["rad"]) == 4 and len(c["moed_prob"][0]) == 4
+
+    gcfg = load_config(GscoConfig, None, {
+        "dataset": "toy_multilabel", "extra_datasets": overrides["extra_datasets"], "cases": str(out),
+        "out_dir": str(tmp_path / "gsco" / "out"), "model": "tiny", "device": "cpu", "max_new_tokens": 4,
+        "arms": ["specialist_0", "specialist_1", "specialist_vote", "rad_counts", "moed_prob"]})
+    table = run(gcfg)
+    labels = [c["label"] for c in cases]
+    # two specialists: a label named by one of them is a tie, which follows the first
+    assert table["arms"]["specialist_vote"]["accuracy"] == table["arms"]["specialist_0"]["accuracy"]
+    assert table["arms"]["specialist_1"]["macro_f1"] == pytest.approx(
+        multilabel_metrics(labels, [c["moed_labels"][1] for c in cases], names)["macro_f1"])
+    rows = [json.loads(line) for line in (tmp_path / "gsco" / "out" / "rad_counts_predictions.jsonl").read_text()
+            .splitlines()]
+    assert len(rows) == 24 and "name every diagnosis that applies, or 'no finding' if none does" in rows[0]["question"]
+    assert "of 4 similar cases" in rows[0]["question"] and rows[0]["annotation"] == cases[0]["label"]
+    md = (tmp_path / "gsco" / "out" / "ablation.md").read_text()
+    assert "| arm | n | exact match | macro-F1 | micro-F1 | recall x |" in md
+    assert (tmp_path / "gsco" / "out" / "moed_prob_confusion.png").is_file()
+
+
+def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_registry):
+    from PIL import Image
+
+    from gsco.collab.run import GscoConfig, Task, fill_case, read_cases, run
+    from gsco.config import ConfigError, load_config
+
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "a.png")
+    cases = [{"image": "a.png", "label": "x and z", "rad": ["x", "no finding", "x and z"], "moed": ["z", "x and z", "x"]},
+             {"image": "a.png", "label": "no finding", "rad": ["no finding"], "moed": ["no finding", "y", "y and w"]}]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cfg = load_config(GscoConfig, None, {"dataset": "toy_multilabel", "extra_datasets": str(toy_registry),
+                                         "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
+                                         "arms": ["specialist_0", "specialist_vote"]})
+    task = Task.of(cfg)
+    read = read_cases(tmp_path / "cases.json", task)
+    assert [c["label"] for c in read] == [["x", "z"], []]
+    assert ("most similar cases are x: 2 of 3 similar cases,z: 1 of 3 similar cases,no finding: 1 of 3 similar cases."
+            in fill_case(cfg, "rad_counts", read[0], task))
+    table = run(cfg)
+    assert table["arms"]["specialist_0"]["accuracy"] == 0.5  # 'z' misses x; 'no finding' is right
+    # the vote keeps labels named by 2 of 3: x and z (right), then y (wrong)
+    vote = table["arms"]["specialist_vote"]
+    assert vote["accuracy"] == 0.5 and vote["per_class_recall"]["x"] == 1.0
+    assert vote["confusion"][4] == [0, 1, 0, 0, 0, 0]  # the 'no finding' case answered y
+    cases[1]["label"] = "pneumonia"
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    with pytest.raises(ConfigError, match=r"cases.json case 1 \(1\): label 'pneumonia' is not a list of the options"):
+        run(cfg)

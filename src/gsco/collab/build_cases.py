@@ -6,14 +6,19 @@
         data_path and cases from the dataset's GSCo config; any flag given overrides it)
 
 Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
-test split. The case file is a JSON list, one case per test image, in test order:
+split — usually test; ``{…}_train_results.json`` (``eval_split=train``) gives training-split cases, the input of
+``python -m gsco.collab.hint_samples``. The case file is a JSON list, one case per image, in split order:
 
     {"id", "image", "label", "rad": [label names of the k most similar training cases, nearest first],
      "moed": [each specialist's predicted label name], "moed_prob": [its probability for that label],
      "rad_distance": [their cosine distances]}
 
-``image`` is relative to the case file's folder: for npz datasets the test images are written once to
-``images/`` beside it as PNG; for metafile datasets the original paths are kept. Single-label datasets only.
+Multi-label datasets: ``label`` is the list of the case's label names; each ``rad`` / ``moed`` entry is a set of
+labels as words (``effusion and mass``, ``no finding``), with the sets themselves in ``rad_labels`` /
+``moed_labels`` and each specialist's probabilities for every label in ``moed_prob``.
+
+``image`` is relative to the case file's folder: for npz datasets the images are written once to ``images/``
+beside it as PNG; for metafile datasets the original paths are kept.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 from pathlib import Path
 
 from gsco.data.registry import DatasetError, get_dataset_info
+from gsco.metrics.answers import labels_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -45,17 +51,21 @@ def load_results(paths: list[Path]) -> list[dict]:
         results.append(data)
     first = results[0]
     for other in results[1:]:
-        if other["dataset"] != first["dataset"] or other["y_true"] != first["y_true"]:
-            raise DatasetError(f"{other['_path']} and {first['_path']} are not on the same test cases "
-                               f"({other['dataset']} vs {first['dataset']})")
-    if first.get("task") == "multi-label, binary-class":
-        raise DatasetError(f"{first['_path']}: multi-label datasets are not supported by the case builder yet")
+        if (other["dataset"], other.get("split", "test")) != (first["dataset"], first.get("split", "test")) \
+                or other["y_true"] != first["y_true"]:
+            raise DatasetError(f"{other['_path']} and {first['_path']} are not on the same cases "
+                               f"({other['dataset']} {other.get('split', 'test')} vs {first['dataset']} "
+                               f"{first.get('split', 'test')})")
     return results
+
+
+def _names(row: list[int], names: list[str]) -> list[str]:
+    return [n for n, on in zip(names, row) if int(on)]
 
 
 def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str | Path | None = None,
                 rad_from: int = 0, k: int = 10, extra_datasets: str | None = None) -> Path:
-    """Write the case file; returns its path."""
+    """Write the case file (for the split the results files are on); returns its path."""
     from gsco.data.diagnosis_questions import write_split_images
 
     results = load_results([Path(p) for p in results_paths])
@@ -67,31 +77,43 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
         raise DatasetError(f"k {k}: {rad_source['_path']} holds {top_n} neighbours per case (search_top_n)")
     names = rad_source["label_names"]
     info = get_dataset_info(rad_source["dataset"], extra_datasets)
+    split = rad_source.get("split", "test")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if data_path is None:
-        raise DatasetError("--data-path is needed to write the test images next to the case file")
-    images = write_split_images(info, "test", data_path, int(rad_source.get("img_size", 28)), out.parent)
+        raise DatasetError(f"--data-path is needed to write the {split} images next to the case file")
+    images = write_split_images(info, split, data_path, int(rad_source.get("img_size", 28)), out.parent)
     y_true = rad_source["y_true"]
     if len(images) != len(y_true):
-        raise DatasetError(f"{rad_source['_path']} has {len(y_true)} test cases, the dataset's test split "
+        raise DatasetError(f"{rad_source['_path']} has {len(y_true)} {split} cases, the dataset's {split} split "
                            f"{len(images)}")
     cases = []
     for i, truth in enumerate(y_true):
-        label = names[int(truth[0] if isinstance(truth, list) else truth)]
+        if info.multi_label:
+            label = _names(truth, names)
+        else:
+            label = names[int(truth[0] if isinstance(truth, list) else truth)]
         if images[i]["label"] != label:
-            raise DatasetError(f"test case {i}: the results say {label!r}, the dataset {images[i]['label']!r} "
+            raise DatasetError(f"{split} case {i}: the results say {label!r}, the dataset {images[i]['label']!r} "
                                "(results from another version of the data?)")
-        preds = [int(r["y_pred"][i]) for r in results]
-        cases.append({
-            "id": images[i]["id"], "image": images[i]["image"], "label": label,
-            "rad": [names[int(t)] for t in rad_source["all_search_train_labels"][i][:k]],
-            "moed": [names[p] for p in preds],
-            "moed_prob": [float(r["y_prob"][i][p]) if "y_prob" in r else None for r, p in zip(results, preds)],
-            "rad_distance": [float(d) for d in rad_source["all_search_sims"][i][:k]],
-        })
+        neighbours = rad_source["all_search_train_labels"][i][:k]
+        case = {"id": images[i]["id"], "image": images[i]["image"], "label": label}
+        if info.multi_label:
+            moed_labels = [_names(r["y_pred"][i], names) for r in results]
+            rad_labels = [_names(t, names) for t in neighbours]
+            case.update(rad=[labels_phrase(t) for t in rad_labels], moed=[labels_phrase(m) for m in moed_labels],
+                        rad_labels=rad_labels, moed_labels=moed_labels,
+                        moed_prob=[[float(p) for p in r["y_prob"][i]] if "y_prob" in r else None for r in results])
+        else:
+            preds = [int(r["y_pred"][i]) for r in results]
+            case.update(rad=[names[int(t)] for t in neighbours], moed=[names[p] for p in preds],
+                        moed_prob=[float(r["y_prob"][i][p]) if "y_prob" in r else None
+                                   for r, p in zip(results, preds)])
+        case["rad_distance"] = [float(d) for d in rad_source["all_search_sims"][i][:k]]
+        cases.append(case)
     out.write_text(json.dumps(cases, indent=1) + "\n")
-    logger.info("%d cases from %d specialists (RAD: %s, k=%d)", len(cases), len(results), rad_source["_path"], k)
+    logger.info("%d %s cases from %d specialists (RAD: %s, k=%d)", len(cases), split, len(results),
+                rad_source["_path"], k)
     return out
 
 

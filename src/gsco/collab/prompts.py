@@ -3,11 +3,14 @@
 The template holds ``###RAD###`` (the diagnoses of the most similar training cases) and/or ``###MOED###`` (the
 diagnoses of the specialist models); each is replaced by the label names joined with commas and no spaces
 (``tumor,tumor,normal``), and the template's newlines become spaces. A template may use one, both or neither.
+Multi-label hints are label sets as words (``effusion and mass``, ``no finding``), joined the same way.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+from gsco.metrics.answers import NO_FINDING
 
 RAD, MOED = "###RAD###", "###MOED###"
 
@@ -45,3 +48,24 @@ def rad_counts(rad: Sequence[str], options: Sequence[str]) -> list[str]:
 def moed_with_probabilities(moed: Sequence[str], probabilities: Sequence[float]) -> list[str]:
     """MoED as evidence: ``['tumor (p=0.93)', 'normal (p=0.61)']`` — each specialist's label and its probability."""
     return [f"{label} (p={p:.2f})" for label, p in zip(moed, probabilities)]
+
+
+def rad_counts_multilabel(neighbours: Sequence[Sequence[str]], options: Sequence[str], none: str = NO_FINDING) -> list[str]:
+    """Multi-label RAD as evidence: how many of the similar cases carry each label (``no finding`` for those with
+    none), most frequent first: ``['no finding: 6 of 10 similar cases', 'effusion: 3 of 10 similar cases']``."""
+    counts = [(sum(o in set(n) for n in neighbours), i, o) for i, o in enumerate(options)]
+    counts.append((sum(not n for n in neighbours), len(options), none))
+    return [f"{o}: {n} of {len(neighbours)} similar cases" for n, _, o in sorted(counts, key=lambda c: (-c[0], c[1]))
+            if n]
+
+
+def moed_with_probabilities_multilabel(moed_labels: Sequence[Sequence[str]], probabilities: Sequence[Sequence[float]],
+                                       options: Sequence[str], none: str = NO_FINDING) -> list[str]:
+    """Multi-label MoED as evidence, per specialist: ``effusion (p=0.71) and mass (p=0.55)``, or
+    ``no finding (max p=0.31)`` when it predicts no label (``probabilities``: its probability for every option)."""
+    hints = []
+    for labels, probs in zip(moed_labels, probabilities):
+        p = dict(zip(options, probs))
+        hints.append(" and ".join(f"{lab} (p={p[lab]:.2f})" for lab in labels) if labels
+                     else f"{none} (max p={max(probs):.2f})")
+    return hints

@@ -8,6 +8,10 @@ the first specialist's label) need no generation; ``generalist`` (no hints), ``m
 reference's prompt) and the evidence variants ``rad_counts`` / ``moed_prob`` ask the generalist. Each generalist
 arm appends ``{out_dir}/{arm}_predictions.jsonl`` batch by batch (a re-run resumes); answers are parsed to the
 options (case-insensitive whole words, first option named); unparsed answers count as wrong and are reported.
+
+Multi-label datasets (the registry's task, or ``multi_label: true``): every option named is the answer, "no
+finding" names none (``no_finding``); the vote keeps the labels more than half of the specialists predict (a tie
+follows the first); scores are exact-match accuracy, macro/micro-F1 and per-label recall.
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from collections import Counter
 from pathlib import Path
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE
+from gsco.metrics.answers import NO_FINDING
 from gsco.runtime import repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
@@ -43,11 +49,12 @@ class GscoConfig:
     model: str | None = "tiny"
     options: list[str] | None = None  # null: the dataset's label names from the registry
     modality: str | None = None  # null: the registry's modality
-    intro: str = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} "
-                  "image. The possible diagnoses are: {options}.")
+    multi_label: bool | None = None  # null: the registry's task
+    no_finding: str = NO_FINDING  # multi-label: the answer (and hint) for a case with none of the labels
+    intro: str = INTRO
     rad_sentence: str = "The diagnoses of the most similar cases are ###RAD###."
     moed_sentence: str = "The diagnoses of the specialist models are ###MOED###."
-    outro: str = "The response should only contain one option."
+    outro: str | None = None  # null: "only one option" (single-label) or "every diagnosis that applies" (multi-label)
     arms: list[str] | None = None  # null: every arm
     batch_size: int = 8
     max_new_tokens: int = 32
@@ -60,7 +67,37 @@ class GscoConfig:
             raise ConfigError("keys batch_size and max_new_tokens must be at least 1")
 
 
-def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str) -> str:
+@dataclasses.dataclass
+class Task:
+    """What the arms are asked and how answers are read: the options, modality words and label kind."""
+
+    options: list[str]
+    modality: str
+    multi_label: bool = False
+    none: str = NO_FINDING
+
+    @classmethod
+    def of(cls, cfg: GscoConfig) -> "Task":
+        from gsco.data.registry import get_dataset_info
+
+        info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
+        multi = info.multi_label if cfg.multi_label is None else cfg.multi_label
+        return cls(list(cfg.options or info.label_names), cfg.modality or info.modality, multi, cfg.no_finding)
+
+    def parse(self, answer: str):
+        from gsco.metrics.answers import parse_option, parse_options
+
+        return parse_options(answer, self.options, self.none) if self.multi_label else parse_option(answer, self.options)
+
+    def score(self, truth: list, predicted: list) -> dict:
+        from gsco.metrics.answers import diagnosis_metrics, multilabel_metrics
+
+        if self.multi_label:
+            return multilabel_metrics(truth, predicted, self.options, self.none)
+        return diagnosis_metrics(truth, predicted, self.options)
+
+
+def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str, multi_label: bool = False) -> str:
     """The arm's prompt template: intro, the hint sentences the arm uses, outro (joined by spaces)."""
     from gsco.collab.prompts import options_text
 
@@ -69,11 +106,16 @@ def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str) -
         parts.append(cfg.rad_sentence)
     if arm in ("moed", "moed_rad", "moed_prob"):
         parts.append(cfg.moed_sentence)
-    parts.append(cfg.outro)
+    if cfg.outro is not None:
+        parts.append(cfg.outro)
+    else:
+        parts.append(OUTRO_MULTI.replace(NO_FINDING, cfg.no_finding) if multi_label else OUTRO_SINGLE)
     return " ".join(p for p in parts if p)
 
 
-def read_cases(path: Path) -> list[dict]:
+def read_cases(path: Path, task: Task | None = None) -> list[dict]:
+    """The case file's cases; with ``task``, each label is checked against its options (a multi-label case's
+    ``label`` may be a list of options or the words ``x and y`` / ``no finding``)."""
     if not path.is_file():
         raise ConfigError(f"key 'cases': {path} does not exist (build it with python -m gsco.collab.build_cases)")
     try:
@@ -87,33 +129,75 @@ def read_cases(path: Path) -> list[dict]:
         if missing:
             raise ConfigError(f"{path} case {i}: lacks {missing}")
         case.setdefault("id", str(i))
+        if task is not None:
+            case["label"] = _checked_label(case["label"], task, f"{path} case {i} ({case['id']})")
     return cases
 
 
-def fill_case(cfg: GscoConfig, arm: str, case: dict, options: list[str], modality: str) -> str:
-    from gsco.collab.prompts import fill_gsco_prompt, moed_with_probabilities, rad_counts
+def _checked_label(label, task: Task, where: str):
+    if task.multi_label:
+        labels = task.parse(label) if isinstance(label, str) else label
+        if not isinstance(labels, list) or any(x not in task.options for x in labels):
+            raise ConfigError(f"{where}: label {label!r} is not a list of the options {task.options} "
+                              f"(or {task.none!r})")
+        return labels
+    if label not in task.options:
+        raise ConfigError(f"{where}: label {label!r} is not one of the options {task.options}")
+    return label
+
+
+def label_sets(case: dict, key: str, task: Task) -> list[list[str]]:
+    """A multi-label case's ``rad`` or ``moed`` hints as label sets (``rad_labels`` / ``moed_labels`` when the
+    case file has them, else the words parsed)."""
+    if f"{key}_labels" in case:
+        return case[f"{key}_labels"]
+    sets = [task.parse(h) for h in case.get(key) or []]
+    if any(s is None for s in sets):
+        raise ConfigError(f"case {case['id']}: a {key} hint names none of the options {task.options} (nor "
+                          f"{task.none!r}): {case.get(key)}")
+    return sets
+
+
+def fill_case(cfg: GscoConfig, arm: str, case: dict, task: Task) -> str:
+    from gsco.collab import prompts
 
     rad, moed = case.get("rad"), case.get("moed")
     if arm == "rad_counts":
-        rad = rad_counts(rad or [], options)
+        rad = (prompts.rad_counts_multilabel(label_sets(case, "rad", task), task.options, task.none)
+               if task.multi_label else prompts.rad_counts(rad or [], task.options))
     if arm == "moed_prob":
-        moed = moed_with_probabilities(moed or [], case.get("moed_prob") or [])
-    return fill_gsco_prompt(template_for(cfg, arm, options, modality), rad=rad, moed=moed)
+        if task.multi_label:
+            moed = prompts.moed_with_probabilities_multilabel(label_sets(case, "moed", task),
+                                                              case.get("moed_prob") or [], task.options, task.none)
+        else:
+            moed = prompts.moed_with_probabilities(moed or [], case.get("moed_prob") or [])
+    template = template_for(cfg, arm, task.options, task.modality, task.multi_label)
+    return prompts.fill_gsco_prompt(template, rad=rad, moed=moed)
 
 
-def specialist_arms(cases: list[dict]) -> dict[str, list[str]]:
+def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
+    """Each specialist's prediction and (two or more specialists) their majority vote, per case."""
     n = min(len(c.get("moed") or []) for c in cases)
+    if task.multi_label:
+        sets = [label_sets(c, "moed", task) for c in cases]
+        arms = {f"specialist_{j}": [s[j] for s in sets] for j in range(n)}
+        if n > 1:
+            def vote(s: list[list[str]]) -> list[str]:
+                counts = Counter(x for labels in s[:n] for x in labels)
+                return [o for o in task.options if 2 * counts[o] > n or (2 * counts[o] == n and o in s[0])]
+
+            arms["specialist_vote"] = [vote(s) for s in sets]
+        return arms
     arms = {f"specialist_{j}": [c["moed"][j] for c in cases] for j in range(n)}
     if n > 1:
-        arms["specialist_vote"] = [max(Counter(c["moed"]).items(), key=lambda kv: (kv[1], -c["moed"].index(kv[0])))[0]
-                                   for c in cases]
+        arms["specialist_vote"] = [max(Counter(c["moed"][:n]).items(),
+                                       key=lambda kv: (kv[1], -c["moed"].index(kv[0])))[0] for c in cases]
     return arms
 
 
-def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, options, modality, root) -> Path:
+def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
     from gsco.data.readers import DatasetError, open_image
     from gsco.meddr.evaluate import answered_ids, append_rows, distributed_context, merge_parts
-    from gsco.metrics.answers import parse_option
 
     rank, world = distributed_context()
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
@@ -134,10 +218,10 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
                 logger.warning("arm %s: skipping case %s: %s", arm, case["id"], exc)
         if not batch:
             continue
-        prompts = [fill_case(cfg, arm, c, options, modality) for c in batch]
+        prompts = [fill_case(cfg, arm, c, task) for c in batch]
         answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
         append_rows(part, [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
-                           "parsed": parse_option(a, options), "image": c["image"]}
+                           "parsed": task.parse(a), "image": c["image"]}
                           for c, q, a in zip(batch, prompts, answers)])
     if world > 1:
         merge_parts(out, [str(c["id"]) for c in cases], rank, world)
@@ -145,28 +229,24 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
 
 
 def run(cfg: GscoConfig) -> dict:
-    from gsco.data.registry import get_dataset_info
-    from gsco.metrics.answers import diagnosis_metrics
-
-    info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
-    options = list(cfg.options or info.label_names)
-    modality = cfg.modality or info.modality
+    task = Task.of(cfg)
+    options = task.options
     cases_path = repo_file(cfg.cases)
-    cases = read_cases(cases_path)
+    cases = read_cases(cases_path, task)
     root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
     truth = [c["label"] for c in cases]
-    available = list(specialist_arms(cases)) + list(GENERALIST_ARMS)
+    specialists = specialist_arms(cases, task)
+    available = list(specialists) + list(GENERALIST_ARMS)
     arms = cfg.arms or available
     unknown = [a for a in arms if a not in available]
     if unknown:
         raise ConfigError(f"key 'arms': {unknown} are not arms of this case file; available: {available}")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     table: dict[str, dict] = {}
-    specialists = specialist_arms(cases)
     generalist = None
     for arm in arms:
         if arm in specialists:
-            table[arm] = diagnosis_metrics(truth, specialists[arm], options)
+            table[arm] = task.score(truth, specialists[arm])
             continue
         if generalist is None:
             from gsco.meddr.evaluate import distributed_context, process_device
@@ -175,13 +255,12 @@ def run(cfg: GscoConfig) -> dict:
             rank, world = distributed_context()
             generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype,
                                          cfg.device_map)
-        path = run_generalist_arm(cfg, arm, cases, generalist, options, modality, root)
+        path = run_generalist_arm(cfg, arm, cases, generalist, task, root)
         from gsco.meddr.evaluate import read_predictions
 
         rows = {r["question_id"]: r for r in read_predictions(path)}
         answered = [c for c in cases if str(c["id"]) in rows]
-        table[arm] = diagnosis_metrics([c["label"] for c in answered],
-                                       [rows[str(c["id"])]["parsed"] for c in answered], options)
+        table[arm] = task.score([c["label"] for c in answered], [rows[str(c["id"])]["parsed"] for c in answered])
         table[arm]["predictions"] = str(path)
     import os
 
@@ -192,11 +271,11 @@ def run(cfg: GscoConfig) -> dict:
     if int(os.environ.get("RANK", "0")) != 0:  # data parallel: the first process writes the table
         return {}
     result = {"dataset": cfg.dataset, "cases": str(cases_path), "n_cases": len(cases), "model": cfg.model,
-              "options": options, "arms": table, "config": config_to_dict(cfg)}
+              "options": options, "multi_label": task.multi_label, "arms": table, "config": config_to_dict(cfg)}
     from gsco.metrics.plots import plot_answer_confusion
 
     for arm, m in table.items():
-        m["confusion_png"] = str(plot_answer_confusion(m["confusion"], options, m["labels"],
+        m["confusion_png"] = str(plot_answer_confusion(m["confusion"], m.get("truth_labels", options), m["labels"],
                                                        Path(cfg.out_dir) / f"{arm}_confusion.png",
                                                        f"{cfg.dataset}: {arm}"))
     write_json(result, Path(cfg.out_dir) / "ablation.json")
@@ -204,15 +283,20 @@ def run(cfg: GscoConfig) -> dict:
     return result
 
 
+MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in ablation.json
+
+
 def ablation_markdown(result: dict) -> str:
-    options = result["options"]
-    head = ["arm", "n", "accuracy", "macro-F1"] + [f"recall {o}" for o in options] + ["unparsed"]
+    options, multi = result["options"], result.get("multi_label", False)
+    shown = options if len(options) <= MAX_RECALL_COLUMNS else []
+    head = (["arm", "n", "exact match" if multi else "accuracy", "macro-F1"] + (["micro-F1"] if multi else [])
+            + [f"recall {o}" for o in shown] + ["unparsed"])
     lines = [f"# GSCo ablation — {result['dataset']}, {result['n_cases']} cases, generalist {result['model']}", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for arm, m in result["arms"].items():
-        recalls = [("–" if m["per_class_recall"][o] is None else f"{m['per_class_recall'][o]:.3f}") for o in options]
-        lines.append("| " + " | ".join([arm, str(m["n"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", *recalls,
-                                        str(m["unparsed"])]) + " |")
+        recalls = [("–" if m["per_class_recall"][o] is None else f"{m['per_class_recall'][o]:.3f}") for o in shown]
+        scores = [f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}"] + ([f"{m['micro_f1']:.3f}"] if multi else [])
+        lines.append("| " + " | ".join([arm, str(m["n"]), *scores, *recalls, str(m["unparsed"])]) + " |")
     return "\n".join(lines) + "\n"
 
 
