@@ -35,12 +35,12 @@ def test_evidence_hints():
     assert moed_with_probabilities(["tumor", "normal"], [0.934, 0.61]) == ["tumor (p=0.93)", "normal (p=0.61)"]
 
 
-def fake_results(path, y_true, seed, top_n=10, n_train=546):
+def fake_results(path, y_true, seed, top_n=10, n_train=546, split="test"):
     """A specialist results file with the reference's keys (predictions drawn at random)."""
     rng = np.random.default_rng(seed)
     prob = rng.dirichlet([1, 1], size=len(y_true))
     path.write_text(json.dumps({
-        "dataset": "breastmnist", "task": "binary-class", "label_names": ["malignant", "normal or benign"],
+        "dataset": "breastmnist", "split": split, "task": "binary-class", "label_names": ["malignant", "normal or benign"],
         "img_size": 28, "y_true": [[int(y)] for y in y_true], "y_pred": prob.argmax(1).tolist(),
         "y_prob": prob.tolist(), "all_search_train_labels": rng.integers(0, 2, (len(y_true), top_n)).tolist(),
         "all_search_train_ids": rng.integers(0, n_train, (len(y_true), top_n)).tolist(),
@@ -357,3 +357,53 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     with pytest.raises(ConfigError, match=r"cases.json case 1 \(1\): label 'pneumonia' is not a list of the options"):
         run(cfg)
+
+
+def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
+    from conftest import REPO
+    from gsco.collab.hint_samples import main as hint_main
+    from gsco.collab.hint_samples import write_hint_samples
+    from gsco.collab.run import GscoConfig, Task, fill_case
+    from gsco.config import ConfigError, load_config
+    from gsco.data.diagnosis_questions import diagnosis_question
+    from gsco.data.registry import get_dataset_info
+    from gsco.meddr.data import read_training_data
+
+    data = shared_path("data", "medmnist", "breastmnist.npz")
+    y_train = np.load(data)["train_labels"].ravel()
+    for seed in (0, 1):
+        fake_results(tmp_path / f"s{seed}_train_results.json", y_train, seed, split="train")
+    cases_path = build_cases([tmp_path / "s0_train_results.json", tmp_path / "s1_train_results.json"],
+                             tmp_path / "gsco" / "train_cases.json", data.parent, k=5)
+    cases = json.loads(cases_path.read_text())
+    assert len(cases) == 546 and cases[0]["split"] == "train" and cases[0]["image"] == "images/train_0.png"
+    cfg = load_config(GscoConfig, REPO / "configs/gsco/breastmnist.yaml")
+    out = write_hint_samples(cfg, cases_path, tmp_path / "samples" / "hints.json")
+    samples = json.loads(out.read_text())
+    assert len(samples) == 546 * 6
+    by_id = {s["id"]: s for s in samples}
+    task = Task.of(cfg)
+    case = cases[3]
+    for arm in ("generalist", "moed_rad", "rad_counts", "moed_prob"):
+        sample = by_id[f"{case['id']}:{arm}"]
+        assert sample["conversations"][0]["value"] == "<image>\n" + fill_case(cfg, arm, case, task)
+        assert sample["conversations"][1]["value"] == case["label"]
+    # the plain arm asks what the diagnosis questions ask: one prompt for both fine-tuning recipes
+    assert by_id[f"{case['id']}:generalist"]["conversations"][0]["value"] == \
+        "<image>\n" + diagnosis_question(get_dataset_info("breastmnist"))
+    read = read_training_data(out)
+    assert len(read) == 546 * 6 and read[0].image.is_file()
+    # two arms per case, drawn with the seed
+    assert hint_main(["--cases", str(cases_path), "--out", str(tmp_path / "two.json"), "--per-case", "2"]) == 0
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert len(two) == 2 * 546 and len({s["id"].split(":")[1] for s in two}) == 6
+    assert hint_main(["--cases", str(cases_path), "--out", str(tmp_path / "two_again.json"), "--per-case", "2"]) == 0
+    assert (tmp_path / "two_again.json").read_text() == (tmp_path / "two.json").read_text()
+    # test-split cases are refused, as are arms that ask no generalist
+    y_test = np.load(data)["test_labels"].ravel()
+    fake_results(tmp_path / "t_results.json", y_test, 0)
+    test_cases = build_cases([tmp_path / "t_results.json"], tmp_path / "gsco" / "test_cases.json", data.parent)
+    with pytest.raises(ConfigError, match="is from the test split"):
+        write_hint_samples(cfg, test_cases, tmp_path / "x.json")
+    with pytest.raises(ConfigError, match=r"arms \['specialist_0'\] ask no generalist"):
+        write_hint_samples(cfg, cases_path, tmp_path / "x.json", arms=["specialist_0"])

@@ -9,7 +9,7 @@ Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inferen
 split — usually test; ``{…}_train_results.json`` (``eval_split=train``) gives training-split cases, the input of
 ``python -m gsco.collab.hint_samples``. The case file is a JSON list, one case per image, in split order:
 
-    {"id", "image", "label", "rad": [label names of the k most similar training cases, nearest first],
+    {"id", "image", "label", "split", "rad": [label names of the k most similar training cases, nearest first],
      "moed": [each specialist's predicted label name], "moed_prob": [its probability for that label],
      "rad_distance": [their cosine distances]}
 
@@ -97,7 +97,7 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
             raise DatasetError(f"{split} case {i}: the results say {label!r}, the dataset {images[i]['label']!r} "
                                "(results from another version of the data?)")
         neighbours = rad_source["all_search_train_labels"][i][:k]
-        case = {"id": images[i]["id"], "image": images[i]["image"], "label": label}
+        case = {"id": images[i]["id"], "image": images[i]["image"], "label": label, "split": split}
         if info.multi_label:
             moed_labels = [_names(r["y_pred"][i], names) for r in results]
             rad_labels = [_names(t, names) for t in neighbours]

@@ -1,0 +1,98 @@
+"""Training-split cases -> MedDr training samples that ask with the arms' prompts (hints included).
+
+    python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml \
+        --cases outputs/gsco/train/breastmnist_train_cases.json --out outputs/gsco/train/hint_samples.json \
+        [--arms generalist moed rad moed_rad rad_counts moed_prob] [--per-case 2] [--seed 0]
+
+Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fine-tuned to read the hints. The case
+file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
+(``predict ... eval_split=train``); each case becomes one sample per arm (or ``--per-case`` arms drawn at random),
+whose question is exactly the prompt ``inference_gsco.sh`` asks at test time and whose answer is the label (a
+multi-label case's labels as words). Feed the file to ``train.sh`` (``DATA=...``).
+
+Caveat: a specialist's predictions on its own training images are in-sample, so MoED hints here are right more
+often than on the test split; RAD hints leave each image out of its own neighbours.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, fill_case, read_cases
+from gsco.config import ConfigError, load_config
+
+logger = logging.getLogger(__name__)
+
+
+def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path, arms: list[str] | None = None,
+                       per_case: int | None = None, seed: int = 0) -> Path:
+    """Write the sample file (JSON list); returns its path."""
+    from gsco.data.diagnosis_questions import answer_text
+
+    arms = list(arms or GENERALIST_ARMS)
+    unknown = [a for a in arms if a not in GENERALIST_ARMS]
+    if unknown:
+        raise ConfigError(f"arms {unknown} ask no generalist; choose from {list(GENERALIST_ARMS)}")
+    if per_case is not None and not 1 <= per_case <= len(arms):
+        raise ConfigError(f"--per-case {per_case}: must be between 1 and the number of arms ({len(arms)})")
+    task = Task.of(cfg)
+    cases_path, out = Path(cases_path), Path(out)
+    cases = read_cases(cases_path, task)
+    tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
+    if tested:
+        raise ConfigError(f"{cases_path}: case {tested[0]} (and {len(tested) - 1} more) is from the test split; "
+                          "fine-tune on training-split cases (predict ... eval_split=train, then build_cases)")
+    root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for case in cases:
+        chosen = arms if per_case is None else [arms[i] for i in sorted(rng.choice(len(arms), per_case, replace=False))]
+        image = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
+        image = os.path.relpath(image.resolve(), out.parent.resolve())
+        for arm in chosen:
+            samples.append({"id": f"{case['id']}:{arm}", "image": image, "conversations": [
+                {"from": "human", "value": "<image>\n" + fill_case(cfg, arm, case, task)},
+                {"from": "gpt", "value": answer_text(case["label"])}]})
+    out.write_text(json.dumps(samples, indent=0) + "\n")
+    logger.info("%d samples from %d cases (arms %s%s)", len(samples), len(cases), ", ".join(arms),
+                f", {per_case} per case" if per_case else "")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.runtime import repo_file, setup_logging
+
+    parser = argparse.ArgumentParser(description="Training-split cases -> MedDr samples asked with the arms' prompts.")
+    parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (the prompt pieces)")
+    parser.add_argument("--cases", required=True, help="training-split case file (build_cases on train results)")
+    parser.add_argument("--out", required=True, help="sample file to write (JSON list, for train.sh DATA=)")
+    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {' '.join(GENERALIST_ARMS)}")
+    parser.add_argument("--per-case", type=int, default=None, help="arms drawn per case (default: every arm)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="GSCo config keys")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        from gsco.config import parse_overrides
+
+        overrides = parse_overrides(args.overrides)
+        config = args.config or str(repo_file(f"configs/gsco/{overrides.get('dataset', 'breastmnist')}.yaml"))
+        cfg = load_config(GscoConfig, config, overrides)
+        out = write_hint_samples(cfg, args.cases, args.out, args.arms, args.per_case, args.seed)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"samples: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
