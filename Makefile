@@ -22,25 +22,38 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 # The GSCo recipe in miniature on the real BreastMNIST (~6 min on 2 CPU cores): two specialists of different
-# architectures -> predictions + retrieval -> case file; the tiny MedDr fine-tuned on the training split's diagnosis
-# questions; every ablation arm on the test split. The generalist is a toy: real numbers need the MedDr checkpoint
+# architectures -> predictions + retrieval on the test and the training split -> case files; the tiny MedDr
+# fine-tuned on training-split samples asked with the arms' prompts (hints included); every ablation arm on the test
+# split. The generalist is a toy: real numbers need the MedDr checkpoint
 # (MODEL=/path/to/meddr-hf bash inference_gsco.sh on the same case file).
 # stem=default: timm's standard stems keep the specialists fast on a CPU (the preset's MedMNIST v2 stem is ResNet-only
 # and ~7x slower; it is behind results/breastmnist_v2_resnet18_cifar.json).
-V2 := --config configs/specialists/medmnist_v2.yaml data_path=$(DATA_PATH) output_path=$(DEMO_OUT)/specialists dataset=breastmnist
+SPECIALIST_EPOCHS ?= 100
+MEDDR_EPOCHS ?= 20
+HINTS_PER_CASE ?= 2
+V2 := --config configs/specialists/medmnist_v2.yaml data_path=$(DATA_PATH) output_path=$(DEMO_OUT)/specialists \
+	dataset=breastmnist stem=default epochs=$(SPECIALIST_EPOCHS)
 SPECIALISTS := resnet18 mobilenetv3_small_100
+RESULTS = $(foreach a,$(SPECIALISTS),$(DEMO_OUT)/specialists/breastmnist_28_endToEnd_$(a)_s9930641_$(1)results.json)
 demo: install
 	@for arch in $(SPECIALISTS); do \
-	  $(PY) -m gsco.specialists.train $(V2) architecture=$$arch stem=default && \
-	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch stem=default || exit 1; \
+	  $(PY) -m gsco.specialists.train $(V2) architecture=$$arch && \
+	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch && \
+	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch eval_split=train || exit 1; \
 	done
-	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --out $(DEMO_OUT)/gsco/breastmnist_cases.json --k 10 \
-		--results $(foreach a,$(SPECIALISTS),$(DEMO_OUT)/specialists/breastmnist_28_endToEnd_$(a)_s9930641_results.json)
-	$(PY) -m gsco.data.diagnosis_questions --dataset breastmnist --data-path $(DATA_PATH) --out $(DEMO_OUT)/questions --splits train
-	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/questions/breastmnist_train_conversations.json \
-		OUTPUT_DIR=$(DEMO_OUT)/meddr bash train.sh freeze_vision=false num_train_epochs=20 learning_rate=2e-3 save_steps=100000
+	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --k 10 --results $(call RESULTS,) \
+		--out $(DEMO_OUT)/gsco/breastmnist_cases.json
+	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --k 10 --results $(call RESULTS,train_) \
+		--out $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
+	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml --per-case $(HINTS_PER_CASE) \
+		--cases $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json --out $(DEMO_OUT)/gsco/train/hint_samples.json
+	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUTPUT_DIR=$(DEMO_OUT)/meddr \
+		bash train.sh freeze_vision=false num_train_epochs=$(MEDDR_EPOCHS) learning_rate=2e-3 save_steps=100000
 	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \
 		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24
+	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"
+	@echo "training cases and hint samples: $(DEMO_OUT)/gsco/train/"
+	@echo "fine-tuned toy generalist: $(DEMO_OUT)/meddr/final"
 
 test: install
 	$(PY) -m pytest -q tests

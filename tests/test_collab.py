@@ -407,3 +407,21 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
         write_hint_samples(cfg, test_cases, tmp_path / "x.json")
     with pytest.raises(ConfigError, match=r"arms \['specialist_0'\] ask no generalist"):
         write_hint_samples(cfg, cases_path, tmp_path / "x.json", arms=["specialist_0"])
+
+
+@pytest.mark.parametrize("name", ["breastmnist", "pcam200", "chestmnist"])
+def test_every_shipped_gsco_config_assembles_each_arm(name):
+    from conftest import REPO
+    from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, template_for
+    from gsco.config import load_config
+
+    cfg = load_config(GscoConfig, REPO / f"configs/gsco/{name}.yaml")
+    task = Task.of(cfg)
+    assert task.multi_label == (name == "chestmnist")
+    for arm in GENERALIST_ARMS:
+        text = template_for(cfg, arm, task.options, task.modality, task.multi_label)
+        assert ("###RAD###" in text) == (arm in ("rad", "moed_rad", "rad_counts"))
+        assert ("###MOED###" in text) == (arm in ("moed", "moed_rad", "moed_prob"))
+        assert "{" not in text and text.count("'") >= 2 * len(task.options)
+    if task.multi_label:
+        assert text.endswith("or 'no finding' if none does.") and len(task.options) == 14

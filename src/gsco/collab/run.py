@@ -319,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     if not result:  # not the first data-parallel process
         return 0
     print(ablation_markdown(result))
+    print(f"cases: {result['cases']}")
+    for arm, m in result["arms"].items():
+        print(f"{arm}: " + "  ".join(m[k] for k in ("predictions", "confusion_png") if k in m))
     print(f"table: {Path(cfg.out_dir) / 'ablation.md'}")
     print(f"json: {Path(cfg.out_dir) / 'ablation.json'}")
     return 0

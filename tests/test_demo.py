@@ -1,0 +1,68 @@
+"""README's first command (`make demo`), shortened: the whole GSCo recipe on the real BreastMNIST, and every
+number of its table recomputed from the files it wrote."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from conftest import REPO, shared_path
+from gsco.metrics.answers import parse_option
+
+OPTIONS = ["malignant", "normal or benign"]
+
+
+def scores(truth: list[str], predicted: list[str | None]) -> dict:
+    y = [OPTIONS.index(t) for t in truth]
+    p = [OPTIONS.index(q) if q is not None else len(OPTIONS) for q in predicted]
+    return {"accuracy": float(np.mean(np.array(y) == np.array(p))),
+            "macro_f1": float(f1_score(y, p, labels=[0, 1], average="macro", zero_division=0)),
+            "unparsed": sum(q is None for q in predicted)}
+
+
+def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_path):
+    out = tmp_path / "demo"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    cmd = ["make", "-C", str(REPO), "-o", "install", "demo", f"PY={sys.executable}", f"DEMO_OUT={out}",
+           f"DATA_PATH={shared_path('data', 'medmnist')}", "SPECIALIST_EPOCHS=1", "MEDDR_EPOCHS=1",
+           "HINTS_PER_CASE=1"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"table: {out}/gsco/ablation.md" in proc.stdout and "| specialist_vote | 156 |" in proc.stdout
+
+    table = json.loads((out / "gsco" / "ablation.json").read_text())
+    arms = table["arms"]
+    assert list(arms) == ["specialist_0", "specialist_1", "specialist_vote", "generalist", "moed", "rad", "moed_rad",
+                          "rad_counts", "moed_prob"]
+    cases = json.loads((out / "gsco" / "breastmnist_cases.json").read_text())
+    truth = [c["label"] for c in cases]
+    assert len(cases) == 156 and sum(t == "malignant" for t in truth) == 42
+    # specialists: from the case file, itself from the results files
+    results = [json.loads((out / "specialists" / f"breastmnist_28_endToEnd_{a}_s9930641_results.json").read_text())
+               for a in ("resnet18", "mobilenetv3_small_100")]
+    for j, res in enumerate(results):
+        assert [c["moed"][j] for c in cases] == [OPTIONS[p] for p in res["y_pred"]]
+        expected = scores(truth, [c["moed"][j] for c in cases])
+        assert arms[f"specialist_{j}"]["accuracy"] == pytest.approx(res["ACC"]) == pytest.approx(expected["accuracy"])
+    vote = [c["moed"][0] for c in cases]  # two specialists: a split vote follows the first
+    assert arms["specialist_vote"]["accuracy"] == pytest.approx(scores(truth, vote)["accuracy"])
+    # generalist arms: from their predictions files, the answers parsed again
+    md = (out / "gsco" / "ablation.md").read_text()
+    for arm in ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob"):
+        rows = [json.loads(line) for line in (out / "gsco" / f"{arm}_predictions.jsonl").read_text().splitlines()]
+        assert [r["question_id"] for r in rows] == [c["id"] for c in cases]
+        parsed = [parse_option(r["answer"], OPTIONS) for r in rows]
+        assert parsed == [r["parsed"] for r in rows] and [r["annotation"] for r in rows] == truth
+        expected = scores(truth, parsed)
+        for key in ("accuracy", "macro_f1", "unparsed"):
+            assert arms[arm][key] == pytest.approx(expected[key]), (arm, key)
+        assert f"| {arm} | 156 | {expected['accuracy']:.3f} | {expected['macro_f1']:.3f} |" in md
+        assert (out / "gsco" / f"{arm}_confusion.png").is_file()
+    # the generalist was fine-tuned on training-split samples asked with the arms' prompts
+    samples = json.loads((out / "gsco" / "train" / "hint_samples.json").read_text())
+    assert len(samples) == 546 and all(s["id"].startswith("breastmnist_train_") for s in samples)
+    assert (out / "meddr" / "final" / "config.json").is_file()
