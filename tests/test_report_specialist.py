@@ -65,3 +65,113 @@ def test_mimic_cxr_cleaning_keeps_colons_and_hyphens():
         "findings : low lung volumes . no effusion left or pneumo-thorax  seen . impression : none ."
     with pytest.raises(ValueError, match="'chexpert' is not one of iu_xray, mimic_cxr"):
         clean_report("x", "chexpert")
+
+
+# ------------------------------------------------------------------------------------- the official checkpoint
+def r2gengpt_swin_names(depths: list[int]) -> list[str]:
+    """SwinModel's parameter names as transformers 4.30 (R2GenGPT's) writes them, listed by hand."""
+    names = ["embeddings.patch_embeddings.projection.weight", "embeddings.patch_embeddings.projection.bias",
+             "embeddings.norm.weight", "embeddings.norm.bias"]
+    for i, depth in enumerate(depths):
+        for j in range(depth):
+            block = f"encoder.layers.{i}.blocks.{j}."
+            names += [block + "layernorm_before.weight", block + "layernorm_before.bias",
+                      block + "attention.self.relative_position_bias_table"]
+            names += [block + f"attention.self.{p}.{w}" for p in ("query", "key", "value") for w in ("weight", "bias")]
+            names += [block + f"attention.output.dense.{w}" for w in ("weight", "bias")]
+            names += [block + "layernorm_after.weight", block + "layernorm_after.bias"]
+            names += [block + f"{p}.dense.{w}" for p in ("intermediate", "output") for w in ("weight", "bias")]
+        if i < len(depths) - 1:
+            names += [f"encoder.layers.{i}.downsample.reduction.weight", f"encoder.layers.{i}.downsample.norm.weight",
+                      f"encoder.layers.{i}.downsample.norm.bias"]
+    return names + ["layernorm.weight", "layernorm.bias"]
+
+
+@pytest.fixture
+def lightning_hparams(monkeypatch):
+    """A class pickled under Lightning 2.0's name for its hyper-parameter dict (R2GenGPT's ``config`` entry)."""
+    import sys
+    import types
+
+    module = types.ModuleType("lightning.fabric.utilities.data")
+
+    class AttributeDict(dict):
+        pass
+
+    AttributeDict.__module__ = module.__name__
+    AttributeDict.__qualname__ = "AttributeDict"
+    module.AttributeDict = AttributeDict
+    for name in ("lightning", "lightning.fabric", "lightning.fabric.utilities"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return AttributeDict
+
+
+def official_state(mode: str, model) -> dict:
+    """R2GenGPT's trainable keys for ``mode``, with shapes looked up in our model, filled with random values."""
+    import torch
+
+    from gsco.specialists.report.model import TINY_SWIN, from_r2gengpt_key
+
+    keys = ["llama_proj.weight", "llama_proj.bias", "layer_norm.weight", "layer_norm.bias"]
+    if mode == "delta":
+        keys += [f"visual_encoder.base_model.model.encoder.layers.{i}.blocks.{j}.attention.self.{p}.lora_{ab}"
+                 ".default.weight" for i, depth in enumerate(TINY_SWIN["depths"]) for j in range(depth)
+                 for p in ("query", "value") for ab in "AB"]
+    if mode == "deep":
+        keys += ["visual_encoder." + n for n in r2gengpt_swin_names(TINY_SWIN["depths"])]
+    params = dict(model.named_parameters())
+    gen = torch.Generator().manual_seed(0)
+    return {k: torch.randn(params[from_r2gengpt_key(k)].shape, generator=gen) for k in keys}
+
+
+@pytest.mark.parametrize("mode", ["shallow", "delta", "deep"])
+def test_an_official_r2gengpt_checkpoint_loads_with_no_missing_or_unexpected_key(tmp_path, lightning_hparams, mode):
+    import torch
+
+    from gsco.specialists.report.model import (
+        ReportModelSettings, build_report_model, from_r2gengpt_key, load_report_checkpoint, save_report_checkpoint,
+    )
+
+    model, _ = build_report_model(ReportModelSettings(mode=mode))
+    state = official_state(mode, model)
+    path = tmp_path / "checkpoint_epoch13_step1806_bleu0.161532_cider0.530213.pth"
+    hparams = lightning_hparams(dataset="iu_xray", vis_use_lora=mode == "delta", freeze_vm=mode != "deep", vis_r=16)
+    torch.save({"model": state, "config": hparams, "epoch": 13, "step": 1806}, path)
+
+    extra = load_report_checkpoint(model, path)
+    assert extra["epoch"] == 13 and extra["config"]["vis_r"] == 16
+    if mode == "shallow":  # hyper-parameters pickled as an argparse.Namespace load too
+        import argparse
+
+        torch.save({"model": state, "config": argparse.Namespace(vis_r=8, dataset="iu_xray")}, path)
+        assert load_report_checkpoint(model, path)["config"] == {"vis_r": 8, "dataset": "iu_xray"}
+    trainable = model.trainable_state_dict()
+    assert sorted(trainable) == sorted(from_r2gengpt_key(k) for k in state)  # nothing missing, nothing extra
+    for key, value in state.items():
+        assert torch.equal(trainable[from_r2gengpt_key(key)], value)
+    # ours are written in the same layout, under the same names
+    ours = save_report_checkpoint(model, tmp_path / "ours.pth", {"mode": mode}, 1, 2)
+    saved = torch.load(ours, weights_only=True)
+    assert sorted(saved["model"]) == sorted(state) and saved["epoch"] == 1
+
+
+def test_checkpoint_errors_name_the_problem(tmp_path, lightning_hparams):
+    import torch
+
+    from gsco.config import ConfigError
+    from gsco.specialists.report.model import ReportModelSettings, build_report_model, load_report_checkpoint
+
+    deep, _ = build_report_model(ReportModelSettings(mode="deep"))
+    shallow, _ = build_report_model(ReportModelSettings(mode="shallow"))
+    torch.save({"model": official_state("deep", deep), "epoch": 0, "step": 0}, tmp_path / "deep.pth")
+    with pytest.raises(ConfigError, match="holds 43 parameters mode 'shallow' keeps frozen"):
+        load_report_checkpoint(shallow, tmp_path / "deep.pth")
+    torch.save({"model": {"llama_proj.weight": torch.zeros(32, 16)}}, tmp_path / "part.pth")
+    with pytest.raises(ConfigError, match="lacks 3 trainable parameters of mode 'shallow'"):
+        load_report_checkpoint(shallow, tmp_path / "part.pth")
+    torch.save({"model": official_state("shallow", shallow), "config": pytest.MonkeyPatch()}, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match="not plain weights or hyper-parameters; refusing"):
+        load_report_checkpoint(shallow, tmp_path / "bad.pth")
+    with pytest.raises(ConfigError, match="missing.pth does not exist"):
+        load_report_checkpoint(shallow, tmp_path / "missing.pth")

@@ -134,22 +134,14 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, image_s
 def build_byte_tokenizer(model_max_length: int = 4096) -> PreTrainedTokenizerFast:
     """A small byte-level tokenizer with Yi's special-token layout (ids 0-18), for the ``tiny`` preset: any text
     round-trips through its 256 byte tokens, and nothing has to be downloaded."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from gsco.tokenizers import byte_level_tokenizer
 
     special = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<reserved_3>", "<reserved_4>", "<reserved_5>",
                "<|im_start|>", "<|im_end|>", "<|im_sep|>", IMG_START, IMG_END, IMG_CONTEXT,
                "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>", VIDEO]
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
-    vocab = {tok: i for i, tok in enumerate(special + alphabet)}
-    backend = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    backend.decoder = decoders.ByteLevel()
-    backend.add_special_tokens(special)
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token="<|startoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        unk_token="<unk>", model_max_length=model_max_length, clean_up_tokenization_spaces=False,
-        extra_special_tokens=dict(IMAGE_SPECIAL_TOKENS),
-    )
+    tokenizer = byte_level_tokenizer(special, model_max_length, bos_token="<|startoftext|>", eos_token="<|im_end|>",
+                                     pad_token="<|endoftext|>", unk_token="<unk>",
+                                     extra_special_tokens=dict(IMAGE_SPECIAL_TOKENS))
     return prepare_tokenizer(tokenizer)
 
 
