@@ -175,3 +175,120 @@ def test_checkpoint_errors_name_the_problem(tmp_path, lightning_hparams):
         load_report_checkpoint(shallow, tmp_path / "bad.pth")
     with pytest.raises(ConfigError, match="missing.pth does not exist"):
         load_report_checkpoint(shallow, tmp_path / "missing.pth")
+
+
+# ------------------------------------------------------------------------------------- training and evaluation
+def write_studies(root, sizes=(16, 4, 6)):
+    """Real IU-Xray studies (ids, reports, two views each) with generated 64 px images, in the R2Gen layout."""
+    import numpy as np
+    from PIL import Image
+
+    real = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())
+    rng = np.random.default_rng(0)
+    annotation = {}
+    for split, n in zip(("train", "val", "test"), sizes):
+        annotation[split] = real[split][:n]
+        for study in annotation[split]:
+            for view in study["image_path"]:
+                (root / "images" / view).parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(root / "images" / view)
+    (root / "annotation.json").write_text(json.dumps(annotation))
+    return annotation
+
+
+def tiny_cfg(root, out, **overrides):
+    from conftest import REPO
+    from gsco.config import load_config
+    from gsco.specialists.report.config import ReportConfig
+
+    return load_config(ReportConfig, REPO / "configs/report/tiny.yaml", {
+        "annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "output_dir": str(out),
+        "device": "cpu", "learning_rate": 3e-3, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from gsco.specialists.report.train import train_report_specialist
+
+    root = tmp_path_factory.mktemp("iu")
+    annotation = write_studies(root)
+    cfg = tiny_cfg(root, root / "run", epochs=4)
+    result = train_report_specialist(cfg)
+    return root, cfg, result, annotation
+
+
+def test_tiny_preset_trains_on_real_reports_and_its_loss_falls(trained):
+    import torch
+
+    from gsco.specialists.report.model import build_report_model, load_report_checkpoint
+
+    root, cfg, result, annotation = trained
+    losses = [h["train_loss"] for h in result["history"]]
+    assert len(losses) == 4 and losses[-1] < losses[0] - 0.3, losses
+    history = [json.loads(line) for line in (root / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3, 4] and "CIDEr" in history[0]["val"]
+    val = [json.loads(line) for line in (root / "run" / "val" / "epoch4_reports.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in val] == [s["id"] for s in annotation["val"]]
+    assert val[0]["annotation"] == clean_report(annotation["val"][0]["report"])
+    best = json.loads((root / "run" / "best_checkpoint.json").read_text())
+    assert best["score"] == max(h["val_score"] for h in history)
+    saved = torch.load(best["checkpoint"], weights_only=True)
+    assert set(saved) == {"model", "config", "epoch", "step"} and saved["config"]["mode"] == "deep"
+    fresh, _ = build_report_model(cfg.model_settings())
+    load_report_checkpoint(fresh, best["checkpoint"])  # every trainable key, nothing else
+
+
+def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
+    import torch
+
+    from gsco.specialists.report.model import build_report_model, load_report_checkpoint
+    from gsco.specialists.report.train import train_report_specialist
+
+    root = trained[0]
+    full = train_report_specialist(tiny_cfg(root, tmp_path / "full", epochs=2, save_every_steps=1000))
+    stopped = train_report_specialist(tiny_cfg(root, tmp_path / "cut", epochs=2, save_every_steps=1000),
+                                      stop_after_steps=3)  # in the middle of epoch 2 (2 batches per epoch)
+    assert stopped["stopped_at_step"] == 3 and len(stopped["history"]) == 1
+    resumed = train_report_specialist(tiny_cfg(root, tmp_path / "cut", epochs=2, save_every_steps=1000))
+    assert [h["epoch"] for h in resumed["history"]] == [2]
+    assert resumed["history"][0]["step"] == full["history"][1]["step"] == 4
+    weights = []
+    for run in ("full", "cut"):
+        state = torch.load(tmp_path / run / "last_state.pt", weights_only=True)["model"]
+        weights.append(state)
+    assert weights[0].keys() == weights[1].keys()
+    for key in weights[0]:
+        assert torch.allclose(weights[0][key], weights[1][key], atol=1e-6), key
+    lines = (tmp_path / "cut" / "history.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+
+
+def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO, kill_when_written
+
+    root, cfg, _, annotation = trained
+    env = {**os.environ, "PYTHON": sys.executable, "TASK": "report", "CONFIG": str(REPO / "configs/report/tiny.yaml"),
+           "ANNOTATION": str(root / "annotation.json"), "IMAGE_ROOT": str(root / "images")}
+    cmd = ["bash", str(REPO / "inference_specialist.sh"), f"output_dir={root / 'run'}", "device=cpu",
+           "val_batch_size=1"]
+    whole = subprocess.run(cmd, env={**env, "OUT_DIR": str(tmp_path / "whole")}, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    reports = (tmp_path / "whole" / "test_reports.jsonl").read_text()
+    rows = [json.loads(line) for line in reports.splitlines()]
+    assert [r["id"] for r in rows] == [s["id"] for s in annotation["test"]]
+    assert rows[2]["annotation"] == clean_report(annotation["test"][2]["report"]) and rows[0]["answer"]
+    metrics = json.loads((tmp_path / "whole" / "test_metrics.json").read_text())
+    assert metrics["n_answered"] == 6 and set(metrics["metrics"]) == {
+        "BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "ROUGE_L", "CIDEr"}
+    assert "BLEU_4" in whole.stdout and "test_reports.jsonl" in whole.stdout
+
+    out = tmp_path / "killed" / "test_reports.jsonl"
+    kept = kill_when_written(cmd, {**env, "OUT_DIR": str(tmp_path / "killed")}, out, 2)
+    assert 2 <= kept < 6
+    again = subprocess.run(cmd, env={**env, "OUT_DIR": str(tmp_path / "killed")}, capture_output=True, text=True)
+    assert again.returncode == 0 and f"{6 - kept} to go" in again.stderr
+    assert out.read_text() == reports

@@ -5,7 +5,8 @@ The Swin encoder's last hidden state (49 patch tokens for Swin-B 224; views of a
 
     <s>Human: <Img>[image tokens]</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image. \\nAssistant:
 
-after which the LLM writes the report, ended by ``</s>``. The LLM stays frozen. Alignment modes (R2GenGPT's):
+after which the LLM writes the report, ended by ``</s>``. The LLM stays frozen (``train_llm: true`` trains it too —
+only for the random toy LLM of the ``tiny`` preset, which cannot learn otherwise). Alignment modes (R2GenGPT's):
 
 - ``shallow``: Swin frozen, the mapper trained;
 - ``delta``: as shallow plus LoRA on Swin's attention ``query``/``value`` (r 16, alpha 16, dropout 0.1, peft);
@@ -62,6 +63,7 @@ class ReportModelSettings:
     end_sym: str | None = None  # appended to each target report; null: the tokenizer's eos token (</s>)
     max_length: int = 60  # target tokens per report (with end_sym); longer reports are cut, as R2GenGPT does
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp16 on CUDA (R2GenGPT), else fp32
+    train_llm: bool = False  # beyond R2GenGPT (whose LLM is always frozen): for toy LLMs from random init only
 
 
 def tiny_tokenizer():
@@ -134,7 +136,7 @@ class ReportGenerator(nn.Module):
             visual_encoder = get_peft_model(visual_encoder, lora)  # only the LoRA weights train
         else:
             visual_encoder.requires_grad_(settings.mode == "deep")
-        llama_model.requires_grad_(False)
+        llama_model.requires_grad_(settings.train_llm)
         self.visual_encoder = visual_encoder
         self.llama_model = llama_model
         hidden = llama_model.config.hidden_size

@@ -1,0 +1,86 @@
+"""The report specialist's config: R2GenGPT's IU-Xray recipe as defaults (``configs/report/*.yaml``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Literal
+
+from gsco.config import ConfigError
+from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
+
+
+@dataclasses.dataclass
+class ReportConfig:
+    # --- data (R2Gen layout) ---
+    dataset: Literal["iu_xray", "mimic_cxr"] = "iu_xray"  # which R2Gen cleaning rules the reports get
+    annotation: str = "data/iu_xray/annotation.json"
+    image_root: str = "data/iu_xray/images"
+    output_dir: str = "outputs/report/iu_xray_shallow"
+    limit: int | None = None  # first N studies of each split (smoke runs)
+    # --- model (R2GenGPT) ---
+    vision_model: str = "tiny"  # local SwinModel folder (Swin-B 224) or "tiny"
+    llm: str = "tiny"  # local Llama folder with its tokenizer (Llama-2-7B-chat) or "tiny"
+    mode: Literal["shallow", "delta", "deep"] = "shallow"
+    vis_lora_r: int = 16
+    vis_lora_alpha: int = 16
+    lora_dropout: float = 0.1
+    global_only: bool = False
+    prompt: str = DEFAULT_PROMPT
+    end_sym: str | None = None  # null: the tokenizer's eos (</s>)
+    max_length: int = 60  # target tokens per report
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    train_llm: bool = False  # beyond R2GenGPT (LLM always frozen): only for the tiny preset's random LLM
+    # --- training ---
+    epochs: int = 15
+    batch_size: int = 8
+    val_batch_size: int = 12
+    learning_rate: float = 1e-4
+    min_learning_rate: float = 1e-6  # the cosine schedule's floor (per epoch, as R2GenGPT)
+    weight_decay: float = 0.01
+    max_grad_norm: float | None = None
+    seed: int = 42
+    device: str = "auto"
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp16 autocast on CUDA (R2GenGPT), none on CPU
+    num_workers: int = 0
+    save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
+    scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})
+    tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
+    resume: bool = True
+    # --- decoding (R2GenGPT's IU-Xray evaluation) ---
+    beam_size: int = 3
+    min_new_tokens: int = 40
+    max_new_tokens: int = 100
+    repetition_penalty: float = 2.0
+    length_penalty: float = 2.0
+    # --- evaluation ---
+    checkpoint: str | None = None  # null: the best checkpoint of output_dir (best_checkpoint.json)
+    split: Literal["train", "val", "test"] = "test"
+    out_dir: str | None = None  # null: output_dir
+    meteor: bool = True  # METEOR needs Java
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "val_batch_size", "max_length", "beam_size", "max_new_tokens",
+                    "save_every_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
+        if self.min_new_tokens > self.max_new_tokens:
+            raise ConfigError("key 'min_new_tokens' must not exceed 'max_new_tokens'")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"key 'learning_rate': must be positive, got {self.learning_rate}")
+        if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
+            raise ConfigError(f"key 'device': {self.device!r} is not valid; expected auto, cpu, cuda, cuda:N or mps")
+        from gsco.metrics.report import REPORT_METRICS
+
+        unknown = sorted(set(self.scorer_weights) - set(REPORT_METRICS))
+        if unknown or not self.scorer_weights:
+            raise ConfigError(f"key 'scorer_weights': {unknown or 'empty'}; choose among {list(REPORT_METRICS)}")
+
+    def model_settings(self) -> ReportModelSettings:
+        fields = {f.name for f in dataclasses.fields(ReportModelSettings)}
+        return ReportModelSettings(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+
+    def generation_kwargs(self) -> dict:
+        return {"num_beams": self.beam_size, "min_new_tokens": self.min_new_tokens,
+                "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
+                "length_penalty": self.length_penalty, "do_sample": False}

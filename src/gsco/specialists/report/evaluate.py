@@ -1,0 +1,112 @@
+"""Evaluate the report specialist: generated reports (resumable JSONL) and BLEU-1..4, METEOR, ROUGE-L, CIDEr.
+
+    python -m gsco.specialists.report.evaluate --config configs/report/tiny.yaml [checkpoint=...] [key=value ...]
+    TASK=report CONFIG=... CHECKPOINT=... ANNOTATION=... IMAGE_ROOT=... OUT_DIR=... bash inference_specialist.sh
+
+Writes ``{out_dir}/{split}_reports.jsonl`` — rows ``{id, answer: generated report, annotation: cleaned reference}``,
+appended batch by batch (a re-run answers only what is missing) — and ``{out_dir}/{split}_metrics.json``, scored by
+the same module as MedDr's evaluation (:mod:`gsco.metrics.report`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from gsco.config import ConfigError
+from gsco.specialists.report.config import ReportConfig
+
+logger = logging.getLogger(__name__)
+
+
+def study_loader(dataset, batch_size: int, num_workers: int = 0, indices: list[int] | None = None) -> DataLoader:
+    from torch.utils.data import Subset
+
+    from gsco.specialists.report.data import collate_studies
+
+    data = dataset if indices is None else Subset(dataset, indices)
+    return DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_studies)
+
+
+@torch.no_grad()
+def generate_reports(model, loader: DataLoader, device: torch.device, generation: dict,
+                     desc: str = "reports") -> Iterator[list[dict]]:
+    """Batches of ``{id, answer, annotation}`` rows."""
+    model.eval()
+    for batch in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
+        if batch is None:
+            continue
+        answers = model.generate(batch["pixel_values"].to(device), batch["view_mask"].to(device), **generation)
+        yield [{"id": i, "answer": a, "annotation": r} for i, a, r in zip(batch["ids"], answers, batch["reports"])]
+
+
+def best_checkpoint(output_dir: str | Path) -> Path:
+    record = Path(output_dir) / "best_checkpoint.json"
+    if not record.is_file():
+        raise ConfigError(f"key 'checkpoint' is null and {record} does not exist: train first, or name a checkpoint "
+                          "(an R2GenGPT .pth loads too)")
+    return Path(json.loads(record.read_text())["checkpoint"])
+
+
+def evaluate_reports(cfg: ReportConfig) -> dict:
+    from gsco.meddr.evaluate import append_rows, read_predictions
+    from gsco.metrics.report import report_metrics
+    from gsco.runtime import resolve_device, seed_everything, write_json
+    from gsco.specialists.report.data import ReportDataset, read_annotation
+    from gsco.specialists.report.model import build_report_model, load_report_checkpoint
+
+    seed_everything(cfg.seed)
+    out_dir = Path(cfg.out_dir or cfg.output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.output_dir)
+    model, processor = build_report_model(cfg.model_settings(), device)
+    load_report_checkpoint(model, checkpoint)
+    model.to(device)
+    rows = read_annotation(cfg.annotation, cfg.split)[: cfg.limit]
+    dataset = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
+    out = out_dir / f"{cfg.split}_reports.jsonl"
+    done = {r["id"] for r in read_predictions(out)}
+    todo = [i for i, r in enumerate(rows) if str(r["id"]) not in done]
+    logger.info("%s: %d of %d studies already written, %d to go", out, len(rows) - len(todo), len(rows), len(todo))
+    loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo)
+    for batch in generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports"):
+        append_rows(out, batch)
+    written = {r["id"]: r for r in read_predictions(out)}
+    answered = [str(r["id"]) for r in rows if str(r["id"]) in written]
+    metrics = report_metrics({i: written[i]["annotation"] for i in answered},
+                             {i: written[i]["answer"] for i in answered}, cfg.tokenize, cfg.meteor)
+    result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows), "n_answered": len(answered),
+              "reports": str(out), "metrics": metrics}
+    write_json(result, out_dir / f"{cfg.split}_metrics.json")
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.specialists.report.train import parse_report_cli
+
+    cfg = parse_report_cli("Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.", argv)
+    if cfg is None:
+        return 2
+    try:
+        result = evaluate_reports(cfg)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for key, value in result["metrics"].items():
+        print(f"{key:8s} {value:.4f}")
+    print(f"reports: {result['reports']}")
+    print(f"metrics: {Path(cfg.out_dir or cfg.output_dir) / f'{cfg.split}_metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
