@@ -58,6 +58,7 @@ class ReportConfig:
     split: Literal["train", "val", "test"] = "test"
     out_dir: str | None = None  # null: output_dir
     meteor: bool = True  # METEOR needs Java
+    search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "val_batch_size", "max_length", "beam_size", "max_new_tokens",

@@ -5,7 +5,9 @@
 
 Writes ``{out_dir}/{split}_reports.jsonl`` — rows ``{id, answer: generated report, annotation: cleaned reference}``,
 appended batch by batch (a re-run answers only what is missing) — and ``{out_dir}/{split}_metrics.json``, scored by
-the same module as MedDr's evaluation (:mod:`gsco.metrics.report`).
+the same module as MedDr's evaluation (:mod:`gsco.metrics.report`). With ``search_top_n`` > 0 it also writes
+``{out_dir}/{split}_retrieval.json``: for each study, the ``search_top_n`` most similar *training* studies by the
+specialist's visual features (Swin's pooled output, views averaged; cosine distance, nearest first) — RAD's input.
 """
 
 from __future__ import annotations
@@ -48,6 +50,49 @@ def generate_reports(model, loader: DataLoader, device: torch.device, generation
         yield [{"id": i, "answer": a, "annotation": r} for i, a, r in zip(batch["ids"], answers, batch["reports"])]
 
 
+@torch.no_grad()
+def study_features(model, loader: DataLoader, device: torch.device, desc: str) -> tuple[list[str], torch.Tensor]:
+    ids, feats = [], []
+    model.eval()
+    for batch in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
+        if batch is None:
+            continue
+        ids += batch["ids"]
+        feats.append(model.study_features(batch["pixel_values"].to(device), batch["view_mask"].to(device)).float().cpu())
+    return ids, torch.cat(feats)
+
+
+def retrieve_training_studies(cfg: ReportConfig, model, processor, rows: list[dict], device: torch.device,
+                              path: Path) -> Path:
+    """The ``search_top_n`` nearest training studies of each study (the training split searches itself leaving
+    each study out). Kept when already written for the same studies."""
+    from gsco.specialists.report.data import ReportDataset, read_annotation
+    from gsco.specialists.retrieval import RetrievalIndex
+
+    wanted = [str(r["id"]) for r in rows]
+    if path.is_file() and json.loads(path.read_text()).get("ids") == wanted:
+        return path
+    train_rows = read_annotation(cfg.annotation, "train")[: cfg.limit]
+    train = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset)
+    train_ids, train_feats = study_features(model, study_loader(train, cfg.val_batch_size, cfg.num_workers), device,
+                                            "training features")
+    index = RetrievalIndex(train_feats, torch.arange(len(train_ids))).to(device)
+    if cfg.split == "train":
+        ids, feats = train_ids, train_feats
+        top_n = min(cfg.search_top_n, len(index) - 1)
+        dist, idx = index.search_leave_one_out(feats, top_n)
+    else:
+        queries = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
+        ids, feats = study_features(model, study_loader(queries, cfg.val_batch_size, cfg.num_workers), device,
+                                    f"{cfg.split} features")
+        dist, idx = index.search(feats, min(cfg.search_top_n, len(index)))
+    from gsco.runtime import write_json
+
+    return write_json({"ids": ids, "train_ids": [[train_ids[j] for j in row] for row in idx.tolist()],
+                       "distances": dist.tolist(), "features": "Swin pooled output, views averaged",
+                       "distance": "cosine distance (1 - cosine similarity); smaller is more similar"}, path)
+
+
 def best_checkpoint(output_dir: str | Path) -> Path:
     record = Path(output_dir) / "best_checkpoint.json"
     if not record.is_file():
@@ -86,6 +131,9 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
                              {i: written[i]["answer"] for i in answered}, cfg.tokenize, cfg.meteor)
     result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows), "n_answered": len(answered),
               "reports": str(out), "metrics": metrics}
+    if cfg.search_top_n > 0:
+        result["retrieval"] = str(retrieve_training_studies(cfg, model, processor, rows, device,
+                                                            out_dir / f"{cfg.split}_retrieval.json"))
     write_json(result, out_dir / f"{cfg.split}_metrics.json")
     return result
 

@@ -167,6 +167,14 @@ class ReportGenerator(nn.Module):
         feats = (feats * weights).sum(1) / weights.sum(1).clamp(min=1)
         return self.layer_norm(self.llama_proj(feats))
 
+    @torch.no_grad()
+    def study_features(self, pixel_values: torch.Tensor, view_mask: torch.Tensor) -> torch.Tensor:
+        """(B, C) retrieval features: Swin's pooled output (the mean of its patch tokens), averaged over views."""
+        b, v = view_mask.shape
+        pooled = self.visual_encoder(pixel_values=pixel_values.flatten(0, 1)).pooler_output.unflatten(0, (b, v))
+        weights = view_mask.to(pooled.dtype)[..., None]
+        return (pooled * weights).sum(1) / weights.sum(1).clamp(min=1)
+
     def _embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.llama_model.get_input_embeddings()(ids)
 
