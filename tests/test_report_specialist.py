@@ -1,6 +1,7 @@
 """The R2GenGPT-style report specialist: report cleaning (on the real IU-Xray reports), model, checkpoints."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,52 @@ def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained,
     again = subprocess.run(cmd, env={**env, "OUT_DIR": str(tmp_path / "killed")}, capture_output=True, text=True)
     assert again.returncode == 0 and f"{6 - kept} to go" in again.stderr
     assert out.read_text() == reports
+
+
+def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
+    """Specialist reports + retrieval -> report cases -> `inference_gsco.sh` (DATASET=iu_xray) -> one table."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from gsco.collab.build_cases import build_report_cases
+    from gsco.collab.prompts import fill_gsco_prompt
+    from gsco.metrics.report import report_metrics
+    from gsco.specialists.report.evaluate import evaluate_reports
+
+    root, cfg, _, annotation = trained
+    cfg = tiny_cfg(root, root / "run", out_dir=str(tmp_path / "eval"), search_top_n=5, val_batch_size=3)
+    result = evaluate_reports(cfg)
+    retrieval = json.loads(Path(result["retrieval"]).read_text())
+    train_ids = {s["id"] for s in annotation["train"]}
+    assert retrieval["ids"] == [s["id"] for s in annotation["test"]]
+    assert all(len(n) == 5 and set(n) <= train_ids for n in retrieval["train_ids"])
+    assert all(d == sorted(d) for d in retrieval["distances"])
+
+    cases_path = build_report_cases(tmp_path / "eval" / "test_reports.jsonl", result["retrieval"],
+                                    root / "annotation.json", tmp_path / "cases.json", k=3)
+    cases = json.loads(cases_path.read_text())
+    train_reports = {s["id"]: clean_report(s["report"]) for s in annotation["train"]}
+    assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]
+    assert cases[0]["image"] == annotation["test"][0]["image_path"][0]
+
+    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "iu_xray", "CASES": str(cases_path),
+           "IMAGE_ROOT": str(root / "images"), "OUT_DIR": str(tmp_path / "gsco")}
+    proc = subprocess.run(["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=12",
+                           "meteor=false"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    table = json.loads((tmp_path / "gsco" / "ablation.json").read_text())
+    assert list(table["arms"]) == ["specialist_0", "generalist", "moed", "rad", "moed_rad"]
+    expected = report_metrics({str(i): c["label"] for i, c in enumerate(cases)},
+                              {str(i): clean_report(c["moed"][0]) for i, c in enumerate(cases)}, "none", False)
+    for key, value in expected.items():
+        assert table["arms"]["specialist_0"][key] == pytest.approx(value)
+    rows = [json.loads(line) for line in (tmp_path / "gsco" / "moed_rad_predictions.jsonl").read_text().splitlines()]
+    template = ("You are a helpful medical assistant. Your task is report generation. You are given a chest X-ray "
+                "image. The reports of the most similar cases are: ###RAD###. A specialist model wrote: ###MOED###. "
+                "Write the findings section of the radiology report for this image.")
+    assert rows[1]["question"] == fill_gsco_prompt(template, cases[1]["rad"], cases[1]["moed"], sep=" | ")
+    assert "parsed" not in rows[1] and rows[1]["annotation"] == cases[1]["label"]
+    assert "| arm | n | BLEU_1 | BLEU_2 | BLEU_3 | BLEU_4 | ROUGE_L | CIDEr |" in proc.stdout
+    assert (tmp_path / "gsco" / "ablation.png").read_bytes()[:4] == b"\x89PNG"

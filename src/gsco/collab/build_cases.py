@@ -4,6 +4,8 @@
         --data-path ../shared/data/medmnist --out outputs/gsco/breastmnist_cases.json
     python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml     (specialists, rad_from, k,
         data_path and cases from the dataset's GSCo config; any flag given overrides it)
+    python -m gsco.collab.build_cases --reports OUT/test_reports.jsonl --retrieval OUT/test_retrieval.json \
+        --annotation data/iu_xray/annotation.json --k 3 --out outputs/gsco/iu_xray_cases.json   (report generation)
 
 Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
 split — usually test; ``{…}_train_results.json`` (``eval_split=train``) gives training-split cases, the input of
@@ -128,8 +130,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rad-from", type=int, default=None, help="which --results file's retrieval feeds RAD")
     parser.add_argument("--k", type=int, default=None, help="similar training cases per test case (RAD)")
     parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
+    report = parser.add_argument_group("report generation (instead of --results)")
+    report.add_argument("--reports", default=None, help="the report specialist's {split}_reports.jsonl")
+    report.add_argument("--retrieval", default=None, help="its {split}_retrieval.json")
+    report.add_argument("--annotation", default=None, help="the R2Gen annotation.json")
+    report.add_argument("--cleaning", default="iu_xray", choices=["iu_xray", "mimic_cxr"])
     args = parser.parse_args(argv)
     setup_logging()
+    if args.reports or args.retrieval:
+        try:
+            if not (args.reports and args.retrieval and args.annotation and args.out):
+                raise DatasetError("report cases need --reports, --retrieval, --annotation and --out")
+            out = build_report_cases(args.reports, args.retrieval, args.annotation, args.out, args.k or 3,
+                                     args.cleaning)
+        except (DatasetError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"cases: {out}")
+        return 0
     try:
         settings = {"results": None, "out": None, "data_path": None, "rad_from": 0, "k": 10, "extra_datasets": None}
         if args.config:
@@ -153,3 +171,53 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ------------------------------------------------------------------------------------------- report generation
+def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: str | Path, out: str | Path,
+                       k: int = 3, cleaning: str = "iu_xray") -> Path:
+    """Report-generation cases from the report specialist's evaluation (``{split}_reports.jsonl`` and
+    ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, moed: [the specialist's
+    report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
+    rad_distance}``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
+    from gsco.meddr.evaluate import read_predictions
+    from gsco.specialists.report.clean import clean_report
+    from gsco.specialists.report.data import read_annotation
+
+    reports, retrieval, out = Path(reports), Path(retrieval), Path(out)
+    for path in (reports, retrieval):
+        if not path.is_file():
+            raise DatasetError(f"{path} does not exist (TASK=report bash inference_specialist.sh writes it)")
+    rows = read_predictions(reports)
+    found = json.loads(retrieval.read_text())
+    neighbours = dict(zip(found["ids"], zip(found["train_ids"], found["distances"])))
+    top_n = min((len(n[0]) for n in neighbours.values()), default=0)
+    if not 1 <= k <= top_n:
+        raise DatasetError(f"k {k}: {retrieval} holds {top_n} similar training studies per study (search_top_n)")
+    train = {str(r["id"]): clean_report(r["report"], cleaning) for r in read_annotation(annotation, "train")}
+    studies = {str(r["id"]): r for split in ("test", "val", "train") for r in _split_or_empty(annotation, split)}
+    cases = []
+    for row in rows:
+        sid = str(row["id"])
+        if sid not in neighbours or sid not in studies:
+            raise DatasetError(f"{reports}: study {sid} is not in {retrieval} / {annotation}")
+        ids, dists = neighbours[sid]
+        missing = [i for i in ids[:k] if i not in train]
+        if missing:
+            raise DatasetError(f"{retrieval}: neighbours {missing} of {sid} are not training studies of {annotation}")
+        cases.append({"id": sid, "image": studies[sid]["image_path"][0], "images": studies[sid]["image_path"],
+                      "label": row["annotation"], "moed": [row["answer"]], "rad": [train[i] for i in ids[:k]],
+                      "rad_ids": list(ids[:k]), "rad_distance": [float(d) for d in dists[:k]]})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(cases, indent=1) + "\n")
+    logger.info("%d report cases (k=%d) from %s", len(cases), k, reports)
+    return out
+
+
+def _split_or_empty(annotation: str | Path, split: str) -> list[dict]:
+    from gsco.specialists.report.data import read_annotation
+
+    try:
+        return read_annotation(annotation, split)
+    except ValueError:
+        return []

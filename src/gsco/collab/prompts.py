@@ -22,14 +22,16 @@ PCAM200_TEMPLATE = (
 )
 
 
-def fill_gsco_prompt(template: str, rad: Sequence[str] | None = None, moed: Sequence[str] | None = None) -> str:
-    """``template`` with its placeholders filled; a placeholder present without hints is an error."""
+def fill_gsco_prompt(template: str, rad: Sequence[str] | None = None, moed: Sequence[str] | None = None,
+                     sep: str = ",") -> str:
+    """``template`` with its placeholders filled (hints joined by ``sep``); a placeholder present without hints is
+    an error."""
     text = template
     for placeholder, hints, name in ((RAD, rad, "rad"), (MOED, moed, "moed")):
         if placeholder in text:
             if not hints:
                 raise ValueError(f"the template uses {placeholder} but the case has no {name} hints")
-            text = text.replace(placeholder, ",".join(hints))
+            text = text.replace(placeholder, sep.join(hints))
     return text.replace("\n", " ")
 
 

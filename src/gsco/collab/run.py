@@ -22,6 +22,7 @@ import logging
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import Literal
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE
@@ -31,11 +32,13 @@ from gsco.runtime import repo_file, setup_logging, write_json
 logger = logging.getLogger(__name__)
 
 GENERALIST_ARMS = ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob")
+REPORT_ARMS = ("generalist", "moed", "rad", "moed_rad")
 
 
 @dataclasses.dataclass
 class GscoConfig:
     dataset: str = "breastmnist"
+    task: Literal["diagnosis", "report"] = "diagnosis"
     extra_datasets: str | None = None
     # building the case file (python -m gsco.collab.build_cases --config ...)
     specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
@@ -55,6 +58,11 @@ class GscoConfig:
     rad_sentence: str = "The diagnoses of the most similar cases are ###RAD###."
     moed_sentence: str = "The diagnoses of the specialist models are ###MOED###."
     outro: str | None = None  # null: "only one option" (single-label) or "every diagnosis that applies" (multi-label)
+    hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
+    # report generation: answers cleaned as R2Gen cleans references, then scored like the report specialist
+    report_cleaning: Literal["iu_xray", "mimic_cxr", "none"] = "iu_xray"
+    report_tokenize: Literal["none", "ptb"] = "none"
+    meteor: bool = True  # METEOR needs Java
     arms: list[str] | None = None  # null: every arm
     batch_size: int = 8
     max_new_tokens: int = 32
@@ -75,11 +83,18 @@ class Task:
     modality: str
     multi_label: bool = False
     none: str = NO_FINDING
+    report: bool = False  # report generation: answers are reports, scored with BLEU/ROUGE-L/CIDEr
+    cleaning: str = "iu_xray"
+    tokenize: str = "none"
+    meteor: bool = True
 
     @classmethod
     def of(cls, cfg: GscoConfig) -> "Task":
         from gsco.data.registry import get_dataset_info
 
+        if cfg.task == "report":
+            return cls([], cfg.modality or "chest X-ray", report=True, cleaning=cfg.report_cleaning,
+                       tokenize=cfg.report_tokenize, meteor=cfg.meteor)
         info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
         multi = info.multi_label if cfg.multi_label is None else cfg.multi_label
         return cls(list(cfg.options or info.label_names), cfg.modality or info.modality, multi, cfg.no_finding)
@@ -89,9 +104,21 @@ class Task:
 
         return parse_options(answer, self.options, self.none) if self.multi_label else parse_option(answer, self.options)
 
+    def answer_of(self, row: dict):
+        """What a predictions row contributes to the score: the report, or the parsed option(s)."""
+        return row["answer"] if self.report else row["parsed"]
+
     def score(self, truth: list, predicted: list) -> dict:
         from gsco.metrics.answers import diagnosis_metrics, multilabel_metrics
 
+        if self.report:
+            from gsco.metrics.report import report_metrics
+            from gsco.specialists.report.clean import clean_report
+
+            clean = (lambda t: t) if self.cleaning == "none" else (lambda t: clean_report(t, self.cleaning))  # noqa: E731
+            scores = report_metrics({str(i): t for i, t in enumerate(truth)},
+                                    {str(i): clean(p) for i, p in enumerate(predicted)}, self.tokenize, self.meteor)
+            return {"n": len(truth), **scores}
         if self.multi_label:
             return multilabel_metrics(truth, predicted, self.options, self.none)
         return diagnosis_metrics(truth, predicted, self.options)
@@ -129,8 +156,10 @@ def read_cases(path: Path, task: Task | None = None) -> list[dict]:
         if missing:
             raise ConfigError(f"{path} case {i}: lacks {missing}")
         case.setdefault("id", str(i))
-        if task is not None:
+        if task is not None and not task.report:
             case["label"] = _checked_label(case["label"], task, f"{path} case {i} ({case['id']})")
+        elif task is not None and not isinstance(case["label"], str):
+            raise ConfigError(f"{path} case {i} ({case['id']}): a report case's label is the reference report text")
     return cases
 
 
@@ -172,12 +201,14 @@ def fill_case(cfg: GscoConfig, arm: str, case: dict, task: Task) -> str:
         else:
             moed = prompts.moed_with_probabilities(moed or [], case.get("moed_prob") or [])
     template = template_for(cfg, arm, task.options, task.modality, task.multi_label)
-    return prompts.fill_gsco_prompt(template, rad=rad, moed=moed)
+    return prompts.fill_gsco_prompt(template, rad=rad, moed=moed, sep=cfg.hint_separator)
 
 
 def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
     """Each specialist's prediction and (two or more specialists) their majority vote, per case."""
     n = min(len(c.get("moed") or []) for c in cases)
+    if task.report:  # each specialist's report; no vote between reports
+        return {f"specialist_{j}": [c["moed"][j] for c in cases] for j in range(n)}
     if task.multi_label:
         sets = [label_sets(c, "moed", task) for c in cases]
         arms = {f"specialist_{j}": [s[j] for s in sets] for j in range(n)}
@@ -221,7 +252,7 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
         prompts = [fill_case(cfg, arm, c, task) for c in batch]
         answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
         append_rows(part, [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
-                           "parsed": task.parse(a), "image": c["image"]}
+                            **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
                           for c, q, a in zip(batch, prompts, answers)])
     if world > 1:
         merge_parts(out, [str(c["id"]) for c in cases], rank, world)
@@ -236,7 +267,7 @@ def run(cfg: GscoConfig) -> dict:
     root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
     truth = [c["label"] for c in cases]
     specialists = specialist_arms(cases, task)
-    available = list(specialists) + list(GENERALIST_ARMS)
+    available = list(specialists) + list(REPORT_ARMS if task.report else GENERALIST_ARMS)
     arms = cfg.arms or available
     unknown = [a for a in arms if a not in available]
     if unknown:
@@ -260,7 +291,7 @@ def run(cfg: GscoConfig) -> dict:
 
         rows = {r["question_id"]: r for r in read_predictions(path)}
         answered = [c for c in cases if str(c["id"]) in rows]
-        table[arm] = task.score([c["label"] for c in answered], [rows[str(c["id"])]["parsed"] for c in answered])
+        table[arm] = task.score([c["label"] for c in answered], [task.answer_of(rows[str(c["id"])]) for c in answered])
         table[arm]["predictions"] = str(path)
     import os
 
@@ -270,11 +301,16 @@ def run(cfg: GscoConfig) -> dict:
         dist.destroy_process_group()
     if int(os.environ.get("RANK", "0")) != 0:  # data parallel: the first process writes the table
         return {}
-    result = {"dataset": cfg.dataset, "cases": str(cases_path), "n_cases": len(cases), "model": cfg.model,
-              "options": options, "multi_label": task.multi_label, "arms": table, "config": config_to_dict(cfg)}
-    from gsco.metrics.plots import plot_answer_confusion
+    result = {"dataset": cfg.dataset, "task": cfg.task, "cases": str(cases_path), "n_cases": len(cases),
+              "model": cfg.model, "options": options, "multi_label": task.multi_label, "arms": table,
+              "config": config_to_dict(cfg)}
+    from gsco.metrics.plots import plot_answer_confusion, plot_metric_bars
 
-    for arm, m in table.items():
+    if task.report:
+        metrics = [k for k in ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr") if all(k in m for m in table.values())]
+        result["ablation_png"] = str(plot_metric_bars({a: {k: m[k] for k in metrics} for a, m in table.items()},
+                                                      Path(cfg.out_dir) / "ablation.png", f"{cfg.dataset}: reports"))
+    for arm, m in (() if task.report else table.items()):
         m["confusion_png"] = str(plot_answer_confusion(m["confusion"], m.get("truth_labels", options), m["labels"],
                                                        Path(cfg.out_dir) / f"{arm}_confusion.png",
                                                        f"{cfg.dataset}: {arm}"))
@@ -287,6 +323,15 @@ MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in abla
 
 
 def ablation_markdown(result: dict) -> str:
+    if result.get("task") == "report":
+        from gsco.metrics.report import REPORT_METRICS
+
+        keys = [k for k in REPORT_METRICS if all(k in m for m in result["arms"].values())]
+        lines = [f"# GSCo ablation — {result['dataset']} reports, {result['n_cases']} cases, generalist "
+                 f"{result['model']}", "", "| arm | n | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+        lines += ["| " + " | ".join([arm, str(m["n"]), *(f"{m[k]:.4f}" for k in keys)]) + " |"
+                  for arm, m in result["arms"].items()]
+        return "\n".join(lines) + "\n"
     options, multi = result["options"], result.get("multi_label", False)
     shown = options if len(options) <= MAX_RECALL_COLUMNS else []
     head = (["arm", "n", "exact match" if multi else "accuracy", "macro-F1"] + (["micro-F1"] if multi else [])
@@ -321,7 +366,11 @@ def main(argv: list[str] | None = None) -> int:
     print(ablation_markdown(result))
     print(f"cases: {result['cases']}")
     for arm, m in result["arms"].items():
-        print(f"{arm}: " + "  ".join(m[k] for k in ("predictions", "confusion_png") if k in m))
+        paths = [m[k] for k in ("predictions", "confusion_png") if k in m]
+        if paths:
+            print(f"{arm}: " + "  ".join(paths))
+    if "ablation_png" in result:
+        print(f"chart: {result['ablation_png']}")
     print(f"table: {Path(cfg.out_dir) / 'ablation.md'}")
     print(f"json: {Path(cfg.out_dir) / 'ablation.json'}")
     return 0

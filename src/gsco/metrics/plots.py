@@ -98,3 +98,23 @@ def plot_answer_confusion(matrix: Sequence[Sequence[int]], true_labels: Sequence
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def plot_metric_bars(table: dict[str, dict[str, float]], path: Path, title: str) -> Path:
+    """Grouped bars: one group per metric, one bar per arm (report-generation ablations)."""
+    plt = _pyplot()
+    arms = list(table)
+    metrics = list(next(iter(table.values()))) if table else []
+    width = 0.8 / max(1, len(arms))
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(metrics) * max(1, len(arms)) / 2 + 2), 4.5))
+    for i, arm in enumerate(arms):
+        ax.bar(np.arange(len(metrics)) + i * width - 0.4 + width / 2, [table[arm][m] for m in metrics], width,
+               label=arm)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylabel("score")
+    ax.set_title(title)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
