@@ -342,3 +342,18 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     assert "parsed" not in rows[1] and rows[1]["annotation"] == cases[1]["label"]
     assert "| arm | n | BLEU_1 | BLEU_2 | BLEU_3 | BLEU_4 | ROUGE_L | CIDEr |" in proc.stdout
     assert (tmp_path / "gsco" / "ablation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["tiny", "iu_xray_shallow", "mimic_cxr_shallow"])
+def test_shipped_report_configs_load_and_name_missing_base_weights(name):
+    from conftest import REPO
+    from gsco.config import ConfigError, load_config
+    from gsco.specialists.report.config import ReportConfig
+    from gsco.specialists.report.model import build_report_model
+
+    cfg = load_config(ReportConfig, REPO / f"configs/report/{name}.yaml")
+    assert cfg.generation_kwargs()["num_beams"] == (1 if name == "tiny" else 3)
+    if name != "tiny":
+        assert (cfg.min_new_tokens, cfg.max_new_tokens) == ((40, 100) if name.startswith("iu") else (80, 120))
+        with pytest.raises(ConfigError, match=r"key 'vision_model': .* is not a folder; R2GenGPT needs Swin-B 224"):
+            build_report_model(cfg.model_settings())
