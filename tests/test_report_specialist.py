@@ -242,7 +242,6 @@ def test_tiny_preset_trains_on_real_reports_and_its_loss_falls(trained):
 def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
     import torch
 
-    from gsco.specialists.report.model import build_report_model, load_report_checkpoint
     from gsco.specialists.report.train import train_report_specialist
 
     root = trained[0]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, fill_case, read_cases
-from gsco.config import ConfigError, load_config
+from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, fill_case, load_gsco_config, read_cases
+from gsco.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.runtime import repo_file, setup_logging
+    from gsco.runtime import setup_logging
 
     parser = argparse.ArgumentParser(description="Training-split cases -> MedDr samples asked with the arms' prompts.")
     parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (the prompt pieces)")
@@ -81,11 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        from gsco.config import parse_overrides
-
-        overrides = parse_overrides(args.overrides)
-        config = args.config or str(repo_file(f"configs/gsco/{overrides.get('dataset', 'breastmnist')}.yaml"))
-        cfg = load_config(GscoConfig, config, overrides)
+        cfg = load_gsco_config(args.config, args.overrides)
         out = write_hint_samples(cfg, args.cases, args.out, args.arms, args.per_case, args.seed)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

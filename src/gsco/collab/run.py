@@ -322,6 +322,14 @@ def run(cfg: GscoConfig) -> dict:
 MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in ablation.json
 
 
+def load_gsco_config(config: str | None, overrides: list[str]) -> GscoConfig:
+    """``--config`` (default: ``configs/gsco/<dataset>.yaml``, dataset from the overrides or breastmnist) with
+    ``key=value`` overrides."""
+    parsed = parse_overrides(overrides)
+    path = config or str(repo_file(f"configs/gsco/{parsed.get('dataset', 'breastmnist')}.yaml"))
+    return load_config(GscoConfig, path, parsed)
+
+
 def ablation_markdown(result: dict) -> str:
     if result.get("task") == "report":
         from gsco.metrics.report import REPORT_METRICS
@@ -354,9 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
     try:
-        overrides = parse_overrides(args.overrides)
-        config = args.config or str(repo_file(f"configs/gsco/{overrides.get('dataset', 'breastmnist')}.yaml"))
-        cfg = load_config(GscoConfig, config, overrides)
+        cfg = load_gsco_config(args.config, args.overrides)
         result = run(cfg)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)

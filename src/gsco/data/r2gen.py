@@ -34,22 +34,30 @@ def read_r2gen_annotation(path: str | Path) -> dict[str, list[dict]]:
             missing = [k for k in ("id", "report", "image_path") if k not in row]
             if missing or not row.get("image_path"):
                 raise DatasetError(f"annotation {path}: {split}[{i}] lacks {missing or ['a non-empty image_path']}")
+            if isinstance(row["image_path"], str):  # one view written as a plain path
+                row["image_path"] = [row["image_path"]]
     return data
+
+
+def read_r2gen_split(path: str | Path, split: str) -> list[dict]:
+    """One split of the annotation (checked as :func:`read_r2gen_annotation` checks it)."""
+    data = read_r2gen_annotation(path)
+    if split not in data:
+        raise DatasetError(f"annotation {path} has no split {split!r}; it has {sorted(data)}")
+    return data[split]
 
 
 def r2gen_to_metafile(annotation: str | Path, split: str, out: str | Path) -> int:
     """Write the metafile; returns the number of rows."""
-    data = read_r2gen_annotation(annotation)
-    if split not in data:
-        raise DatasetError(f"annotation {annotation} has no split {split!r}; it has {sorted(data)}")
+    rows = read_r2gen_split(annotation, split)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as f:
-        for row in data[split]:
+        for row in rows:
             f.write(json.dumps({"id": row["id"], "split": split, "image": row["image_path"][0],
                                 "images": row["image_path"], "text": row["report"], "question_id": row["id"],
                                 "answer": row["report"]}, ensure_ascii=False) + "\n")
-    return len(data[split])
+    return len(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

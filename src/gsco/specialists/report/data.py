@@ -7,14 +7,12 @@ processor and are averaged inside the model. An unreadable image drops its study
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from gsco.config import ConfigError
 from gsco.data.readers import DatasetError, open_image
 from gsco.specialists.report.clean import clean_report
 
@@ -23,27 +21,9 @@ logger = logging.getLogger(__name__)
 
 def read_annotation(path: str | Path, split: str) -> list[dict]:
     """One split of an R2Gen annotation file; a malformed study stops with its file, split and position."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"key 'annotation': {path} does not exist (R2Gen's annotation.json)")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-    if not isinstance(data, dict) or split not in data:
-        have = sorted(data) if isinstance(data, dict) else []
-        raise ConfigError(f"{path}: no {split!r} split (found {have}); expected R2Gen's {{train, val, test}} layout")
-    rows = data[split]
-    for i, row in enumerate(rows):
-        where = f"{path} {split}[{i}]"
-        if not isinstance(row, dict) or "id" not in row or "image_path" not in row:
-            raise ConfigError(f"{where}: expected {{id, report, image_path: [...]}}")
-        if isinstance(row["image_path"], str):
-            row["image_path"] = [row["image_path"]]
-        if not row["image_path"]:
-            raise ConfigError(f"{where} ({row['id']}): image_path is empty")
-        row.setdefault("report", "")
-    return rows
+    from gsco.data.r2gen import read_r2gen_split
+
+    return read_r2gen_split(path, split)
 
 
 class ReportDataset(Dataset):
