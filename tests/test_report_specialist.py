@@ -356,3 +356,27 @@ def test_shipped_report_configs_load_and_name_missing_base_weights(name):
         assert (cfg.min_new_tokens, cfg.max_new_tokens) == ((40, 100) if name.startswith("iu") else (80, 120))
         with pytest.raises(ConfigError, match=r"key 'vision_model': .* is not a folder; R2GenGPT needs Swin-B 224"):
             build_report_model(cfg.model_settings())
+
+
+def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
+    """torchrun with 2 CPU processes (gloo): each takes every other batch; one writes history and checkpoints."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from gsco.specialists.report.model import build_report_model, load_report_checkpoint
+
+    root = trained[0]
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "gsco.specialists.report.train", "--config",
+           str(REPO / "configs/report/tiny.yaml"), f"annotation={root / 'annotation.json'}",
+           f"image_root={root / 'images'}", f"output_dir={tmp_path}", "epochs=2", "device=cpu"]
+    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [(h["epoch"], h["step"]) for h in history] == [(1, 1), (2, 2)]  # 2 batches per epoch, one per process
+    best = json.loads((tmp_path / "best_checkpoint.json").read_text())
+    model, _ = build_report_model(tiny_cfg(root, tmp_path).model_settings())
+    load_report_checkpoint(model, best["checkpoint"])
