@@ -5,7 +5,8 @@
 # Environment (each optional; unset means "as in the config"):
 #   TASK (classification | report; default classification), CONFIG, PYTHON
 #   classification (default CONFIG configs/config.yaml): DATASET, ARCH, IMG_SIZE, TRAINING_PROCEDURE, SEED
-#   report (default CONFIG configs/report/iu_xray_shallow.yaml): CHECKPOINT, ANNOTATION, IMAGE_ROOT, OUT_DIR
+#   report (default CONFIG configs/report/iu_xray_shallow.yaml): CHECKPOINT, ANNOTATION, IMAGE_ROOT, OUT_DIR,
+#     GPUS (>1: torchrun data parallel, one process per GPU, each writing part of the reports; merged at the end)
 # Extra key=value arguments are passed through (same keys as the YAML).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,6 +21,10 @@ case "${TASK:-classification}" in
     [[ -n "${ANNOTATION:-}" ]] && args+=("annotation=${ANNOTATION}")
     [[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
     [[ -n "${OUT_DIR:-}" ]] && args+=("out_dir=${OUT_DIR}")
+    if [[ "${GPUS:-1}" -gt 1 ]]; then
+      exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" \
+        -m gsco.specialists.report.evaluate "${args[@]}" "$@"
+    fi
     exec "$PYTHON" -m gsco.specialists.report.evaluate "${args[@]}" "$@" ;;
   classification)
     args=(--config "${CONFIG:-configs/config.yaml}")

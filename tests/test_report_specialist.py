@@ -380,3 +380,30 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     best = json.loads((tmp_path / "best_checkpoint.json").read_text())
     model, _ = build_report_model(tiny_cfg(root, tmp_path).model_settings())
     load_report_checkpoint(model, best["checkpoint"])
+
+
+def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file(trained, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from gsco.specialists.report.evaluate import evaluate_reports
+
+    root = trained[0]
+    one = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path / "one"), val_batch_size=2,
+                                    search_top_n=0))
+    reports = Path(one["reports"]).read_text()
+    lines = reports.splitlines(keepends=True)
+    (tmp_path / "two").mkdir()
+    (tmp_path / "two" / "test_reports.jsonl").write_text(lines[0] + lines[1][:15])  # an interrupted earlier run
+    env = {**os.environ, "PYTHON": sys.executable, "TASK": "report", "GPUS": "2", "OMP_NUM_THREADS": "1",
+           "CONFIG": str(REPO / "configs/report/tiny.yaml"), "ANNOTATION": str(root / "annotation.json"),
+           "IMAGE_ROOT": str(root / "images"), "OUT_DIR": str(tmp_path / "two")}
+    proc = subprocess.run(["bash", str(REPO / "inference_specialist.sh"), f"output_dir={root / 'run'}", "device=cpu",
+                           "val_batch_size=2", "search_top_n=0"], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 of 6 studies already written, 5 to go (rank 1 of 2" in proc.stderr
+    assert (tmp_path / "two" / "test_reports.jsonl").read_text() == reports
+    assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
+    assert json.loads((tmp_path / "two" / "test_metrics.json").read_text())["metrics"] == one["metrics"]

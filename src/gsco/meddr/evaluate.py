@@ -221,17 +221,17 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     return {"answered": len(todo) - len(skipped), "skipped": skipped}
 
 
-def answered_ids(out: Path, rank: int, world: int) -> set[str]:
-    """Question ids already answered (the predictions file and, under data parallel, every process's part file).
-    The first process reads, the others receive its set, so all split the remaining work the same way."""
+def answered_ids(out: Path, rank: int, world: int, key: str = "question_id") -> set[str]:
+    """Ids (rows' ``key``) already answered (the predictions file and, under data parallel, every process's part
+    file). The first process reads, the others receive its set, so all split the remaining work the same way."""
     if world == 1:
-        return {r["question_id"] for r in read_predictions(out)}
+        return {r[key] for r in read_predictions(out)}
     import torch.distributed as dist
 
     shared: list = [None]
     if rank == 0:
         files = [out, *out.parent.glob(f"{out.stem}.rank*.jsonl")]
-        shared = [{r["question_id"] for f in files for r in read_predictions(f)}]
+        shared = [{r[key] for f in files for r in read_predictions(f)}]
     dist.broadcast_object_list(shared, src=0)
     return shared[0]
 
@@ -243,15 +243,15 @@ def prediction_row(item: Item, answer: str) -> dict:
             **({"answer_type": item.answer_type} if item.answer_type else {})}
 
 
-def merge_parts(out: Path, order: list[str], rank: int, world: int) -> None:
-    """After every process is done, the first one folds the part files into ``out`` in ``order`` (question ids),
-    then removes them."""
+def merge_parts(out: Path, order: list[str], rank: int, world: int, key: str = "question_id") -> None:
+    """After every process is done, the first one folds the part files into ``out`` in ``order`` (ids, the rows'
+    ``key``), then removes them."""
     import torch.distributed as dist
 
     dist.barrier()
     if rank == 0:
         parts = [out.with_name(f"{out.stem}.rank{r}.jsonl") for r in range(world)]
-        rows = {r["question_id"]: r for p in [out, *parts] for r in read_predictions(p)}
+        rows = {r[key]: r for p in [out, *parts] for r in read_predictions(p)}
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text("".join(json.dumps(rows[q], ensure_ascii=False) + "\n" for q in order if q in rows))
         tmp.replace(out)

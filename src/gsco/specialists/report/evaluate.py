@@ -2,6 +2,7 @@
 
     python -m gsco.specialists.report.evaluate --config configs/report/tiny.yaml [checkpoint=...] [key=value ...]
     TASK=report CONFIG=... CHECKPOINT=... ANNOTATION=... IMAGE_ROOT=... OUT_DIR=... bash inference_specialist.sh
+    TASK=report GPUS=4 ... bash inference_specialist.sh          (torchrun: 4 processes share the studies)
 
 Writes ``{out_dir}/{split}_reports.jsonl`` — rows ``{id, answer: generated report, annotation: cleaned reference}``,
 appended batch by batch (a re-run answers only what is missing) — and ``{out_dir}/{split}_metrics.json``, scored by
@@ -108,10 +109,13 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
+    from gsco.meddr.evaluate import answered_ids, distributed_context, merge_parts, process_device
+
     seed_everything(cfg.seed)
+    rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file
     out_dir = Path(cfg.out_dir or cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = resolve_device(process_device(cfg.device, rank, world))
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.output_dir)
     model, processor = build_report_model(cfg.model_settings(), device)
     load_report_checkpoint(model, checkpoint)
@@ -119,12 +123,21 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     rows = read_annotation(cfg.annotation, cfg.split)[: cfg.limit]
     dataset = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
     out = out_dir / f"{cfg.split}_reports.jsonl"
-    done = {r["id"] for r in read_predictions(out)}
+    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+    done = answered_ids(out, rank, world, key="id")
     todo = [i for i, r in enumerate(rows) if str(r["id"]) not in done]
-    logger.info("%s: %d of %d studies already written, %d to go", out, len(rows) - len(todo), len(rows), len(todo))
-    loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo)
+    logger.info("%s: %d of %d studies already written, %d to go%s", out, len(rows) - len(todo), len(rows), len(todo),
+                f" (rank {rank} of {world} takes every {world}th)" if world > 1 else "")
+    loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo[rank::world])
     for batch in generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports"):
-        append_rows(out, batch)
+        append_rows(part, batch)
+    if world > 1:
+        merge_parts(out, [str(r["id"]) for r in rows], rank, world, key="id")
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+        if rank != 0:  # the first process scores, retrieves and writes the metrics
+            return {}
     written = {r["id"]: r for r in read_predictions(out)}
     answered = [str(r["id"]) for r in rows if str(r["id"]) in written]
     metrics = report_metrics({i: written[i]["annotation"] for i in answered},
@@ -149,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if not result:  # not the first data-parallel process
+        return 0
     for key, value in result["metrics"].items():
         print(f"{key:8s} {value:.4f}")
     print(f"reports: {result['reports']}")
