@@ -7,8 +7,9 @@ import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
 from conftest import shared_path
+from gsco.data.registry import labels_phrase
 from gsco.metrics.answers import (
-    closed_correct, diagnosis_metrics, labels_phrase, mentioned_options, multilabel_metrics, open_recall, parse_option,
+    closed_correct, diagnosis_metrics, mentioned_options, multilabel_metrics, open_recall, parse_option,
     parse_options, vqa_metrics,
 )
 from gsco.metrics.report import report_metrics

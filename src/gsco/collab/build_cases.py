@@ -32,7 +32,7 @@ import sys
 from pathlib import Path
 
 from gsco.data.registry import DatasetError, get_dataset_info
-from gsco.metrics.answers import labels_phrase
+from gsco.data.registry import labels_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, moed: [the specialist's
     report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
     rad_distance}``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
-    from gsco.meddr.evaluate import read_predictions
+    from gsco.resumable import read_predictions
     from gsco.specialists.report.clean import clean_report
     from gsco.specialists.report.data import read_annotation
 

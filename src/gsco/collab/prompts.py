@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gsco.metrics.answers import NO_FINDING
+from gsco.data.registry import NO_FINDING
 
 RAD, MOED = "###RAD###", "###MOED###"
 

@@ -26,7 +26,7 @@ from typing import Literal
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE
-from gsco.metrics.answers import NO_FINDING
+from gsco.data.registry import NO_FINDING
 from gsco.runtime import repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
 
 def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
     from gsco.data.readers import DatasetError, open_image
-    from gsco.meddr.evaluate import answered_ids, append_rows, distributed_context, merge_parts
+    from gsco.resumable import answered_ids, append_rows, distributed_context, merge_parts
 
     rank, world = distributed_context()
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
@@ -280,14 +280,14 @@ def run(cfg: GscoConfig) -> dict:
             table[arm] = task.score(truth, specialists[arm])
             continue
         if generalist is None:
-            from gsco.meddr.evaluate import distributed_context, process_device
+            from gsco.resumable import distributed_context, process_device
             from gsco.meddr.generation import Generalist
 
             rank, world = distributed_context()
             generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype,
                                          cfg.device_map)
         path = run_generalist_arm(cfg, arm, cases, generalist, task, root)
-        from gsco.meddr.evaluate import read_predictions
+        from gsco.resumable import read_predictions
 
         rows = {r["question_id"]: r for r in read_predictions(path)}
         answered = [c for c in cases if str(c["id"]) in rows]

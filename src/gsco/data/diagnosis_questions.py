@@ -22,7 +22,7 @@ from PIL import Image
 
 from gsco.data.datasets import read_split
 from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
-from gsco.metrics.answers import NO_FINDING, labels_phrase
+from gsco.data.registry import NO_FINDING, labels_phrase
 
 INTRO = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
          "The possible diagnoses are: {options}.")

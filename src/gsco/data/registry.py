@@ -11,6 +11,7 @@ import dataclasses
 import difflib
 from functools import lru_cache
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import yaml
@@ -152,3 +153,11 @@ def get_dataset_info(name: str, extra_datasets: str | Path | None = None) -> Dat
             "Add your own in a registry file named by the config key extra_datasets (see DATASET.md)."
         )
     return _build_info(name, entries[name])
+
+
+NO_FINDING = "no finding"  # a multi-label case with none of the labels, in answers and hints
+
+
+def labels_phrase(labels: Sequence[str], none: str = NO_FINDING) -> str:
+    """A multi-label case's labels as words (answers, hints): ``effusion and mass``; ``no finding`` for none."""
+    return " and ".join(labels) if labels else none

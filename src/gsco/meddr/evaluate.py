@@ -26,6 +26,9 @@ from typing import Literal
 import yaml
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.resumable import (
+    answered_ids, append_rows, distributed_context, merge_parts, process_device, read_predictions,
+)
 from gsco.runtime import repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
@@ -148,40 +151,7 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
     return items
 
 
-def read_predictions(path: Path) -> list[dict]:
-    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
-        logger.warning("%s: dropped a partial last line left by an interrupted run", path)
-    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-
-
-def append_rows(path: Path, rows: list[dict]) -> None:
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
-
-
 # -------------------------------------------------------------------------------------------------- generating
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size) under torchrun/accelerate; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        import torch
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
 def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """Answer every item not yet in the predictions file; returns counts."""
     from gsco.data.readers import DatasetError, open_image
@@ -221,52 +191,11 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     return {"answered": len(todo) - len(skipped), "skipped": skipped}
 
 
-def answered_ids(out: Path, rank: int, world: int, key: str = "question_id") -> set[str]:
-    """Ids (rows' ``key``) already answered (the predictions file and, under data parallel, every process's part
-    file). The first process reads, the others receive its set, so all split the remaining work the same way."""
-    if world == 1:
-        return {r[key] for r in read_predictions(out)}
-    import torch.distributed as dist
-
-    shared: list = [None]
-    if rank == 0:
-        files = [out, *out.parent.glob(f"{out.stem}.rank*.jsonl")]
-        shared = [{r[key] for f in files for r in read_predictions(f)}]
-    dist.broadcast_object_list(shared, src=0)
-    return shared[0]
-
-
 def prediction_row(item: Item, answer: str) -> dict:
     return {"question_id": item.question_id, "question": item.question, "answer": answer,
             "annotation": item.annotation, "image": None if item.image is None else str(item.image),
             **({"options": item.options} if item.options else {}),
             **({"answer_type": item.answer_type} if item.answer_type else {})}
-
-
-def merge_parts(out: Path, order: list[str], rank: int, world: int, key: str = "question_id") -> None:
-    """After every process is done, the first one folds the part files into ``out`` in ``order`` (ids, the rows'
-    ``key``), then removes them."""
-    import torch.distributed as dist
-
-    dist.barrier()
-    if rank == 0:
-        parts = [out.with_name(f"{out.stem}.rank{r}.jsonl") for r in range(world)]
-        rows = {r[key]: r for p in [out, *parts] for r in read_predictions(p)}
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text("".join(json.dumps(rows[q], ensure_ascii=False) + "\n" for q in order if q in rows))
-        tmp.replace(out)
-        for p in parts:
-            p.unlink(missing_ok=True)
-    dist.barrier()
-
-
-def process_device(device: str, rank: int, world: int) -> str:
-    """Under data parallel, ``auto``/``cuda`` mean this process's own GPU (LOCAL_RANK)."""
-    if world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        return f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 # ----------------------------------------------------------------------------------------------------- scoring

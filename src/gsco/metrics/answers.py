@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from gsco.data.registry import NO_FINDING
+
 UNPARSED = None
-NO_FINDING = "no finding"  # a multi-label answer or hint for a case with none of the labels
 
 
 def mentioned_options(answer: str, options: Sequence[str]) -> list[str]:
@@ -63,11 +64,6 @@ def diagnosis_metrics(truth: Sequence[str], predicted: Sequence[str | None], opt
         "per_class_recall": recall, "unparsed": int((p == len(options)).sum()),
         "confusion": confusion.tolist(), "labels": list(options) + ["(unparsed)"],
     }
-
-
-def labels_phrase(labels: Sequence[str], none: str = NO_FINDING) -> str:
-    """A multi-label answer or hint as words: ``effusion and mass``; ``no finding`` for the empty set."""
-    return " and ".join(labels) if labels else none
 
 
 def parse_options(answer: str, options: Sequence[str], none: str = NO_FINDING) -> list[str] | None:

@@ -103,13 +103,13 @@ def best_checkpoint(output_dir: str | Path) -> Path:
 
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
-    from gsco.meddr.evaluate import append_rows, read_predictions
+    from gsco.resumable import append_rows, read_predictions
     from gsco.metrics.report import report_metrics
     from gsco.runtime import resolve_device, seed_everything, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
-    from gsco.meddr.evaluate import answered_ids, distributed_context, merge_parts, process_device
+    from gsco.resumable import answered_ids, distributed_context, merge_parts, process_device
 
     seed_everything(cfg.seed)
     rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file

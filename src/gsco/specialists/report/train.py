@@ -65,7 +65,7 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming)."""
     from accelerate import Accelerator
 
-    from gsco.meddr.evaluate import append_rows
+    from gsco.resumable import append_rows
     from gsco.metrics.report import report_metrics
     from gsco.runtime import seed_everything
     from gsco.specialists.report.data import ReportDataset, collate_studies, read_annotation
