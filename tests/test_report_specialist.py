@@ -407,3 +407,13 @@ def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file
     assert (tmp_path / "two" / "test_reports.jsonl").read_text() == reports
     assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
     assert json.loads((tmp_path / "two" / "test_metrics.json").read_text())["metrics"] == one["metrics"]
+
+
+def test_truncated_references_are_cut_to_max_length_tokens_as_r2gengpt_scores_them(iu_reports):
+    from gsco.specialists.report.model import ReportModelSettings, build_report_model
+
+    model, _ = build_report_model(ReportModelSettings(max_length=20))
+    report = clean_report(iu_reports["CXR1647_IM-0424"])
+    assert model.truncated_reference(report) == report[:20].strip() == "the lungs are clear"  # 20 byte tokens
+    short = "no acute disease ."
+    assert model.truncated_reference(short) == short

@@ -46,6 +46,9 @@ class ReportConfig:
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
     scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})
     tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
+    # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized
+    # targets); true reproduces that, false (default) scores against the whole cleaned report
+    truncate_references: bool = False
     resume: bool = True
     # --- decoding (R2GenGPT's IU-Xray evaluation) ---
     beam_size: int = 3

@@ -41,14 +41,16 @@ def study_loader(dataset, batch_size: int, num_workers: int = 0, indices: list[i
 
 @torch.no_grad()
 def generate_reports(model, loader: DataLoader, device: torch.device, generation: dict,
-                     desc: str = "reports") -> Iterator[list[dict]]:
-    """Batches of ``{id, answer, annotation}`` rows."""
+                     desc: str = "reports", truncate_references: bool = False) -> Iterator[list[dict]]:
+    """Batches of ``{id, answer, annotation}`` rows; ``truncate_references``: annotations cut as R2GenGPT cuts them
+    (:meth:`ReportGenerator.truncated_reference`)."""
     model.eval()
     for batch in tqdm(loader, desc=desc, leave=False, file=sys.stderr):
         if batch is None:
             continue
         answers = model.generate(batch["pixel_values"].to(device), batch["view_mask"].to(device), **generation)
-        yield [{"id": i, "answer": a, "annotation": r} for i, a, r in zip(batch["ids"], answers, batch["reports"])]
+        refs = [model.truncated_reference(r) for r in batch["reports"]] if truncate_references else batch["reports"]
+        yield [{"id": i, "answer": a, "annotation": r} for i, a, r in zip(batch["ids"], answers, refs)]
 
 
 @torch.no_grad()
@@ -129,7 +131,8 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     logger.info("%s: %d of %d studies already written, %d to go%s", out, len(rows) - len(todo), len(rows), len(todo),
                 f" (rank {rank} of {world} takes every {world}th)" if world > 1 else "")
     loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo[rank::world])
-    for batch in generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports"):
+    for batch in generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports",
+                                  cfg.truncate_references):
         append_rows(part, batch)
     if world > 1:
         merge_parts(out, [str(r["id"]) for r in rows], rank, world, key="id")

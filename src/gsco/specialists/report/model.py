@@ -189,6 +189,13 @@ class ReportGenerator(nn.Module):
         return self.tokenizer([r + self.end_sym for r in reports], add_special_tokens=False, padding="longest",
                               truncation=True, max_length=self.settings.max_length, return_tensors="pt")
 
+    def truncated_reference(self, report: str) -> str:
+        """The reference as R2GenGPT's validation and test score it: tokenized without end_sym, cut to max_length
+        tokens and decoded back (so long reports lose their tail)."""
+        ids = self.tokenizer(report, add_special_tokens=False, truncation=True,
+                             max_length=self.settings.max_length)["input_ids"]
+        return self.decode(torch.tensor(ids))
+
     # ------------------------------------------------------------------------------------------------ steps
     def forward(self, pixel_values: torch.Tensor, view_mask: torch.Tensor, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor) -> torch.Tensor:

@@ -159,7 +159,8 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
             val_file.parent.mkdir(exist_ok=True)
             val_file.unlink(missing_ok=True)
             for rows in generate_reports(core, study_loader(val_set, cfg.val_batch_size, cfg.num_workers),
-                                         accelerator.device, cfg.generation_kwargs(), "validation reports"):
+                                         accelerator.device, cfg.generation_kwargs(), "validation reports",
+                                         cfg.truncate_references):
                 append_rows(val_file, rows)
             written = [json.loads(line) for line in val_file.read_text().splitlines()]
             metrics = report_metrics({r["id"]: r["annotation"] for r in written},
