@@ -417,3 +417,26 @@ def test_truncated_references_are_cut_to_max_length_tokens_as_r2gengpt_scores_th
     assert model.truncated_reference(report) == report[:20].strip() == "the lungs are clear"  # 20 byte tokens
     short = "no acute disease ."
     assert model.truncated_reference(short) == short
+
+
+def test_an_official_checkpoint_with_llm_lora_loads_and_generates(tmp_path):
+    import torch
+
+    from gsco.config import ConfigError
+    from gsco.specialists.report.model import (
+        TINY_LLAMA, ReportModelSettings, build_report_model, load_report_checkpoint,
+    )
+
+    model, _ = build_report_model(ReportModelSettings(mode="shallow", llm_use_lora=True))
+    params = dict(model.named_parameters())
+    keys = ["llama_proj.weight", "llama_proj.bias", "layer_norm.weight", "layer_norm.bias"]
+    keys += [f"llama_model.base_model.model.model.layers.{i}.self_attn.{p}_proj.lora_{ab}.default.weight"
+             for i in range(TINY_LLAMA["num_hidden_layers"]) for p in "qv" for ab in "AB"]
+    state = {k: torch.randn(params[k].shape) for k in keys}
+    torch.save({"model": state, "epoch": 1, "step": 9}, tmp_path / "llm_lora.pth")
+    load_report_checkpoint(model, tmp_path / "llm_lora.pth")
+    assert sorted(model.trainable_state_dict()) == sorted(keys)
+    reports = model.generate(torch.randn(1, 2, 3, 56, 56), torch.ones(1, 2, dtype=torch.bool), max_new_tokens=4)
+    assert len(reports) == 1
+    with pytest.raises(ConfigError, match="exclude each other"):
+        build_report_model(ReportModelSettings(llm_use_lora=True, train_llm=True))

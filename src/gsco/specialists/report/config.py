@@ -31,6 +31,9 @@ class ReportConfig:
     max_length: int = 60  # target tokens per report
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     train_llm: bool = False  # beyond R2GenGPT (LLM always frozen): only for the tiny preset's random LLM
+    llm_use_lora: bool = False  # R2GenGPT's option: LoRA on the LLM (q_proj, v_proj)
+    llm_r: int = 16
+    llm_alpha: int = 16
     # --- training ---
     epochs: int = 15
     batch_size: int = 8

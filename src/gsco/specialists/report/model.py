@@ -12,6 +12,8 @@ only for the random toy LLM of the ``tiny`` preset, which cannot learn otherwise
 - ``delta``: as shallow plus LoRA on Swin's attention ``query``/``value`` (r 16, alpha 16, dropout 0.1, peft);
 - ``deep``: Swin trained too.
 
+R2GenGPT's optional ``llm_use_lora`` (LoRA r 16 / alpha 16 on the LLM's q_proj/v_proj) is supported as well.
+
 Module names are R2GenGPT's (``visual_encoder``, ``llama_model``, ``llama_proj``, ``layer_norm``), so its checkpoints
 — ``{"model": trainable parameters, "config", "epoch", "step"}`` — load by name, and ours are written the same way.
 R2GenGPT ran transformers 4.30, whose Swin names differ from transformers 5's (``attention.self.query`` is now
@@ -64,6 +66,9 @@ class ReportModelSettings:
     max_length: int = 60  # target tokens per report (with end_sym); longer reports are cut, as R2GenGPT does
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp16 on CUDA (R2GenGPT), else fp32
     train_llm: bool = False  # beyond R2GenGPT (whose LLM is always frozen): for toy LLMs from random init only
+    llm_use_lora: bool = False  # R2GenGPT's --llm_use_lora: LoRA on the LLM's q_proj/v_proj (peft's Llama default)
+    llm_r: int = 16
+    llm_alpha: int = 16
 
 
 def tiny_tokenizer():
@@ -136,7 +141,16 @@ class ReportGenerator(nn.Module):
             visual_encoder = get_peft_model(visual_encoder, lora)  # only the LoRA weights train
         else:
             visual_encoder.requires_grad_(settings.mode == "deep")
+        if settings.llm_use_lora and settings.train_llm:
+            raise ConfigError("keys 'llm_use_lora' and 'train_llm' exclude each other: LoRA trains adapters on a "
+                              "frozen LLM")
         llama_model.requires_grad_(settings.train_llm)
+        if settings.llm_use_lora:
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            llama_model = get_peft_model(llama_model, LoraConfig(
+                task_type=TaskType.CAUSAL_LM, r=settings.llm_r, lora_alpha=settings.llm_alpha,
+                lora_dropout=settings.lora_dropout, target_modules=["q_proj", "v_proj"]))
         self.visual_encoder = visual_encoder
         self.llama_model = llama_model
         hidden = llama_model.config.hidden_size
