@@ -440,3 +440,34 @@ def test_an_official_checkpoint_with_llm_lora_loads_and_generates(tmp_path):
     assert len(reports) == 1
     with pytest.raises(ConfigError, match="exclude each other"):
         build_report_model(ReportModelSettings(llm_use_lora=True, train_llm=True))
+
+
+def test_training_split_reports_become_hint_samples_for_the_generalist(trained, tmp_path):
+    """Evaluation on the training split (retrieval leaves each study out) -> report cases -> samples asked with the
+    report arms' prompts, answered with the cleaned reference."""
+    from conftest import REPO
+    from gsco.collab.build_cases import build_report_cases
+    from gsco.collab.hint_samples import write_hint_samples
+    from gsco.collab.run import GscoConfig, Task, fill_case
+    from gsco.config import ConfigError, load_config
+    from gsco.specialists.report.evaluate import evaluate_reports
+
+    root, _, _, annotation = trained
+    result = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path), split="train", search_top_n=4,
+                                       meteor=False))
+    retrieval = json.loads(Path(result["retrieval"]).read_text())
+    assert all(study not in near for study, near in zip(retrieval["ids"], retrieval["train_ids"]))
+    cases_path = build_report_cases(tmp_path / "train_reports.jsonl", result["retrieval"], root / "annotation.json",
+                                    tmp_path / "train_cases.json", k=2)
+    cases = json.loads(cases_path.read_text())
+    assert len(cases) == 16 and {c["split"] for c in cases} == {"train"}
+    cfg = load_config(GscoConfig, REPO / "configs/gsco/iu_xray.yaml", {"image_root": str(root / "images")})
+    samples = json.loads(write_hint_samples(cfg, cases_path, tmp_path / "hints.json").read_text())
+    assert len(samples) == 16 * 4
+    by_id = {s["id"]: s for s in samples}
+    sample = by_id[f"{cases[5]['id']}:moed_rad"]
+    assert sample["conversations"][0]["value"] == "<image>\n" + fill_case(cfg, "moed_rad", cases[5], Task.of(cfg))
+    assert sample["conversations"][1]["value"] == clean_report(annotation["train"][5]["report"])
+    assert (tmp_path / sample["image"]).resolve() == (root / "images" / annotation["train"][5]["image_path"][0])
+    with pytest.raises(ConfigError, match=r"arms \['rad_counts'\] ask no generalist"):
+        write_hint_samples(cfg, cases_path, tmp_path / "x.json", arms=["rad_counts"])

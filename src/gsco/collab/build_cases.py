@@ -177,9 +177,9 @@ if __name__ == "__main__":
 def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: str | Path, out: str | Path,
                        k: int = 3, cleaning: str = "iu_xray") -> Path:
     """Report-generation cases from the report specialist's evaluation (``{split}_reports.jsonl`` and
-    ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, moed: [the specialist's
-    report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
-    rad_distance}``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
+    ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, split, moed: [the
+    specialist's report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
+    rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
     from gsco.resumable import read_predictions
     from gsco.specialists.report.clean import clean_report
     from gsco.specialists.report.data import read_annotation
@@ -195,7 +195,10 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     if not 1 <= k <= top_n:
         raise DatasetError(f"k {k}: {retrieval} holds {top_n} similar training studies per study (search_top_n)")
     train = {str(r["id"]): clean_report(r["report"], cleaning) for r in read_annotation(annotation, "train")}
-    studies = {str(r["id"]): r for split in ("test", "val", "train") for r in _split_or_empty(annotation, split)}
+    studies, split_of = {}, {}
+    for split in ("test", "val", "train"):
+        for r in _split_or_empty(annotation, split):
+            studies[str(r["id"])], split_of[str(r["id"])] = r, split
     cases = []
     for row in rows:
         sid = str(row["id"])
@@ -206,7 +209,8 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
         if missing:
             raise DatasetError(f"{retrieval}: neighbours {missing} of {sid} are not training studies of {annotation}")
         cases.append({"id": sid, "image": studies[sid]["image_path"][0], "images": studies[sid]["image_path"],
-                      "label": row["annotation"], "moed": [row["answer"]], "rad": [train[i] for i in ids[:k]],
+                      "label": row["annotation"], "split": split_of[sid], "moed": [row["answer"]],
+                      "rad": [train[i] for i in ids[:k]],
                       "rad_ids": list(ids[:k]), "rad_distance": [float(d) for d in dists[:k]]})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(cases, indent=1) + "\n")

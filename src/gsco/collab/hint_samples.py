@@ -8,7 +8,8 @@ Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fi
 file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
 (``predict ... eval_split=train``); each case becomes one sample per arm (or ``--per-case`` arms drawn at random),
 whose question is exactly the prompt ``inference_gsco.sh`` asks at test time and whose answer is the label (a
-multi-label case's labels as words). Feed the file to ``train.sh`` (``DATA=...``).
+multi-label case's labels as words; for report cases, the cleaned reference report — built from the report
+specialist's evaluation with ``split=train``). Feed the file to ``train.sh`` (``DATA=...``).
 
 Caveat: a specialist's predictions on its own training images are in-sample, so MoED hints here are right more
 often than on the test split; RAD hints leave each image out of its own neighbours.
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, fill_case, load_gsco_config, read_cases
+from gsco.collab.run import GENERALIST_ARMS, REPORT_ARMS, GscoConfig, Task, fill_case, load_gsco_config, read_cases
 from gsco.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,14 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     """Write the sample file (JSON list); returns its path."""
     from gsco.data.diagnosis_questions import answer_text
 
-    arms = list(arms or GENERALIST_ARMS)
-    unknown = [a for a in arms if a not in GENERALIST_ARMS]
+    task = Task.of(cfg)
+    allowed = REPORT_ARMS if task.report else GENERALIST_ARMS
+    arms = list(arms or allowed)
+    unknown = [a for a in arms if a not in allowed]
     if unknown:
-        raise ConfigError(f"arms {unknown} ask no generalist; choose from {list(GENERALIST_ARMS)}")
+        raise ConfigError(f"arms {unknown} ask no generalist; choose from {list(allowed)}")
     if per_case is not None and not 1 <= per_case <= len(arms):
         raise ConfigError(f"--per-case {per_case}: must be between 1 and the number of arms ({len(arms)})")
-    task = Task.of(cfg)
     cases_path, out = Path(cases_path), Path(out)
     cases = read_cases(cases_path, task)
     tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
