@@ -69,6 +69,7 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, rows: list[di
                               path: Path) -> Path:
     """The ``search_top_n`` nearest training studies of each study (the training split searches itself leaving
     each study out). Kept when already written for the same studies."""
+    from gsco.runtime import write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.retrieval import RetrievalIndex
 
@@ -89,8 +90,6 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, rows: list[di
         ids, feats = study_features(model, study_loader(queries, cfg.val_batch_size, cfg.num_workers), device,
                                     f"{cfg.split} features")
         dist, idx = index.search(feats, min(cfg.search_top_n, len(index)))
-    from gsco.runtime import write_json
-
     return write_json({"ids": ids, "train_ids": [[train_ids[j] for j in row] for row in idx.tolist()],
                        "distances": dist.tolist(), "features": "Swin pooled output, views averaged",
                        "distance": "cosine distance (1 - cosine similarity); smaller is more similar"}, path)
@@ -105,13 +104,13 @@ def best_checkpoint(output_dir: str | Path) -> Path:
 
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
-    from gsco.resumable import append_rows, read_predictions
     from gsco.metrics.report import report_metrics
+    from gsco.resumable import (
+        answered_ids, append_rows, distributed_context, merge_parts, process_device, read_predictions,
+    )
     from gsco.runtime import resolve_device, seed_everything, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
-
-    from gsco.resumable import answered_ids, distributed_context, merge_parts, process_device
 
     seed_everything(cfg.seed)
     rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file

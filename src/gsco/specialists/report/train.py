@@ -65,8 +65,8 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming)."""
     from accelerate import Accelerator
 
-    from gsco.resumable import append_rows
     from gsco.metrics.report import report_metrics
+    from gsco.resumable import append_rows
     from gsco.runtime import seed_everything
     from gsco.specialists.report.data import ReportDataset, collate_studies, read_annotation
     from gsco.specialists.report.evaluate import generate_reports, study_loader
