@@ -181,8 +181,8 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     specialist's report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
     rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
     from gsco.resumable import read_predictions
+    from gsco.data.r2gen import read_r2gen_annotation
     from gsco.specialists.report.clean import clean_report
-    from gsco.specialists.report.data import read_annotation
 
     reports, retrieval, out = Path(reports), Path(retrieval), Path(out)
     for path in (reports, retrieval):
@@ -194,11 +194,12 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     top_n = min((len(n[0]) for n in neighbours.values()), default=0)
     if not 1 <= k <= top_n:
         raise DatasetError(f"k {k}: {retrieval} holds {top_n} similar training studies per study (search_top_n)")
-    train = {str(r["id"]): clean_report(r["report"], cleaning) for r in read_annotation(annotation, "train")}
-    studies, split_of = {}, {}
-    for split in ("test", "val", "train"):
-        for r in _split_or_empty(annotation, split):
-            studies[str(r["id"])], split_of[str(r["id"])] = r, split
+    splits = read_r2gen_annotation(annotation)  # read once: MIMIC-CXR's annotation is large
+    if "train" not in splits:
+        raise DatasetError(f"annotation {annotation} has no train split (RAD's reports come from it)")
+    train = {str(r["id"]): clean_report(r["report"], cleaning) for r in splits["train"]}
+    studies = {str(r["id"]): r for rows_ in splits.values() for r in rows_}
+    split_of = {str(r["id"]): split for split, rows_ in splits.items() for r in rows_}
     cases = []
     for row in rows:
         sid = str(row["id"])
@@ -217,11 +218,3 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     logger.info("%d report cases (k=%d) from %s", len(cases), k, reports)
     return out
 
-
-def _split_or_empty(annotation: str | Path, split: str) -> list[dict]:
-    from gsco.specialists.report.data import read_annotation
-
-    try:
-        return read_annotation(annotation, split)
-    except ValueError:
-        return []

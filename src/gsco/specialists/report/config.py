@@ -43,7 +43,7 @@ class ReportConfig:
     weight_decay: float = 0.01
     max_grad_norm: float | None = None
     seed: int = 42
-    device: str = "auto"
+    device: str = "auto"  # evaluation: the device; training: cpu forces the CPU, else accelerate places each process
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp16 autocast on CUDA (R2GenGPT), none on CPU
     num_workers: int = 0
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)

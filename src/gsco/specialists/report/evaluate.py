@@ -65,19 +65,22 @@ def study_features(model, loader: DataLoader, device: torch.device, desc: str) -
     return ids, torch.cat(feats)
 
 
-def retrieve_training_studies(cfg: ReportConfig, model, processor, rows: list[dict], device: torch.device,
+def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, device: torch.device,
                               path: Path) -> Path:
-    """The ``search_top_n`` nearest training studies of each study (the training split searches itself leaving
-    each study out). Kept when already written for the same studies."""
+    """The ``search_top_n`` nearest training studies of each study in ``queries`` (the evaluated ReportDataset; the
+    training split searches itself leaving each study out). Kept when already written for the same studies."""
     from gsco.runtime import write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.retrieval import RetrievalIndex
 
-    wanted = [str(r["id"]) for r in rows]
+    wanted = [str(r["id"]) for r in queries.rows]
     if path.is_file() and json.loads(path.read_text()).get("ids") == wanted:
         return path
-    train_rows = read_annotation(cfg.annotation, "train")[: cfg.limit]
-    train = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset)
+    if cfg.split == "train":  # the studies asked about are the training split itself
+        train = queries
+    else:
+        train = ReportDataset(read_annotation(cfg.annotation, "train")[: cfg.limit], cfg.image_root, processor,
+                              cfg.dataset)
     train_ids, train_feats = study_features(model, study_loader(train, cfg.val_batch_size, cfg.num_workers), device,
                                             "training features")
     index = RetrievalIndex(train_feats, torch.arange(len(train_ids))).to(device)
@@ -86,7 +89,6 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, rows: list[di
         top_n = min(cfg.search_top_n, len(index) - 1)
         dist, idx = index.search_leave_one_out(feats, top_n)
     else:
-        queries = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
         ids, feats = study_features(model, study_loader(queries, cfg.val_batch_size, cfg.num_workers), device,
                                     f"{cfg.split} features")
         dist, idx = index.search(feats, min(cfg.search_top_n, len(index)))
@@ -147,7 +149,7 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows), "n_answered": len(answered),
               "reports": str(out), "metrics": metrics}
     if cfg.search_top_n > 0:
-        result["retrieval"] = str(retrieve_training_studies(cfg, model, processor, rows, device,
+        result["retrieval"] = str(retrieve_training_studies(cfg, model, processor, dataset, device,
                                                             out_dir / f"{cfg.split}_retrieval.json"))
     write_json(result, out_dir / f"{cfg.split}_metrics.json")
     return result
