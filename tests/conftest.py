@@ -81,7 +81,7 @@ def toy_data(tmp_path: Path, toy_registry: Path):
             "data_path": str(tmp_path / "data"), "output_path": str(tmp_path / "out"), "dataset": name,
             "img_size": img_size, "extra_datasets": str(toy_registry), "architecture": "test_resnet",
             "batch_size": 16, "batch_size_eval": 32, "device": "cpu", "preprocess": "native", "epochs": 2,
-            "learning_rate": 1e-3, "search_top_n": 5, "k": 3,
+            "learning_rate": 1e-3, "search_top_n": 5, "k": 3, "pretrained": False,
         }
 
     return make

@@ -8,23 +8,27 @@ import pytest
 from conftest import shared_path
 from gsco.collab.build_cases import build_cases
 from gsco.collab.build_cases import main as build_main
-from gsco.collab.prompts import PCAM200_TEMPLATE, fill_gsco_prompt, moed_with_probabilities, rad_counts
+from gsco.collab.prompts import fill_gsco_prompt, moed_with_probabilities, rad_counts
 from gsco.data.registry import DatasetError
+from reference_sources import GSCO_PCAM200_PROMPT, gsco_fill
 
 
 def test_pcam200_prompt_filled_as_the_reference_does():
-    filled = fill_gsco_prompt(PCAM200_TEMPLATE, rad=["tumor", "tumor", "normal"], moed=["tumor", "normal", "tumor"])
-    assert filled == (
-        "You are a helpful medical assistant. Your task is disease diagnosis. You are given a pathology image. "
+    case = {"rad": ["tumor", "tumor", "normal"], "moed": ["tumor", "normal", "tumor"]}
+    filled = fill_gsco_prompt(GSCO_PCAM200_PROMPT, rad=case["rad"], moed=case["moed"])
+    assert filled == gsco_fill(GSCO_PCAM200_PROMPT, case) == (
+        " You are a helpful medical assistant. Your task is disease diagnosis. You are given a pathology image. "
         "The possible diagnoses are: 'normal', 'tumor'. The diagnoses of the most similar cases are "
         "tumor,tumor,normal. The diagnoses of the specialist models are tumor,normal,tumor. The response should "
-        "only contain one option.")
+        "only contain one option. ")
 
 
-def test_templates_may_use_one_both_or_neither_placeholder_and_newlines_become_spaces():
+def test_templates_may_use_one_both_or_neither_placeholder_and_template_newlines_become_spaces():
     assert fill_gsco_prompt("Similar: ###RAD###.\nAnswer.", rad=["a", "b"]) == "Similar: a,b. Answer."
     assert fill_gsco_prompt("Experts: ###MOED###", moed=["x"]) == "Experts: x"
     assert fill_gsco_prompt("Plain\nquestion", rad=["a"], moed=["b"]) == "Plain question"
+    # hints go in as they are (the reference replaces newlines in its template, not in the hints)
+    assert fill_gsco_prompt("Reports: ###RAD###", rad=["a\nb", "c"], sep=" | ") == "Reports: a\nb | c"
     with pytest.raises(ValueError, match="uses ###MOED### but the case has no moed hints"):
         fill_gsco_prompt("###MOED###", rad=["a"])
 
@@ -84,7 +88,7 @@ def test_pcam200_config_assembles_the_reference_template():
     from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
-    assert template_for(cfg, "moed_rad", cfg.options, cfg.modality) == PCAM200_TEMPLATE
+    assert template_for(cfg, "moed_rad", cfg.options, cfg.modality) == GSCO_PCAM200_PROMPT
     assert "###" not in template_for(cfg, "generalist", cfg.options, cfg.modality)
 
 
@@ -113,7 +117,7 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text().splitlines()]
     for row, case in zip(rows, cases):
-        assert row["question"] == fill_gsco_prompt(PCAM200_TEMPLATE, rad=case["rad"], moed=case["moed"])
+        assert row["question"] == gsco_fill(GSCO_PCAM200_PROMPT, case)
         assert row["annotation"] == case["label"] and "parsed" in row
     table = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert table["arms"]["specialist_0"]["accuracy"] == pytest.approx(2 / 5)  # 'tumor' for all five
@@ -424,4 +428,4 @@ def test_every_shipped_gsco_config_assembles_each_arm(name):
         assert ("###MOED###" in text) == (arm in ("moed", "moed_rad", "moed_prob"))
         assert "{" not in text and text.count("'") >= 2 * len(task.options)
     if task.multi_label:
-        assert text.endswith("or 'no finding' if none does.") and len(task.options) == 14
+        assert text.endswith("or 'no finding' if none does. ") and len(task.options) == 14

@@ -148,17 +148,24 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
 
 
 def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
+    from doc_commands import run_documented
     from gsco.data.r2gen import main as r2gen_main
-
-    out = tmp_path / "iu_test.jsonl"
-    assert r2gen_main(["--annotation", str(shared_path("data", "iu_xray", "annotation.json")), "--split", "test",
-                       "--out", str(out)]) == 0
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(rows) == 590 and rows[0]["image"] == rows[0]["images"][0] and rows[0]["answer"] == rows[0]["text"]
     from gsco.meddr.evaluate import read_metafile
 
+    out = tmp_path / "iu_test.jsonl"
+    run_documented("python -m gsco.data.r2gen --annotation data/iu_xray/annotation.json --split test "
+                   "--out data/iu_xray/test.jsonl",
+                   replace={"data/iu_xray/annotation.json": str(shared_path("data", "iu_xray", "annotation.json")),
+                            "data/iu_xray/test.jsonl": str(out)})
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 1180 and rows[1]["answer"] == rows[0]["answer"] == rows[0]["text"]  # one row per view
+    assert [r["question_id"] for r in rows] == list(range(1180))
     items = read_metafile(cfg_of(out, tmp_path, image_root="/images"))
-    assert len(items) == 590 and str(items[0].image) == f"/images/{rows[0]['image']}"
+    assert len(items) == 1180 and str(items[0].image) == f"/images/{rows[0]['image']}"
+    assert r2gen_main(["--annotation", str(shared_path("data", "iu_xray", "annotation.json")), "--views", "first",
+                       "--out", str(tmp_path / "studies.jsonl")]) == 0
+    studies = [json.loads(line) for line in (tmp_path / "studies.jsonl").read_text().splitlines()]
+    assert len(studies) == 590 and studies[0]["image"] == studies[0]["images"][0] == rows[0]["image"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"test": [{"id": "x", "report": "r"}]}')
     assert r2gen_main(["--annotation", str(bad), "--out", str(out)]) == 2

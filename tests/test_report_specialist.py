@@ -301,7 +301,7 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     import sys
 
     from conftest import REPO
-    from gsco.collab.build_cases import build_report_cases
+    from doc_commands import run_documented
     from gsco.collab.prompts import fill_gsco_prompt
     from gsco.metrics.report import report_metrics
     from gsco.specialists.report.evaluate import evaluate_reports
@@ -315,8 +315,14 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     assert all(len(n) == 5 and set(n) <= train_ids for n in retrieval["train_ids"])
     assert all(d == sorted(d) for d in retrieval["distances"])
 
-    cases_path = build_report_cases(tmp_path / "eval" / "test_reports.jsonl", result["retrieval"],
-                                    root / "annotation.json", tmp_path / "cases.json", k=3)
+    # the documented command (it once failed with a NameError that in-process calls could not see)
+    run_documented("python -m gsco.collab.build_cases --reports outputs/report/eval/test_reports.jsonl "
+                   "--retrieval outputs/report/eval/test_retrieval.json --annotation data/iu_xray/annotation.json "
+                   "--k 3 --out outputs/gsco/iu_xray_cases.json",
+                   replace={"outputs/report/eval": str(tmp_path / "eval"),
+                            "data/iu_xray/annotation.json": str(root / "annotation.json"),
+                            "outputs/gsco/iu_xray_cases.json": str(tmp_path / "cases.json")})
+    cases_path = tmp_path / "cases.json"
     cases = json.loads(cases_path.read_text())
     train_reports = {s["id"]: clean_report(s["report"]) for s in annotation["train"]}
     assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]
@@ -334,9 +340,9 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     for key, value in expected.items():
         assert table["arms"]["specialist_0"][key] == pytest.approx(value)
     rows = [json.loads(line) for line in (tmp_path / "gsco" / "moed_rad_predictions.jsonl").read_text().splitlines()]
-    template = ("You are a helpful medical assistant. Your task is report generation. You are given a chest X-ray "
+    template = (" You are a helpful medical assistant. Your task is report generation. You are given a chest X-ray "
                 "image. The reports of the most similar cases are: ###RAD###. A specialist model wrote: ###MOED###. "
-                "Write the findings section of the radiology report for this image.")
+                "Write the findings section of the radiology report for this image. ")
     assert rows[1]["question"] == fill_gsco_prompt(template, cases[1]["rad"], cases[1]["moed"], sep=" | ")
     assert "parsed" not in rows[1] and rows[1]["annotation"] == cases[1]["label"]
     assert "| arm | n | BLEU_1 | BLEU_2 | BLEU_3 | BLEU_4 | ROUGE_L | CIDEr |" in proc.stdout

@@ -162,7 +162,7 @@ def test_pretrained_path_loads_local_weights_and_reinitialises_the_head(toy_data
     got = model.state_dict()
     assert torch.equal(got["conv1.0.weight"], donor.state_dict()["conv1.0.weight"])
     assert got["fc.weight"].shape == (2, donor.fc.in_features)
-    with pytest.raises(FileNotFoundError, match="never downloaded"):
+    with pytest.raises(FileNotFoundError, match="nope.pth does not exist"):
         create_specialist("test_resnet", 2, pretrained_path=str(tmp_path / "nope.pth"))
 
 
@@ -171,7 +171,7 @@ def test_shipped_metafile_example_trains_and_predicts(tmp_path):
 
     cfg = cfg_of({"data_path": str(REPO / "data"), "extra_datasets": str(REPO / "data/examples/my_datasets.yaml"),
                   "dataset": "toy_xray", "architecture": "test_resnet", "output_path": str(tmp_path), "epochs": 1,
-                  "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native"})
+                  "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native", "pretrained": False})
     train_specialist(cfg)
     res = predict_specialist(cfg)["results"]
     assert res["label_names"] == ["normal", "abnormal"] and np.array(res["y_true"]).tolist() == [0, 1]

@@ -169,9 +169,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ------------------------------------------------------------------------------------------- report generation
 def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: str | Path, out: str | Path,
@@ -218,3 +215,6 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     logger.info("%d report cases (k=%d) from %s", len(cases), k, reports)
     return out
 
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,7 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.run import GENERALIST_ARMS, REPORT_ARMS, GscoConfig, Task, fill_case, load_gsco_config, read_cases
+from gsco.collab.run import (
+    GENERALIST_ARMS, REPORT_ARMS, GscoConfig, Task, fill_case, load_gsco_config, missing_evidence, read_cases,
+)
 from gsco.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -43,10 +45,17 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     unknown = [a for a in arms if a not in allowed]
     if unknown:
         raise ConfigError(f"arms {unknown} ask no generalist; choose from {list(allowed)}")
-    if per_case is not None and not 1 <= per_case <= len(arms):
-        raise ConfigError(f"--per-case {per_case}: must be between 1 and the number of arms ({len(arms)})")
     cases_path, out = Path(cases_path), Path(out)
     cases = read_cases(cases_path, task)
+    for arm in list(arms):
+        reason = missing_evidence(arm, cases)
+        if reason:
+            logger.warning("arm %s left out: %s", arm, reason)
+            arms.remove(arm)
+    if not arms:
+        raise ConfigError(f"{cases_path}: none of the arms can be asked with these cases")
+    if per_case is not None and not 1 <= per_case <= len(arms):
+        raise ConfigError(f"--per-case {per_case}: must be between 1 and the number of arms ({len(arms)})")
     tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
     if tested:
         raise ConfigError(f"{cases_path}: case {tested[0]} (and {len(tested) - 1} more) is from the test split; "

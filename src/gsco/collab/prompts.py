@@ -1,9 +1,11 @@
-"""Filling GSCo's diagnosis prompt, as the reference does.
+"""Filling GSCo's diagnosis prompt, as the reference (sunanhe/MedDr ``inference_gsco.py``) does.
 
-The template holds ``###RAD###`` (the diagnoses of the most similar training cases) and/or ``###MOED###`` (the
-diagnoses of the specialist models); each is replaced by the label names joined with commas and no spaces
-(``tumor,tumor,normal``), and the template's newlines become spaces. A template may use one, both or neither.
-Multi-label hints are label sets as words (``effusion and mass``, ``no finding``), joined the same way.
+The reference writes its prompt as a triple-quoted block, one sentence per line, and turns the block's newlines into
+spaces when it defines it — so the prompt starts and ends with a space. Per case it then replaces ``###RAD###`` (the
+diagnoses of the most similar training cases) and ``###MOED###`` (the diagnoses of the specialist models) by the
+label names joined with commas and no spaces (``tumor,tumor,normal``); the hints themselves are inserted as they
+are. A template may use one, both or neither placeholder. Multi-label hints are label sets as words (``effusion and
+mass``, ``no finding``), joined the same way.
 """
 
 from __future__ import annotations
@@ -14,25 +16,17 @@ from gsco.data.registry import NO_FINDING
 
 RAD, MOED = "###RAD###", "###MOED###"
 
-# The reference's PCam200 prompt, word for word.
-PCAM200_TEMPLATE = (
-    "You are a helpful medical assistant. Your task is disease diagnosis. You are given a pathology image. "
-    "The possible diagnoses are: 'normal', 'tumor'. The diagnoses of the most similar cases are ###RAD###. "
-    "The diagnoses of the specialist models are ###MOED###. The response should only contain one option."
-)
-
-
 def fill_gsco_prompt(template: str, rad: Sequence[str] | None = None, moed: Sequence[str] | None = None,
                      sep: str = ",") -> str:
-    """``template`` with its placeholders filled (hints joined by ``sep``); a placeholder present without hints is
-    an error."""
-    text = template
+    """``template`` (its newlines made spaces, as the reference's definition does) with ``###RAD###`` and then
+    ``###MOED###`` replaced by the hints joined with ``sep``; a placeholder present without hints is an error."""
+    text = template.replace("\n", " ")
     for placeholder, hints, name in ((RAD, rad, "rad"), (MOED, moed, "moed")):
         if placeholder in text:
             if not hints:
                 raise ValueError(f"the template uses {placeholder} but the case has no {name} hints")
             text = text.replace(placeholder, sep.join(hints))
-    return text.replace("\n", " ")
+    return text
 
 
 def options_text(options: Sequence[str]) -> str:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import Literal
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
-from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE
+from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
 from gsco.runtime import repo_file, setup_logging, write_json
 
@@ -33,6 +34,11 @@ logger = logging.getLogger(__name__)
 
 GENERALIST_ARMS = ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob")
 REPORT_ARMS = ("generalist", "moed", "rad", "moed_rad")
+# What each generalist arm reads from a case: its prompt carries the RAD sentence when it reads "rad" and the MoED
+# sentence when it reads "moed"; an arm whose evidence the case file lacks is skipped (the reference's case files
+# carry only image, label, rad and moed).
+ARM_EVIDENCE = {"generalist": (), "moed": ("moed",), "rad": ("rad",), "moed_rad": ("rad", "moed"),
+                "rad_counts": ("rad",), "moed_prob": ("moed", "moed_prob")}
 
 
 @dataclasses.dataclass
@@ -58,6 +64,9 @@ class GscoConfig:
     rad_sentence: str = "The diagnoses of the most similar cases are ###RAD###."
     moed_sentence: str = "The diagnoses of the specialist models are ###MOED###."
     outro: str | None = None  # null: "only one option" (single-label) or "every diagnosis that applies" (multi-label)
+    # reference: the sentences as the lines of the reference's triple-quoted prompt whose newlines become spaces, so
+    # the prompt starts and ends with a space (inference_gsco.py); stripped: no space before or after
+    prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
     # report generation: answers cleaned as R2Gen cleans references, then scored like the report specialist
     report_cleaning: Literal["iu_xray", "mimic_cxr", "none"] = "iu_xray"
@@ -65,7 +74,7 @@ class GscoConfig:
     meteor: bool = True  # METEOR needs Java
     arms: list[str] | None = None  # null: every arm
     batch_size: int = 8
-    max_new_tokens: int = 32
+    max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
     device: str = "auto"
     dtype: str = "auto"
     device_map: str | None = None
@@ -125,19 +134,34 @@ class Task:
 
 
 def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str, multi_label: bool = False) -> str:
-    """The arm's prompt template: intro, the hint sentences the arm uses, outro (joined by spaces)."""
+    """The arm's prompt template: intro, the hint sentences the arm uses, outro (put together as ``prompt_style``
+    says)."""
     from gsco.collab.prompts import options_text
 
     parts = [cfg.intro.format(modality=modality, options=options_text(options))]
-    if arm in ("rad", "moed_rad", "rad_counts"):
+    if "rad" in ARM_EVIDENCE[arm]:
         parts.append(cfg.rad_sentence)
-    if arm in ("moed", "moed_rad", "moed_prob"):
+    if "moed" in ARM_EVIDENCE[arm]:
         parts.append(cfg.moed_sentence)
     if cfg.outro is not None:
         parts.append(cfg.outro)
     else:
         parts.append(OUTRO_MULTI.replace(NO_FINDING, cfg.no_finding) if multi_label else OUTRO_SINGLE)
-    return " ".join(p for p in parts if p)
+    return prompt_from_sentences([p for p in parts if p], cfg.prompt_style)
+
+
+def missing_evidence(arm: str, cases: list[dict]) -> str | None:
+    """Why ``arm`` cannot run on these cases (None: it can): the cases that lack what its prompt needs."""
+    for key in ARM_EVIDENCE.get(arm, ()):
+        lacking = [c for c in cases if not c.get(key) or (key == "moed_prob" and _incomplete(c[key]))]
+        if lacking:
+            return (f"{len(lacking)} of {len(cases)} cases have no complete {key!r} (e.g. case "
+                    f"{lacking[0].get('id')}); python -m gsco.collab.build_cases writes it")
+    return None
+
+
+def _incomplete(values) -> bool:
+    return any(v is None or (isinstance(v, list) and _incomplete(v)) for v in values)
 
 
 def read_cases(path: Path, task: Task | None = None) -> list[dict]:
@@ -226,6 +250,28 @@ def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
     return arms
 
 
+def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dict) -> tuple[list[str], dict[str, str]]:
+    """The arms to run (``arms``, default all) and those skipped, each with why: an arm whose evidence the cases
+    lack is skipped with one line, so a reference case file runs every arm it can."""
+    generalist_arms = REPORT_ARMS if task.report else GENERALIST_ARMS
+    unknown = [a for a in cfg.arms or [] if a not in generalist_arms and not re.fullmatch(r"specialist_(\d+|vote)", a)]
+    if unknown:
+        raise ConfigError(f"key 'arms': {unknown} are not arms; choose from specialist_<i>, "
+                          f"{'' if task.report else 'specialist_vote, '}{', '.join(generalist_arms)}")
+    wanted = cfg.arms or list(specialists) + list(generalist_arms)
+    skipped = {}
+    n_predictions = min((len(c.get("moed") or []) for c in cases), default=0)
+    for arm in wanted:
+        if arm.startswith("specialist_") and arm not in specialists:
+            skipped[arm] = (f"the cases carry {n_predictions} specialist prediction(s) ('moed')"
+                            + ("; a vote needs two" if arm == "specialist_vote" else ""))
+        elif arm in generalist_arms and (reason := missing_evidence(arm, cases)):
+            skipped[arm] = reason
+    for arm, reason in skipped.items():
+        logger.warning("arm %s skipped: %s", arm, reason)
+    return [a for a in wanted if a not in skipped], skipped
+
+
 def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
     from gsco.data.readers import DatasetError, open_image
     from gsco.resumable import answered_ids, append_rows, distributed_context, merge_parts
@@ -267,11 +313,9 @@ def run(cfg: GscoConfig) -> dict:
     root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
     truth = [c["label"] for c in cases]
     specialists = specialist_arms(cases, task)
-    available = list(specialists) + list(REPORT_ARMS if task.report else GENERALIST_ARMS)
-    arms = cfg.arms or available
-    unknown = [a for a in arms if a not in available]
-    if unknown:
-        raise ConfigError(f"key 'arms': {unknown} are not arms of this case file; available: {available}")
+    arms, skipped = choose_arms(cfg, cases, task, specialists)
+    if not arms:
+        raise ConfigError(f"{cases_path}: none of the arms can run on these cases ({'; '.join(skipped.values())})")
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     table: dict[str, dict] = {}
     generalist = None
@@ -303,7 +347,7 @@ def run(cfg: GscoConfig) -> dict:
         return {}
     result = {"dataset": cfg.dataset, "task": cfg.task, "cases": str(cases_path), "n_cases": len(cases),
               "model": cfg.model, "options": options, "multi_label": task.multi_label, "arms": table,
-              "config": config_to_dict(cfg)}
+              "skipped": skipped, "config": config_to_dict(cfg)}
     from gsco.metrics.plots import plot_answer_confusion, plot_metric_bars
 
     if task.report:
@@ -339,7 +383,7 @@ def ablation_markdown(result: dict) -> str:
                  f"{result['model']}", "", "| arm | n | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
         lines += ["| " + " | ".join([arm, str(m["n"]), *(f"{m[k]:.4f}" for k in keys)]) + " |"
                   for arm, m in result["arms"].items()]
-        return "\n".join(lines) + "\n"
+        return "\n".join(lines + _skipped_lines(result)) + "\n"
     options, multi = result["options"], result.get("multi_label", False)
     shown = options if len(options) <= MAX_RECALL_COLUMNS else []
     head = (["arm", "n", "exact match" if multi else "accuracy", "macro-F1"] + (["micro-F1"] if multi else [])
@@ -350,7 +394,12 @@ def ablation_markdown(result: dict) -> str:
         recalls = [("–" if m["per_class_recall"][o] is None else f"{m['per_class_recall'][o]:.3f}") for o in shown]
         scores = [f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}"] + ([f"{m['micro_f1']:.3f}"] if multi else [])
         lines.append("| " + " | ".join([arm, str(m["n"]), *scores, *recalls, str(m["unparsed"])]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _skipped_lines(result)) + "\n"
+
+
+def _skipped_lines(result: dict) -> list[str]:
+    skipped = result.get("skipped") or {}
+    return ["", "Skipped arms:"] + [f"- {arm}: {why}" for arm, why in skipped.items()] if skipped else []
 
 
 def main(argv: list[str] | None = None) -> int:

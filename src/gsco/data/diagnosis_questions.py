@@ -30,9 +30,21 @@ OUTRO_SINGLE = "The response should only contain one option."
 OUTRO_MULTI = f"The response should name every diagnosis that applies, or '{NO_FINDING}' if none does."
 
 
-def diagnosis_question(info: DatasetInfo) -> str:
+def prompt_from_sentences(sentences: list[str], style: str = "reference") -> str:
+    """One prompt from its sentences. ``reference``: as sunanhe/MedDr ``inference_gsco.py`` writes its prompt — one
+    sentence per line of a triple-quoted block whose newlines become spaces, so a space comes before the first
+    sentence, between each two and after the last; ``stripped``: single spaces between them, none around."""
+    if style == "reference":
+        return ("\n" + "\n".join(sentences) + "\n").replace("\n", " ")
+    if style == "stripped":
+        return " ".join(sentences)
+    raise ValueError(f"prompt style {style!r}: expected 'reference' or 'stripped'")
+
+
+def diagnosis_question(info: DatasetInfo, style: str = "reference") -> str:
+    """GSCo's plain diagnosis question (its ``generalist`` arm asks the same)."""
     intro = INTRO.format(modality=info.modality, options=", ".join(f"'{n}'" for n in info.label_names))
-    return f"{intro} {OUTRO_MULTI if info.multi_label else OUTRO_SINGLE}"
+    return prompt_from_sentences([intro, OUTRO_MULTI if info.multi_label else OUTRO_SINGLE], style)
 
 
 def answer_text(label: str | list[str]) -> str:

@@ -2,8 +2,14 @@
 
     python -m gsco.data.r2gen --annotation data/iu_xray/annotation.json --split test --out data/iu_xray/test.jsonl
 
-The annotation is ``{"train"|"val"|"test": [{id, report, image_path: [...], split}]}``; each study becomes one row
-``{id, split, image, images, text, question_id, answer}`` with ``image`` its first view and ``answer`` its report.
+The annotation is ``{"train"|"val"|"test": [{id, report, image_path: [...], split}]}``.
+
+- ``--views each`` (default): one row per image, ``{id, split, image, text, question_id, answer}`` with ``id`` =
+  ``question_id`` = the row's number and ``answer`` the study's report — the layout of MedDr's own IU-Xray metafile
+  (sunanhe/MedDr ``data/iu_mrg_meta.jsonl``). With ``--image-prefix images/`` the IU-Xray test split comes out
+  byte-identical to that file (tested), so MedDr's report numbers are computed over the same 1,180 images.
+- ``--views first``: one row per study, ``{id, split, image, images, text, question_id, answer}``, ``image`` its
+  first view and ``id`` the study id.
 """
 
 from __future__ import annotations
@@ -47,16 +53,26 @@ def read_r2gen_split(path: str | Path, split: str) -> list[dict]:
     return data[split]
 
 
-def r2gen_to_metafile(annotation: str | Path, split: str, out: str | Path) -> int:
+def r2gen_to_metafile(annotation: str | Path, split: str, out: str | Path, views: str = "each",
+                      image_prefix: str = "") -> int:
     """Write the metafile; returns the number of rows."""
-    rows = read_r2gen_split(annotation, split)
+    if views not in ("each", "first"):
+        raise DatasetError(f"views {views!r}: expected 'each' or 'first'")
+    studies = read_r2gen_split(annotation, split)
+    rows = []
+    for study in studies:
+        paths = [image_prefix + p for p in study["image_path"]]
+        if views == "first":
+            rows.append({"id": study["id"], "split": split, "image": paths[0], "images": paths, "text": study["report"],
+                         "question_id": study["id"], "answer": study["report"]})
+            continue
+        for path in paths:
+            n = len(rows)
+            rows.append({"id": n, "split": split, "image": path, "text": study["report"], "question_id": n,
+                         "answer": study["report"]})
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("w") as f:
-        for row in rows:
-            f.write(json.dumps({"id": row["id"], "split": split, "image": row["image_path"][0],
-                                "images": row["image_path"], "text": row["report"], "question_id": row["id"],
-                                "answer": row["report"]}, ensure_ascii=False) + "\n")
+    out.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return len(rows)
 
 
@@ -65,9 +81,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--annotation", required=True)
     parser.add_argument("--split", default="test", choices=SPLITS)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--views", default="each", choices=["each", "first"],
+                        help="each: one row per image (MedDr's IU-Xray metafile); first: one row per study")
+    parser.add_argument("--image-prefix", default="", help="prepended to every image path (e.g. images/)")
     args = parser.parse_args(argv)
     try:
-        n = r2gen_to_metafile(args.annotation, args.split, args.out)
+        n = r2gen_to_metafile(args.annotation, args.split, args.out, args.views, args.image_prefix)
     except DatasetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,6 +41,15 @@ PROJECTOR_RENAMES = {"mlp1.0": "layer_norm", "mlp1.1": "linear_1", "mlp1.3": "li
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+# The defaults of InternVL-Chat-V1.2's own config classes (InternVLChatConfig, InternVisionConfig in
+# configuration_internvl_chat.py / configuration_intern_vit.py): a checkpoint config that omits a key gets these, as
+# the original code would give it. Note select_layer: -4 there, although MedDr's checkpoint sets -1.
+INTERNVL_CHAT_DEFAULTS = {"select_layer": -4, "downsample_ratio": 0.5, "pad2square": False, "force_image_size": None}
+INTERN_VIT_DEFAULTS = {"num_channels": 3, "patch_size": 14, "image_size": 224, "qkv_bias": False, "hidden_size": 3200,
+                       "num_attention_heads": 25, "intermediate_size": 12800, "qk_normalization": True,
+                       "num_hidden_layers": 48, "hidden_act": "gelu", "layer_norm_eps": 1e-6}
+
+
 class ConversionError(ValueError):
     """The source checkpoint is not what the converter expects; the message names the file and key."""
 
@@ -60,6 +69,12 @@ def read_original_config(src: Path) -> dict:
         raise ConversionError(f"{path}: template {cfg['template']!r} is not supported; MedDr uses 'Hermes-2'")
     if cfg.get("dynamic_image_size"):
         raise ConversionError(f"{path}: dynamic_image_size (InternVL 1.5+ tiling) is not supported; MedDr uses one tile")
+    for section, defaults in ((cfg, INTERNVL_CHAT_DEFAULTS), (cfg["vision_config"], INTERN_VIT_DEFAULTS)):
+        for key, value in defaults.items():
+            if key not in section:
+                section[key] = value
+                where = key if section is cfg else f"vision_config.{key}"
+                logger.warning("%s has no %s: using InternVL-Chat's default %r", path, where, value)
     llm_arch = cfg["llm_config"].get("architectures") or ["LlamaForCausalLM"]
     if llm_arch[0] != "LlamaForCausalLM":
         raise ConversionError(f"{path}: llm_config.architectures {llm_arch} — only a Llama LLM is supported")
@@ -71,23 +86,23 @@ def config_from_original(orig: dict, image_token_id: int):
     from gsco.meddr.presets import MedDrPreset, build_config
 
     v, t = orig["vision_config"], orig["llm_config"]
-    image_size = orig.get("force_image_size") or v["image_size"]
+    image_size = orig["force_image_size"] or v["image_size"]
     vision = {
         "hidden_size": v["hidden_size"], "num_hidden_layers": v["num_hidden_layers"],
         "num_attention_heads": v["num_attention_heads"], "intermediate_size": v["intermediate_size"],
-        "image_size": image_size, "patch_size": v["patch_size"], "num_channels": v.get("num_channels", 3),
-        "use_qk_norm": bool(v.get("qk_normalization", False)), "attention_bias": bool(v.get("qkv_bias", False)),
-        "norm_type": v.get("norm_type", "rms_norm"), "layer_norm_eps": v.get("layer_norm_eps", 1e-6),
-        "hidden_act": v.get("hidden_act", "gelu"),
+        "image_size": image_size, "patch_size": v["patch_size"], "num_channels": v["num_channels"],
+        "use_qk_norm": bool(v["qk_normalization"]), "attention_bias": bool(v["qkv_bias"]),
+        "norm_type": v.get("norm_type", "rms_norm"),  # InternViT-6B V1.2 always uses RMSNorm
+        "layer_norm_eps": v["layer_norm_eps"], "hidden_act": v["hidden_act"],
     }
     text_keys = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
                  "vocab_size", "max_position_embeddings", "rms_norm_eps", "hidden_act", "bos_token_id",
                  "eos_token_id", "pad_token_id", "attention_bias", "rope_theta", "rope_scaling", "initializer_range")
     text = {k: t[k] for k in text_keys if t.get(k) is not None}
     preset = MedDrPreset(
-        vision=vision, text=text, downsample_ratio=orig.get("downsample_ratio", 0.5),
-        vision_feature_layer=orig.get("select_layer", -1), ps_version=orig.get("ps_version", "v1"),
-        pad2square=bool(orig.get("pad2square", False)), tokenizer=None,
+        vision=vision, text=text, downsample_ratio=orig["downsample_ratio"],
+        vision_feature_layer=orig["select_layer"], ps_version=orig.get("ps_version", "v1"),
+        pad2square=bool(orig["pad2square"]), tokenizer=None,
     )
     preset.validate()
     return preset, build_config(preset, image_token_id)

@@ -4,8 +4,10 @@
     bash inference_meddr.sh                      (env MODEL, METAFILE, IMAGE_ROOT, TASK, OUT_DIR, BATCH_SIZE, GPUS)
 
 Metafile: JSONL rows ``{id, split, image, text, question_id, answer}`` (the reference's layout). The ground truth
-is ``answer`` (else ``text``); the question is the row's ``question`` when present, else the task's prompt from
-``prompts``. ``image`` is relative to ``image_root`` (default: the metafile's folder); a list takes its first view.
+is ``answer`` (else ``text``); the question is the task's prompt from ``prompts`` (``prompt_set``) with the row's
+``question`` filled in for ``{question}``; a row's own question stands alone when the prompt does not wrap it, unless
+``row_question: false`` (then the prompt always applies, as the reference's ``inference_meddr.py``). ``image`` is
+relative to ``image_root`` (default: the metafile's folder); a list takes its first view.
 
 Predictions are appended to ``{out_dir}/{metafile stem}_predictions.jsonl`` batch by batch; a re-run skips the
 ``question_id``s already there and so ends with the same file as an uninterrupted run. An unreadable image is
@@ -49,9 +51,12 @@ class MedDrEvalConfig:
     prompt_set: str = "default"  # a key under the task in the prompts file
     options: list[str] | None = None  # diagnosis options when rows do not list them
     system: str | None = None  # system message; null: the chat template's own ("Answer the questions.")
+    row_question: bool = True  # a row's question stands alone when the prompt has no {question}; false: the prompt always
     batch_size: int = 8
     max_new_tokens: int = 256
+    min_new_tokens: int | None = None  # null: no minimum (the reference: 1)
     num_beams: int = 1
+    length_penalty: float = 1.0  # beam search only
     device: str = "auto"
     dtype: str = "auto"
     device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
@@ -63,6 +68,8 @@ class MedDrEvalConfig:
         for key in ("batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
+        if self.min_new_tokens is not None and not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError(f"key 'min_new_tokens': must be between 0 and max_new_tokens, got {self.min_new_tokens}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"key 'limit': must be at least 1 or null, got {self.limit}")
 
@@ -138,10 +145,9 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
         if cfg.task == "diagnosis" and not options:
             raise ConfigError(f"{where}: a diagnosis row needs options (the row's 'options' or the config's)")
         question = row.get("question")
-        if question is None:
-            question = template.format(options=", ".join(f"'{o}'" for o in (options or [])), question="")
-        elif "{question}" in template:
-            question = template.format(question=question, options=", ".join(f"'{o}'" for o in (options or [])))
+        if question is None or "{question}" in template or not cfg.row_question:
+            question = template.format(options=", ".join(f"'{o}'" for o in (options or [])),
+                                       question="" if question is None else question)
         items.append(Item(qid, image_path, str(question), str(truth), list(options) if options else None, lineno,
                           row.get("answer_type")))
         if cfg.limit is not None and len(items) >= cfg.limit:
@@ -182,13 +188,20 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
                     skipped.append({"question_id": it.question_id, "line": it.line, "error": str(exc)})
             if batch:
                 answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
-                                            cfg.num_beams, batch_size=len(batch), system=cfg.system)
+                                            cfg.num_beams, batch_size=len(batch), system=cfg.system,
+                                            **generation_kwargs(cfg))
                 append_rows(part, [prediction_row(it, a) for it, a in zip(batch, answers)])
             bar.update(len(todo[start:start + cfg.batch_size]))
         bar.close()
     if world > 1:
         merge_parts(out, [it.question_id for it in items], rank, world)
     return {"answered": len(todo) - len(skipped), "skipped": skipped}
+
+
+def generation_kwargs(cfg: MedDrEvalConfig) -> dict:
+    """Decoding settings beyond beams and length, passed only when they are not transformers' defaults."""
+    return {**({"min_new_tokens": cfg.min_new_tokens} if cfg.min_new_tokens else {}),
+            **({"length_penalty": cfg.length_penalty} if cfg.length_penalty != 1.0 else {})}
 
 
 def prediction_row(item: Item, answer: str) -> dict:

@@ -124,3 +124,35 @@ def set_generation_defaults(gen, tokenizer) -> None:
     gen.do_sample = False
     gen.num_beams = 1
     gen.max_new_tokens = 512
+
+
+def save_preset(name: str, dst: str | Path, seed: int = 0) -> Path:
+    """Build the preset (random weights, ``seed``) and save it as a model directory that ``demo.py --model``,
+    ``inference_meddr.sh`` and ``train.sh`` load like a converted MedDr."""
+    model, processor = build_from_preset(name, seed=seed)
+    dst = Path(dst)
+    model.save_pretrained(dst)
+    processor.save_pretrained(dst)
+    return dst
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description="Save a MedDr preset (random weights) as a model directory.")
+    parser.add_argument("--preset", default="tiny", help="a preset name (configs/meddr/<name>.yaml) or YAML path")
+    parser.add_argument("--dst", required=True, help="model directory to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+    args = parser.parse_args(argv)
+    try:
+        out = save_preset(args.preset, args.dst, args.seed)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"model: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

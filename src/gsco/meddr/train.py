@@ -1,6 +1,6 @@
 """Fine-tune MedDr (LoRA or full) with transformers' Trainer, on one CPU or under DeepSpeed on many GPUs.
 
-    python -m gsco.meddr.train --config configs/meddr/finetune_lora.yaml [key=value ...]
+    python -m gsco.meddr.train --config configs/meddr/finetune_tiny.yaml [key=value ...]
     bash train.sh                        (env MODEL, DATA, IMAGE_ROOT, OUTPUT_DIR, MODE, DEEPSPEED, GPUS, NNODES, ...)
 
 Writes ``{output_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes from the last one),
@@ -109,12 +109,10 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
         return path
     base = Path(cfg.output_dir) / "base"
     if not (base / "config.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
-        from gsco.meddr.presets import build_from_preset
+        from gsco.meddr.presets import save_preset
 
         logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
-        model, processor = build_from_preset(cfg.model, seed=cfg.seed)
-        model.save_pretrained(base)
-        processor.save_pretrained(base)
+        save_preset(cfg.model, base, seed=cfg.seed)
     return base
 
 

@@ -2,7 +2,8 @@
 
 - binary-class: ACC with the positive-class (last column) probability > 0.5; AUC on that probability.
 - multi-class / ordinal-regression: ACC of the argmax; AUC = mean one-vs-rest AUC over classes.
-- multi-label, binary-class: ACC and AUC are means over labels (threshold 0.5).
+- multi-label, binary-class: ACC and AUC are means over labels; a label is predicted when its score is > 0.5
+  (strictly, as ``y_score > threshold`` in medmnist's evaluator: a kNN vote of exactly half is not a prediction).
 
 ``y_score`` holds probabilities (softmax, or sigmoid for multi-label), shaped (N, C).
 """
@@ -24,7 +25,7 @@ def predict_labels(y_score: np.ndarray, task: str, threshold: float = 0.5) -> np
     """Hard predictions the way ACC counts them: (N,) class indices, or (N, L) 0/1 for multi-label."""
     y_score = np.asarray(y_score)
     if task == MULTI_LABEL:
-        return (y_score >= threshold).astype(np.int64)
+        return (y_score > threshold).astype(np.int64)
     if task == "binary-class":
         return (y_score[:, -1] > threshold).astype(np.int64)
     return np.argmax(y_score, axis=1).astype(np.int64)

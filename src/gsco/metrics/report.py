@@ -1,8 +1,9 @@
 """Report-generation metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr through pycocoevalcap's own scorers.
 
 ``tokenize="ptb"`` runs pycocoevalcap's PTB tokenizer first (COCO-caption convention, needs Java);
-``tokenize="none"`` scores the texts as given, split on spaces — R2Gen/R2GenGPT's convention, whose reports are
-already cleaned. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
+``tokenize="none"`` hands the scorers the texts exactly as given — R2Gen/R2GenGPT's convention, whose reports are
+already cleaned. Nothing is collapsed: ROUGE-L splits on single spaces, so the double space an empty sentence leaves
+in a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ def require_java(what: str) -> None:
 def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[str, list[str]]:
     """``{id: [text, ...]}`` -> the same, tokenized as the scorers expect."""
     if tokenize == "none":
-        return {k: [" ".join(t.split()) for t in v] for k, v in texts.items()}
+        return {k: list(v) for k, v in texts.items()}
     if tokenize != "ptb":
         raise ValueError(f"tokenize {tokenize!r}: expected 'ptb' or 'none'")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer

@@ -70,15 +70,16 @@ class SpecialistSetup:
 
 def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) -> SpecialistSetup:
     """Seed, look up the dataset, build the model. ``checkpoint_follows``: trained weights will be loaded next,
-    so the initial weights (``pretrained_path`` or random) do not matter."""
+    so the initial weights (ImageNet's, ``pretrained_path``'s or random) do not matter."""
     seed_everything(cfg.seed, cfg.deterministic)
     info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
     in_chans = 3 if cfg.as_rgb else (info.n_channels or 3)
     if checkpoint_follows:
         model = create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False, stem=cfg.stem)
     else:
-        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem)
-    mean, std = mean_std(model)
+        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem,
+                                  pretrained=cfg.pretrained)
+    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else mean_std(model)
     preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
     files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.eval_split)
     return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)

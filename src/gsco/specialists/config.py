@@ -32,6 +32,12 @@ class SpecialistConfig:
     preprocess: Literal["pad", "native", "resize"] = "pad"
     as_rgb: bool = True
     stem: Literal["default", "cifar"] = "default"
+    # mean/std of Normalize; null: the architecture's (timm's pretrained config, ImageNet's for most), as MedMNIST+
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    # start from ImageNet weights (MedMNIST+ and the GSCo reference: timm.create_model(..., pretrained=True)),
+    # through timm's own loading (its Hugging Face cache) or from pretrained_path; false: random initialisation
+    pretrained: bool = True
     pretrained_path: str | None = None
     num_workers: int = 0
     optimizer: Literal["adamw", "adam"] = "adamw"
@@ -44,6 +50,8 @@ class SpecialistConfig:
     resume: bool = True
     deterministic: bool = True
     retrieval_features: Literal["flatten", "pooled"] = "flatten"
+    # kNN procedure: how neighbours are found (MedMNIST+: sklearn NearestNeighbors, Euclidean on pre-logits)
+    knn_metric: Literal["euclidean", "cosine"] = "euclidean"
     save_index: bool = True
     checkpoint: str | None = None
     # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;
@@ -59,6 +67,14 @@ class SpecialistConfig:
         for key in ("learning_rate",):
             if not getattr(self, key) > 0:
                 raise ConfigError(f"key {key!r}: must be positive, got {getattr(self, key)}")
+        for key in ("mean", "std"):
+            value = getattr(self, key)
+            if value is not None and len(value) not in (1, 3):
+                raise ConfigError(f"key {key!r}: expected 1 or 3 numbers (or null), got {value}")
+        if self.std is not None and not all(s > 0 for s in self.std):
+            raise ConfigError(f"key 'std': every value must be positive, got {self.std}")
+        if (self.mean is None) != (self.std is None):
+            raise ConfigError("keys 'mean' and 'std' go together: give both, or leave both null")
         if self.num_workers < 0 or self.early_stopping_patience < 0 or self.weight_decay < 0:
             raise ConfigError("keys num_workers, early_stopping_patience and weight_decay must not be negative")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):

@@ -11,6 +11,10 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 
+class PretrainedWeightsMissing(FileNotFoundError):
+    """ImageNet weights were asked for but cannot be loaded here; the message names both ways to get them."""
+
+
 def create_specialist(
     architecture: str,
     num_classes: int,
@@ -18,16 +22,18 @@ def create_specialist(
     pretrained_path: str | None = None,
     announce: bool = True,
     stem: str = "default",
+    pretrained: bool = False,
 ) -> nn.Module:
     """A timm model with ``num_classes`` outputs.
 
-    ``pretrained_path`` (a timm/ImageNet checkpoint, .pth/.bin/.safetensors, or a state_dict) initialises the
-    backbone through timm's own loader, which re-initialises the classifier when the class count differs and
-    adapts the first convolution to ``in_chans``. Without it the model starts from random weights: nothing is
-    ever downloaded, and ``announce`` says so in one line. ``stem="cifar"`` swaps a ResNet's stem for the one
-    MedMNIST v2 used at 28 px (see :func:`use_cifar_stem`).
+    Initial weights, first match wins: ``pretrained_path`` (a timm/ImageNet checkpoint, .pth/.bin/.safetensors, or a
+    state_dict, loaded through timm's own loader, which re-initialises the classifier when the class count differs
+    and adapts the first convolution to ``in_chans``); ``pretrained`` — timm's ImageNet weights as
+    ``timm.create_model(..., pretrained=True)`` loads them (MedMNIST+), from timm's Hugging Face cache, downloaded
+    there on first use when the machine is online; otherwise random weights, which ``announce`` says in one line.
+    ``stem="cifar"`` swaps a ResNet's stem for the one MedMNIST v2 used at 28 px (see :func:`use_cifar_stem`).
     """
-    model = _create(architecture, num_classes, in_chans, pretrained_path, announce)
+    model = _create(architecture, num_classes, in_chans, pretrained_path, pretrained, announce)
     if stem == "cifar":
         use_cifar_stem(model, architecture)
     elif stem != "default":
@@ -35,23 +41,35 @@ def create_specialist(
     return model
 
 
-def _create(architecture: str, num_classes: int, in_chans: int, pretrained_path: str | None, announce: bool) -> nn.Module:
+def _create(architecture: str, num_classes: int, in_chans: int, pretrained_path: str | None, pretrained: bool,
+            announce: bool) -> nn.Module:
     import timm
 
     if pretrained_path:
         path = Path(pretrained_path)
         if not path.is_file():
-            raise FileNotFoundError(f"pretrained_path {path} does not exist (weights are never downloaded)")
+            raise FileNotFoundError(f"pretrained_path {path} does not exist")
         logger.info("initialising %s from local weights %s", architecture, path)
         return timm.create_model(
             architecture, pretrained=True, pretrained_cfg_overlay={"file": str(path)},
             num_classes=num_classes, in_chans=in_chans,
         )
+    if pretrained:
+        try:
+            model = timm.create_model(architecture, pretrained=True, num_classes=num_classes, in_chans=in_chans)
+        except (OSError, RuntimeError) as exc:  # offline with an empty cache, no network, no such weights
+            raise PretrainedWeightsMissing(
+                f"{architecture}: its ImageNet weights (pretrained: true, the MedMNIST+ recipe) cannot be loaded "
+                f"here ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Either run once on a machine with "
+                "internet access so that timm downloads them into its Hugging Face cache (~/.cache/huggingface/hub, "
+                "or $HF_HOME; later runs, offline too, read them from there), or download the weights yourself and "
+                f"give pretrained_path=/path/to/{architecture}.safetensors; pretrained=false trains from random "
+                "initialisation") from None
+        logger.info("%s: ImageNet weights (%s)", architecture, model.pretrained_cfg.get("hf_hub_id")
+                    or model.pretrained_cfg.get("url") or "timm")
+        return model
     if announce:
-        logger.info(
-            "%s: random initialisation (no pretrained_path given; pretrained weights are not downloaded — set "
-            "pretrained_path to a local timm checkpoint to start from them)", architecture,
-        )
+        logger.info("%s: random initialisation (pretrained: false)", architecture)
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
 
 

@@ -98,7 +98,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     else:
         dists, ids = index.search(test_feats[cfg.retrieval_features], top_n)
     if knn:
-        knn_index = RetrievalIndex(train_feats["pooled"], train_labels).to(run.device)
+        knn_index = RetrievalIndex(train_feats["pooled"], train_labels, metric=cfg.knn_metric).to(run.device)
         prob = knn_scores(knn_index, test_feats["pooled"], min(cfg.k, len(knn_index) - on_train), info.num_classes,
                           info.multi_label, leave_one_out=on_train)
         y_logits = prob  # kNN has no logits: the vote fractions stand in for them

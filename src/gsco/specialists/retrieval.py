@@ -1,9 +1,10 @@
-"""Exact cosine nearest-neighbour search over specialist features (the retrieval index behind RAD).
+"""Exact nearest-neighbour search over specialist features: the retrieval index behind RAD (cosine) and the kNN
+procedure's support set (Euclidean, as MedMNIST+).
 
-Returns the same neighbours as scikit-learn's ``NearestNeighbors(metric="cosine")`` brute force (ties aside), with
-the same distances (1 - cosine similarity, clipped to [0, 2]), but as batched matrix products: queries are
-processed in chunks so memory stays bounded even for 150k-dimensional features, and it runs on a GPU when the
-index is moved there. Saved as safetensors (features, train labels) plus nothing else — no pickles.
+Returns the same neighbours as scikit-learn's ``NearestNeighbors`` brute force (ties aside) with the same distances
+— ``cosine``: 1 - cosine similarity, clipped to [0, 2]; ``euclidean``: the L2 distance — but as batched matrix
+products: queries are processed in chunks so memory stays bounded even for 150k-dimensional features, and it runs on
+a GPU when the index is moved there. Saved as safetensors (features, train labels) plus nothing else — no pickles.
 """
 
 from __future__ import annotations
@@ -19,18 +20,27 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
 
 
-class RetrievalIndex:
-    """Normalised train features with their labels; ``search`` gives top-n cosine distances and row indices."""
+METRICS = ("cosine", "euclidean")
 
-    def __init__(self, features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, normalize: bool = True):
+
+class RetrievalIndex:
+    """Train features with their labels; ``search`` gives the top-n distances and row indices. With ``cosine`` the
+    features are stored L2-normalised (``normalized``: they already are, e.g. loaded from a saved index)."""
+
+    def __init__(self, features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, metric: str = "cosine",
+                 normalized: bool = False):
+        if metric not in METRICS:
+            raise ValueError(f"metric {metric!r}: expected one of {METRICS}")
         features = torch.as_tensor(features, dtype=torch.float32)
         labels = torch.as_tensor(labels)
         if features.ndim != 2:
             raise ValueError(f"features must be 2-D (N, D), got {tuple(features.shape)}")
         if len(labels) != len(features):
             raise ValueError(f"{len(features)} feature rows but {len(labels)} labels")
-        self.features = l2_normalize(features) if normalize else features
+        self.metric = metric
+        self.features = l2_normalize(features) if metric == "cosine" and not normalized else features
         self.labels = labels
+        self._sq_norms = None  # euclidean: |x|^2 of every entry, computed on the first search
 
     def __len__(self) -> int:
         return self.features.shape[0]
@@ -41,11 +51,12 @@ class RetrievalIndex:
 
     def to(self, device: str | torch.device) -> "RetrievalIndex":
         self.features = self.features.to(device)
+        self._sq_norms = None
         return self
 
     @torch.no_grad()
     def search(self, queries: torch.Tensor | np.ndarray, top_n: int, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, indices), each (Q, top_n), nearest first; distances are 1 - cos."""
+        """(distances, indices), each (Q, top_n), nearest first; distances are 1 - cos, or L2 distances."""
         if not 1 <= top_n <= len(self):
             raise ValueError(f"top_n must be between 1 and the index size {len(self)}, got {top_n}")
         q = torch.as_tensor(queries, dtype=torch.float32)
@@ -54,12 +65,19 @@ class RetrievalIndex:
         if chunk_size is None:
             # Bound the (chunk x N) similarity block to ~64M floats (256 MB).
             chunk_size = max(1, min(len(q), (64 * 2**20) // max(1, len(self))))
+        if self.metric == "euclidean" and self._sq_norms is None:
+            self._sq_norms = (self.features * self.features).sum(dim=1)
         dists, idxs = [], []
         for start in range(0, len(q), chunk_size):
-            block = l2_normalize(q[start:start + chunk_size].to(self.features.device))
-            sim = block @ self.features.T
-            top_sim, top_idx = sim.topk(top_n, dim=1, largest=True, sorted=True)
-            dists.append((1.0 - top_sim).clamp_(0.0, 2.0).cpu())
+            block = q[start:start + chunk_size].to(self.features.device)
+            if self.metric == "cosine":
+                sim = l2_normalize(block) @ self.features.T
+                top_sim, top_idx = sim.topk(top_n, dim=1, largest=True, sorted=True)
+                dists.append((1.0 - top_sim).clamp_(0.0, 2.0).cpu())
+            else:  # |q - x|^2 = |q|^2 - 2 q.x + |x|^2
+                sq = (block * block).sum(dim=1, keepdim=True) - 2.0 * (block @ self.features.T) + self._sq_norms
+                top_sq, top_idx = sq.topk(top_n, dim=1, largest=False, sorted=True)
+                dists.append(top_sq.clamp_(min=0.0).sqrt_().cpu())
             idxs.append(top_idx.cpu())
         return torch.cat(dists).numpy(), torch.cat(idxs).numpy()
 
@@ -82,7 +100,7 @@ class RetrievalIndex:
         save_file(
             {"features": self.features.contiguous().cpu(), "labels": self.labels.contiguous().cpu()},
             str(path),
-            metadata=metadata or {},
+            metadata={"metric": self.metric, **(metadata or {})},
         )
         return path
 
@@ -92,7 +110,11 @@ class RetrievalIndex:
         missing = {"features", "labels"} - set(tensors)
         if missing:
             raise ValueError(f"{path}: not a retrieval index, missing tensors {sorted(missing)}")
-        return cls(tensors["features"], tensors["labels"], normalize=False)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            metric = (f.metadata() or {}).get("metric", "cosine")  # indexes saved before the key existed: cosine
+        return cls(tensors["features"], tensors["labels"], metric=metric, normalized=True)
 
 
 def neighbours_agree(ref_dist: np.ndarray, ref_idx: np.ndarray, idx: np.ndarray, tol: float = 1e-5) -> bool:

@@ -44,7 +44,9 @@ class ReportConfig:
     max_grad_norm: float | None = None
     seed: int = 42
     device: str = "auto"  # evaluation: the device; training: cpu forces the CPU, else accelerate places each process
-    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"  # auto: fp16 autocast on CUDA (R2GenGPT), none on CPU
+    # autocast: auto = bf16 on CUDA (R2GenGPT's --precision default 'bf16-mixed'), none on CPU; fp16 is an option
+    precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    drop_last: bool = True  # the training loader drops the last partial batch (R2GenGPT's DataModule)
     num_workers: int = 0
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
     scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})

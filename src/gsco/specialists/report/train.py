@@ -57,6 +57,12 @@ def cosine_lr(cfg: ReportConfig, epoch: int) -> float:
     return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
 
 
+def autocast_precision(setting: str, cuda: bool) -> str:
+    """accelerate's mixed_precision for the config's ``precision``: ``auto`` is bf16 on CUDA (R2GenGPT trains with
+    Lightning's ``bf16-mixed``) and none on a CPU."""
+    return setting if setting != "auto" else ("bf16" if cuda else "no")
+
+
 def validation_score(metrics: dict, weights: dict[str, float]) -> float:
     return float(sum(metrics[k] * w for k, w in weights.items()))
 
@@ -76,8 +82,7 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
 
     seed_everything(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
-    precision = cfg.precision if cfg.precision != "auto" else ("no" if cpu else "fp16")
-    accelerator = Accelerator(cpu=cpu, mixed_precision=precision)
+    accelerator = Accelerator(cpu=cpu, mixed_precision=autocast_precision(cfg.precision, cuda=not cpu))
     out = Path(cfg.output_dir)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     model, processor = build_report_model(cfg.model_settings(), accelerator.device)
@@ -85,6 +90,9 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     val_rows = read_annotation(cfg.annotation, "val")[: cfg.limit]
     train_set = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset)
     val_set = ReportDataset(val_rows, cfg.image_root, processor, cfg.dataset)
+    if cfg.drop_last and len(train_set) < cfg.batch_size:
+        raise ValueError(f"the training split has {len(train_set)} studies, fewer than batch_size {cfg.batch_size}: "
+                         "with drop_last: true no step would run (lower batch_size or set drop_last=false)")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
 
@@ -119,8 +127,8 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(cfg, epoch)
         order = epoch_order(len(train_set), cfg.seed, epoch)
-        n_batches = math.ceil(len(order) / cfg.batch_size)
-        sampler = torch.utils.data.BatchSampler(order[skip * cfg.batch_size:], cfg.batch_size, drop_last=False)
+        n_batches = len(order) // cfg.batch_size if cfg.drop_last else math.ceil(len(order) / cfg.batch_size)
+        sampler = torch.utils.data.BatchSampler(order[skip * cfg.batch_size:], cfg.batch_size, drop_last=cfg.drop_last)
         # its own generator: starting an epoch must not draw from the global RNG (dropout, drop-path), or a resumed
         # run would continue with other random numbers than the uninterrupted one
         loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
