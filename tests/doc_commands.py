@@ -43,7 +43,7 @@ def is_bare(command: str) -> bool:
 
 
 def _fenced_commands(text: str) -> list[tuple[str, int]]:
-    commands, block, lineno = [], None, 0
+    commands, block = [], None
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -97,12 +97,9 @@ def documented_commands() -> dict[str, str]:
     return found
 
 
-def run_documented(command: str, replace: dict[str, str] | None = None, append: list[str] | tuple = (),
-                   env: dict[str, str] | None = None, timeout: float = 600, check: bool = True,
-                   cwd: Path = REPO) -> subprocess.CompletedProcess:
-    """Run a documented command in bash from the repository root, with ``python``/``torchrun`` the test
-    interpreter's; ``replace`` swaps placeholder values (each must occur), ``append`` adds ``key=value`` overrides.
-    With ``check`` a non-zero exit fails with the command's stderr."""
+def documented_argv(command: str, replace: dict[str, str] | None = None, append: list[str] | tuple = ()) -> list[str]:
+    """``["bash", "-c", text]`` for a documented command: ``replace`` swaps placeholder values (each must occur),
+    ``append`` adds ``key=value`` overrides. Text the docs do not show is refused."""
     if normalize(command) not in documented_commands():
         raise AssertionError(f"not a command the docs show (docs changed?): {command!r}")
     text = normalize(command)
@@ -110,11 +107,22 @@ def run_documented(command: str, replace: dict[str, str] | None = None, append: 
         if old not in text:
             raise AssertionError(f"{old!r} is not in the documented command {text!r}")
         text = text.replace(old, new)
-    text += "".join(" " + shlex.quote(a) for a in append)
-    full_env = {**os.environ, "PYTHON": sys.executable,
-                "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
-    proc = subprocess.run(["bash", "-c", text], cwd=cwd, env=full_env, capture_output=True, text=True,
-                          timeout=timeout)
+    return ["bash", "-c", text + "".join(" " + shlex.quote(str(a)) for a in append)]
+
+
+def documented_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment a user's shell would have: ``python``/``torchrun`` are this interpreter's."""
+    return {**os.environ, "PYTHON": sys.executable,
+            "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""), **(env or {})}
+
+
+def run_documented(command: str, replace: dict[str, str] | None = None, append: list[str] | tuple = (),
+                   env: dict[str, str] | None = None, timeout: float = 600, check: bool = True,
+                   cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """Run a documented command in bash (from the repository root unless ``cwd``); with ``check`` a non-zero exit
+    fails with the command's stderr."""
+    argv = documented_argv(command, replace, append)
+    proc = subprocess.run(argv, cwd=cwd, env=documented_env(env), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"`{text}` exited {proc.returncode}:\n{proc.stderr[-4000:]}")
+        raise AssertionError(f"`{argv[-1]}` exited {proc.returncode}:\n{proc.stderr[-4000:]}")
     return proc

@@ -177,3 +177,46 @@ R2GENGPT_MIMIC_SHALLOW_SH = """
     --val_check_interval 0.5 \\
     --num_sanity_val_steps 2 \\
 """
+
+# ------------------------------------------------------------------------- R2Gen / R2GenGPT report cleaning rules
+# dataset/data_helper.py FieldParser.clean_report (from R2Gen's modules/tokenizers.py): the report's replace chain,
+# `.strip().lower().split('. ')`, then per sentence the quote/slash deletions, `.strip().lower()` and re.sub of the
+# character class; sentences joined with ' . ' plus ' .'.
+_NUMBERING = [('1. ', ''), ('. 2. ', '. '), ('. 3. ', '. '), ('. 4. ', '. '), ('. 5. ', '. '), (' 2. ', '. '),
+              (' 3. ', '. '), (' 4. ', '. '), (' 5. ', '. ')]
+IU_XRAY_REPORT_REPLACEMENTS = [('..', '.')] * 3 + _NUMBERING
+IU_XRAY_SENTENCE_PATTERN = r'[.,?;*!%^&_+():-\[\]{}]'
+MIMIC_CXR_REPORT_REPLACEMENTS = ([('\n', ' ')] + [('__', '_')] * 7 + [('  ', ' ')] * 6 + [('..', '.')] * 8
+                                 + _NUMBERING + [(':', ' :')])
+MIMIC_CXR_SENTENCE_PATTERN = r'[.,?;*!%^&_+()\[\]{}]'
+
+
+def r2gen_clean(report: str, replacements, pattern: str) -> str:
+    import re
+
+    def report_cleaner(t):
+        for old, new in replacements:
+            t = t.replace(old, new)
+        return t.strip().lower().split('. ')
+
+    def sent_cleaner(t):
+        return re.sub(pattern, '', t.replace('"', '').replace('/', '').replace('\\', '').replace("'", '').strip().lower())
+
+    tokens = [sent_cleaner(sent) for sent in report_cleaner(report) if sent_cleaner(sent) != []]
+    return ' . '.join(tokens) + ' .'
+
+
+# ------------------------------------------------------------------------- the GSCo specialist code (MedMNIST+ base)
+# src/config/config.yaml keys, and the file names inference_specialist.py builds with f-strings
+SPECIALIST_CONFIG_KEYS = ["data_path", "output_path", "epochs", "learning_rate", "batch_size", "batch_size_eval",
+                          "device", "search_top_n", "dataset", "img_size", "training_procedure", "architecture", "k",
+                          "seed"]
+CHECKPOINT_FILE = "{output_path}/{dataset}_{img_size}_{training_procedure}_{architecture}_s{seed}_best.pth"
+RESULTS_FILE = "{output_path}/{dataset}_{img_size}_{training_procedure}_{architecture}_s{seed}_results.json"
+
+# models/R2GenGPT.py: self.prompt and prompt_wrap's f-string
+R2GENGPT_PROMPT = 'Generate a comprehensive and detailed diagnosis report for this chest xray image.'
+
+
+def r2gengpt_prompt(prompt: str) -> str:
+    return f'Human: <Img><ImageHere></Img> {prompt} \nAssistant:'

@@ -93,7 +93,8 @@ def test_pcam200_config_assembles_the_reference_template():
 
 
 def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_resumes(tmp_path):
-    """A case file in the reference's format ({image, label, rad, moed}, image relative to an image root)."""
+    """A case file in the reference's format ({image, label, rad, moed}, image relative to an image root) runs with
+    the default arms: those whose evidence it lacks (moed_prob) are skipped with one line, the table lists them."""
     import os
     import subprocess
     import sys
@@ -111,7 +112,7 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
                       "rad": ["tumor", "normal", "tumor"][: 1 + i % 3], "moed": ["tumor", "normal", "tumor"]})
     (tmp_path / "pcam200_meta.json").write_text(json.dumps(cases))
     env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "pcam200_meta.json"),
-           "IMAGE_ROOT": str(tmp_path / "imgs"), "OUT_DIR": str(tmp_path / "out"), "ARMS": "specialist_0,moed_rad"}
+           "IMAGE_ROOT": str(tmp_path / "imgs"), "OUT_DIR": str(tmp_path / "out")}
     cmd = ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6", "batch_size=2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -121,7 +122,13 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
         assert row["annotation"] == case["label"] and "parsed" in row
     table = json.loads((tmp_path / "out" / "ablation.json").read_text())
     assert table["arms"]["specialist_0"]["accuracy"] == pytest.approx(2 / 5)  # 'tumor' for all five
-    assert "| moed_rad | 5 |" in (tmp_path / "out" / "ablation.md").read_text()
+    assert list(table["arms"]) == ["specialist_0", "specialist_1", "specialist_2", "specialist_vote", "generalist",
+                                   "moed", "rad", "moed_rad", "rad_counts"]
+    why = "5 of 5 cases have no complete 'moed_prob'"
+    assert list(table["skipped"]) == ["moed_prob"] and why in table["skipped"]["moed_prob"]
+    assert proc.stderr.count("arm moed_prob skipped") == 1
+    markdown = (tmp_path / "out" / "ablation.md").read_text()
+    assert "| moed_rad | 5 |" in markdown and f"- moed_prob: {why}" in markdown
     png = tmp_path / "out" / "moed_rad_confusion.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and table["arms"]["moed_rad"]["confusion_png"] == str(png)
     # cut after three rows (one torn), re-run: same file as before
@@ -246,13 +253,9 @@ def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_pat
 
 
 def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_files(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     from PIL import Image
 
-    from conftest import REPO
+    from doc_commands import run_documented
 
     rng = np.random.default_rng(6)
     cases = []
@@ -261,12 +264,13 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
         cases.append({"image": f"d{i}.png", "label": ["normal", "tumor"][i % 2], "rad": ["normal"], "moed": ["tumor"]})
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     outputs = {}
-    for gpus in ("1", "2"):
-        env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "cases.json"),
-               "OUT_DIR": str(tmp_path / gpus), "ARMS": "specialist_0,moed_rad", "GPUS": gpus}
-        proc = subprocess.run(["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6"], env=env,
-                              capture_output=True, text=True)
-        assert proc.returncode == 0, proc.stderr[-2000:]
+    for gpus in ("1", "2"):  # README's data-parallel command, with 1 and 2 processes
+        run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
+                       "bash inference_gsco.sh",
+                       replace={"GPUS=4": f"GPUS={gpus}", "DATASET=breastmnist": "DATASET=pcam200",
+                                "/path/to/meddr-hf": "tiny", "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
+                       append=[f"out_dir={tmp_path / gpus}", "arms=[specialist_0,moed_rad]", "device=cpu",
+                               "max_new_tokens=6"])
         outputs[gpus] = (tmp_path / gpus / "moed_rad_predictions.jsonl").read_text()
     assert outputs["1"] == outputs["2"] and len(outputs["2"].splitlines()) == 7
     assert not list((tmp_path / "2").glob("*.rank*.jsonl"))
@@ -365,6 +369,7 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
 
 def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from conftest import REPO
+    from doc_commands import run_documented
     from gsco.collab.hint_samples import main as hint_main
     from gsco.collab.hint_samples import write_hint_samples
     from gsco.collab.run import GscoConfig, Task, fill_case
@@ -397,8 +402,11 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
         "<image>\n" + diagnosis_question(get_dataset_info("breastmnist"))
     read = read_training_data(out)
     assert len(read) == 546 * 6 and read[0].image.is_file()
-    # two arms per case, drawn with the seed
-    assert hint_main(["--cases", str(cases_path), "--out", str(tmp_path / "two.json"), "--per-case", "2"]) == 0
+    # two arms per case, drawn with the seed: the documented command
+    run_documented("python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml --cases "
+                   "outputs/gsco/train/cases.json --out outputs/gsco/train/hint_samples.json --per-case 2",
+                   replace={"outputs/gsco/train/cases.json": str(cases_path),
+                            "outputs/gsco/train/hint_samples.json": str(tmp_path / "two.json")})
     two = json.loads((tmp_path / "two.json").read_text())
     assert len(two) == 2 * 546 and len({s["id"].split(":")[1] for s in two}) == 6
     assert hint_main(["--cases", str(cases_path), "--out", str(tmp_path / "two_again.json"), "--per-case", "2"]) == 0

@@ -37,3 +37,11 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     assert res["AUC"] > 0.72, res["AUC"]
     prob, y = np.array(res["y_prob"]), np.array(res["y_true"])
     assert res["ACC"] == pytest.approx(np.mean((prob[:, 1] > 0.5) == y))
+    # README: the training split, predicted for hint fine-tuning (each image left out of its own neighbours)
+    from doc_commands import run_documented
+
+    run_documented("python -m gsco.specialists.predict --config configs/specialists/medmnist_v2.yaml eval_split=train",
+                   append=[f"data_path={data}", f"output_path={tmp_path}", "device=cpu", "stem=default"])
+    train_res = json.loads((tmp_path / f"{stem}_train_results.json").read_text())
+    ids = np.array(train_res["all_search_train_ids"])
+    assert ids.shape == (546, 10) and not (ids == np.arange(546)[:, None]).any()

@@ -2,15 +2,14 @@
 answer/report metrics."""
 
 import json
-import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import REPO, kill_when_written, shared_path
+from doc_commands import documented_argv, documented_env, run_documented
 from gsco.config import ConfigError, load_config
 from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
 
@@ -70,13 +69,17 @@ def test_a_rerun_after_a_cut_mid_write_completes_the_same_file(uninterrupted, iu
 
 
 def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray, tmp_path):
-    env = {**os.environ, "PYTHON": sys.executable, "METAFILE": str(iu_xray), "OUT_DIR": str(tmp_path),
-           "TASK": "report", "BATCH_SIZE": "2"}
-    cmd = ["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12", "meteor=false"]
+    cmd = documented_argv("MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl IMAGE_ROOT=data/iu_xray/images "
+                          "TASK=report OUT_DIR=outputs/meddr BATCH_SIZE=8 bash inference_meddr.sh",
+                          replace={"/path/to/meddr-hf": "tiny", "data/iu_xray/test.jsonl": str(iu_xray),
+                                   "data/iu_xray/images": str(iu_xray.parent), "outputs/meddr": str(tmp_path),
+                                   "BATCH_SIZE=8": "BATCH_SIZE=2"},
+                          append=["device=cpu", "max_new_tokens=12", "meteor=false"])
+    env = documented_env()
     preds = tmp_path / "iu_xray_test_predictions.jsonl"
     killed_at = kill_when_written(cmd, env, preds, min_lines=4)
     assert 0 < killed_at < 12, "the run was not caught halfway"
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert f"{killed_at} of 12 questions already answered; {12 - killed_at} to go" in done.stderr
     assert preds.read_text() == uninterrupted[0]
@@ -134,14 +137,14 @@ def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
 
 def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray, tmp_path):
     """GPUS=2 runs torchrun; on a CPU both processes use gloo, each answers half and the first merges."""
-    env = {**os.environ, "PYTHON": sys.executable, "METAFILE": str(iu_xray), "OUT_DIR": str(tmp_path), "GPUS": "2",
-           "BATCH_SIZE": "8"}
     lines = uninterrupted[0].splitlines(keepends=True)
     (tmp_path / "iu_xray_test_predictions.jsonl").write_text("".join(lines[:3]))  # an interrupted earlier run
     (tmp_path / "iu_xray_test_predictions.rank1.jsonl").write_text(lines[7] + lines[9][:20])
-    proc = subprocess.run(["bash", str(REPO / "inference_meddr.sh"), "device=cpu", "max_new_tokens=12",
-                           "meteor=false"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
+    proc = run_documented("GPUS=4 MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh",
+                          replace={"GPUS=4": "GPUS=2", "/path/to/meddr-hf": "tiny",
+                                   "data/iu_xray/test.jsonl": str(iu_xray)},
+                          append=[f"out_dir={tmp_path}", "batch_size=8", "device=cpu", "max_new_tokens=12",
+                                  "meteor=false"])
     assert "4 of 12 questions already answered; 4 to go on rank 1/2" in proc.stderr
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
     assert not list(tmp_path.glob("*.rank*.jsonl"))

@@ -1,13 +1,11 @@
 """Batched generation and demo.py on the tiny preset and a converted fixture."""
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import REPO, shared_path
+from doc_commands import run_documented
 from gsco.meddr.generation import Generalist, ModelLoadError, check_model_argument
 
 
@@ -44,13 +42,8 @@ def test_model_argument_errors(tmp_path):
     assert check_model_argument(None) is None and check_model_argument("tiny") is None
 
 
-def run_demo(*args):
-    return subprocess.run([sys.executable, "demo.py", *args], capture_output=True, text=True, cwd=REPO)
-
-
 def test_demo_without_arguments_runs_the_tiny_preset():
-    proc = run_demo("--max-new-tokens", "4")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_documented("python demo.py", append=["--max-new-tokens", "4"])
     assert "RANDOM weights" in proc.stderr and len(proc.stdout.splitlines()) == 1
 
 
@@ -61,9 +54,9 @@ def test_demo_with_a_converted_fixture_answers_each_pair(tmp_path):
     image = str(shared_path("fixtures", "meddr_original_tiny", "image.png"))
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"image": "%s", "question": "Is this normal?"}\n' % image)
-    proc = run_demo("--model", str(model), "--image", image, "--question", "Is this normal or tumor?",
-                    "--pairs", str(pairs), "--max-new-tokens", "5")
-    assert proc.returncode == 0, proc.stderr
+    proc = run_documented('python demo.py --model /path/to/meddr-hf --image chest.png --question '
+                          '"What abnormality is seen?"', replace={"/path/to/meddr-hf": str(model), "chest.png": image},
+                          append=["--pairs", str(pairs), "--max-new-tokens", "5"])
     assert len(proc.stdout.splitlines()) == 2 and "RANDOM" not in proc.stderr
 
 

@@ -121,3 +121,28 @@ def test_vqa_scores():
     assert open_recall("The right lower lobe", "right lung lobe") == pytest.approx(2 / 3)
     m = vqa_metrics(["yes", "no", "a lung"], ["yes", "yes", "lung"])
     assert (m["n_closed"], m["n_open"], m["closed_accuracy"], m["open_recall"]) == (2, 1, 0.5, 1.0)
+
+
+def test_untokenized_scoring_feeds_the_scorers_the_strings_r2gengpt_feeds_them():
+    """R2Gen's cleaning keeps empty sentences ("a .  . b ."); R2GenGPT hands such strings to the scorers as they are,
+    and ROUGE-L splits on single spaces, so the double space counts. Scores equal the scorers called directly."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    from gsco.specialists.report.clean import clean_report
+
+    refs = {"1": clean_report("The heart is normal. . Lungs are clear."),
+            "2": clean_report("No effusion.. . No pneumothorax."),
+            "3": "the heart is normal in size . the lungs are clear ."}
+    hyps = {"1": "the heart is normal . lungs are clear .", "2": "no effusion .  . no pneumothorax .",
+            "3": "the heart is normal  in size . lungs clear ."}
+    assert "  " in refs["1"] and "  " in refs["2"]  # empty sentences leave double spaces
+    ours = report_metrics(refs, hyps, tokenize="none", meteor=False)
+    gts, res = {k: [v] for k, v in refs.items()}, {k: [v] for k, v in hyps.items()}
+    bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    assert ours["BLEU_4"] == pytest.approx(bleu[3], abs=1e-12)
+    assert ours["ROUGE_L"] == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
+    assert ours["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
+    collapsed = {k: [" ".join(v[0].split())] for k, v in gts.items()}, {k: [" ".join(v[0].split())] for k, v in res.items()}
+    assert Rouge().compute_score(*collapsed)[0] != pytest.approx(ours["ROUGE_L"], abs=1e-6)  # collapsing would differ

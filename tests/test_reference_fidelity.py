@@ -10,6 +10,7 @@ import logging
 import shutil
 
 import pytest
+import yaml
 
 import reference_sources as ref
 from conftest import REPO, shared_path
@@ -228,3 +229,50 @@ def test_r2gengpt_recipes_are_its_scripts(name, script):
     assert autocast_precision(cfg.precision, cuda=False) == "no"
     assert cfg.drop_last is defaults["train_drop_last"] and cfg.truncate_references is True
     assert cfg.weight_decay == 0.01 and cfg.min_learning_rate == 1e-6  # torch AdamW's default; CosineAnnealingLR eta_min
+
+
+# -------------------------------------------------------------------------------------------- formats and rules
+def test_every_real_iu_xray_report_cleans_as_r2gengpts_rules_clean_it():
+    from gsco.specialists.report.clean import clean_report
+
+    annotation = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())
+    reports = [s["report"] for split in annotation.values() for s in split]
+    assert len(reports) == 2955
+    for report in reports:
+        assert clean_report(report, "iu_xray") == ref.r2gen_clean(
+            report, ref.IU_XRAY_REPORT_REPLACEMENTS, ref.IU_XRAY_SENTENCE_PATTERN), report
+
+
+@pytest.mark.parametrize("report", [
+    "FINDINGS:\nThe heart size is normal.  No focal consolidation.. 1. Left PICC. 2. No effusion__ seen.",
+    "IMPRESSION: No acute cardiopulmonary process. [ET tube] {in place}; lines: unchanged!",
+    "Lungs are clear... Heart: top-normal (stable). . The 'right' hemidiaphragm is elevated / unchanged.",
+])
+def test_mimic_cxr_reports_clean_as_r2gengpts_rules_clean_them(report):
+    from gsco.specialists.report.clean import clean_report
+
+    assert clean_report(report, "mimic_cxr") == ref.r2gen_clean(
+        report, ref.MIMIC_CXR_REPORT_REPLACEMENTS, ref.MIMIC_CXR_SENTENCE_PATTERN)
+
+
+def test_specialist_config_and_file_names_are_the_references(tmp_path):
+    from gsco.specialists.build import RunFiles
+    from gsco.specialists.config import SpecialistConfig
+
+    cfg = load_config(SpecialistConfig, REPO / "configs/config.yaml", {"output_path": str(tmp_path)})
+    keys = set(yaml.safe_load((REPO / "configs/config.yaml").read_text()))
+    assert set(ref.SPECIALIST_CONFIG_KEYS) <= keys
+    files = RunFiles(tmp_path, cfg.run_name)
+    values = {k: getattr(cfg, k) for k in ref.SPECIALIST_CONFIG_KEYS}
+    assert str(files.best) == ref.CHECKPOINT_FILE.format(**values)
+    assert str(files.results) == ref.RESULTS_FILE.format(**values)
+
+
+@pytest.mark.parametrize("name", ["iu_xray_shallow", "mimic_cxr_shallow", "tiny"])
+def test_report_prompt_is_r2gengpts(name):
+    from gsco.specialists.report.config import ReportConfig
+    from gsco.specialists.report.model import PROMPT_TEMPLATE
+
+    cfg = load_config(ReportConfig, REPO / f"configs/report/{name}.yaml")
+    assert cfg.prompt == ref.R2GENGPT_PROMPT
+    assert PROMPT_TEMPLATE.format(prompt=cfg.prompt) == ref.r2gengpt_prompt(ref.R2GENGPT_PROMPT)

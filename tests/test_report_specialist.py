@@ -197,6 +197,19 @@ def write_studies(root, sizes=(16, 4, 6)):
     return annotation
 
 
+def tiny_overrides(root) -> list[str]:
+    """configs/report/tiny.yaml's settings as key=value overrides (with the test studies), so that the documented
+    commands, written for R2GenGPT's recipe configs, run on the tiny preset here."""
+    import yaml
+
+    from conftest import REPO
+
+    tiny = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
+    tiny.update(annotation=str(root / "annotation.json"), image_root=str(root / "images"), device="cpu",
+                learning_rate=3e-3, truncate_references=False)  # tiny_cfg's settings
+    return [f"{k}={v}" for k, v in tiny.items() if k != "output_dir"]
+
+
 def tiny_cfg(root, out, **overrides):
     from conftest import REPO
     from gsco.config import load_config
@@ -264,18 +277,25 @@ def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
 
 
 def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained, tmp_path):
-    import os
     import subprocess
-    import sys
 
     from conftest import REPO, kill_when_written
+    from doc_commands import documented_argv, documented_env
 
     root, cfg, _, annotation = trained
-    env = {**os.environ, "PYTHON": sys.executable, "TASK": "report", "CONFIG": str(REPO / "configs/report/tiny.yaml"),
-           "ANNOTATION": str(root / "annotation.json"), "IMAGE_ROOT": str(root / "images")}
-    cmd = ["bash", str(REPO / "inference_specialist.sh"), f"output_dir={root / 'run'}", "device=cpu",
-           "val_batch_size=1"]
-    whole = subprocess.run(cmd, env={**env, "OUT_DIR": str(tmp_path / "whole")}, capture_output=True, text=True)
+    best = json.loads((root / "run" / "best_checkpoint.json").read_text())["checkpoint"]
+
+    def command(out):
+        return documented_argv(
+            "TASK=report CONFIG=configs/report/iu_xray_shallow.yaml CHECKPOINT=ckpt.pth "
+            "ANNOTATION=data/iu_xray/annotation.json IMAGE_ROOT=data/iu_xray/images OUT_DIR=outputs/report/eval "
+            "bash inference_specialist.sh",
+            replace={"ckpt.pth": best, "data/iu_xray/annotation.json": str(root / "annotation.json"),
+                     "data/iu_xray/images": str(root / "images"), "outputs/report/eval": str(out)},
+            append=[*tiny_overrides(root), "val_batch_size=1"])
+
+    env = documented_env()
+    whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True, cwd=REPO)
     assert whole.returncode == 0, whole.stderr[-2000:]
     reports = (tmp_path / "whole" / "test_reports.jsonl").read_text()
     rows = [json.loads(line) for line in reports.splitlines()]
@@ -287,29 +307,26 @@ def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained,
     assert "BLEU_4" in whole.stdout and "test_reports.jsonl" in whole.stdout
 
     out = tmp_path / "killed" / "test_reports.jsonl"
-    kept = kill_when_written(cmd, {**env, "OUT_DIR": str(tmp_path / "killed")}, out, 2)
+    kept = kill_when_written(command(tmp_path / "killed"), env, out, 2)
     assert 2 <= kept < 6
-    again = subprocess.run(cmd, env={**env, "OUT_DIR": str(tmp_path / "killed")}, capture_output=True, text=True)
+    again = subprocess.run(command(tmp_path / "killed"), env=env, capture_output=True, text=True, cwd=REPO)
     assert again.returncode == 0 and f"{6 - kept} to go" in again.stderr
     assert out.read_text() == reports
 
 
 def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     """Specialist reports + retrieval -> report cases -> `inference_gsco.sh` (DATASET=iu_xray) -> one table."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
     from doc_commands import run_documented
     from gsco.collab.prompts import fill_gsco_prompt
     from gsco.metrics.report import report_metrics
-    from gsco.specialists.report.evaluate import evaluate_reports
 
     root, cfg, _, annotation = trained
-    cfg = tiny_cfg(root, root / "run", out_dir=str(tmp_path / "eval"), search_top_n=5, val_batch_size=3)
-    result = evaluate_reports(cfg)
-    retrieval = json.loads(Path(result["retrieval"]).read_text())
+    best = json.loads((root / "run" / "best_checkpoint.json").read_text())["checkpoint"]
+    run_documented("TASK=report CONFIG=configs/report/iu_xray_shallow.yaml CHECKPOINT=ckpt.pth "
+                   "OUT_DIR=outputs/report/eval bash inference_specialist.sh",
+                   replace={"ckpt.pth": best, "outputs/report/eval": str(tmp_path / "eval")},
+                   append=[*tiny_overrides(root), "search_top_n=5", "val_batch_size=3"])
+    retrieval = json.loads((tmp_path / "eval" / "test_retrieval.json").read_text())
     train_ids = {s["id"] for s in annotation["train"]}
     assert retrieval["ids"] == [s["id"] for s in annotation["test"]]
     assert all(len(n) == 5 and set(n) <= train_ids for n in retrieval["train_ids"])
@@ -328,11 +345,10 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]
     assert cases[0]["image"] == annotation["test"][0]["image_path"][0]
 
-    env = {**os.environ, "PYTHON": sys.executable, "DATASET": "iu_xray", "CASES": str(cases_path),
-           "IMAGE_ROOT": str(root / "images"), "OUT_DIR": str(tmp_path / "gsco")}
-    proc = subprocess.run(["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=12",
-                           "meteor=false"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run_documented("DATASET=iu_xray MODEL=/path/to/meddr-hf IMAGE_ROOT=data/iu_xray/images bash inference_gsco.sh",
+                          replace={"/path/to/meddr-hf": "tiny", "data/iu_xray/images": str(root / "images")},
+                          append=[f"cases={cases_path}", f"out_dir={tmp_path / 'gsco'}", "device=cpu",
+                                  "max_new_tokens=12", "meteor=false"])
     table = json.loads((tmp_path / "gsco" / "ablation.json").read_text())
     assert list(table["arms"]) == ["specialist_0", "generalist", "moed", "rad", "moed_rad"]
     expected = report_metrics({str(i): c["label"] for i, c in enumerate(cases)},
@@ -366,21 +382,14 @@ def test_shipped_report_configs_load_and_name_missing_base_weights(name):
 
 def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     """torchrun with 2 CPU processes (gloo): each takes every other batch; one writes history and checkpoints."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    from doc_commands import run_documented
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
     root = trained[0]
-    torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "-m", "gsco.specialists.report.train", "--config",
-           str(REPO / "configs/report/tiny.yaml"), f"annotation={root / 'annotation.json'}",
-           f"image_root={root / 'images'}", f"output_dir={tmp_path}", "epochs=2", "device=cpu"]
-    proc = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
-                          cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_documented("torchrun --nproc_per_node 2 -m gsco.specialists.report.train --config "
+                   "configs/report/iu_xray_shallow.yaml vision_model=/models/swin-base-patch4-window7-224 "
+                   "llm=/models/Llama-2-7b-chat-hf", env={"OMP_NUM_THREADS": "1"},
+                   append=[*tiny_overrides(root), f"output_dir={tmp_path}", "epochs=2"])
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [(h["epoch"], h["step"]) for h in history] == [(1, 1), (2, 2)]  # 2 batches per epoch, one per process
     best = json.loads((tmp_path / "best_checkpoint.json").read_text())
@@ -389,11 +398,7 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
 
 
 def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file(trained, tmp_path):
-    import os
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    from doc_commands import run_documented
     from gsco.specialists.report.evaluate import evaluate_reports
 
     root = trained[0]
@@ -403,12 +408,11 @@ def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file
     lines = reports.splitlines(keepends=True)
     (tmp_path / "two").mkdir()
     (tmp_path / "two" / "test_reports.jsonl").write_text(lines[0] + lines[1][:15])  # an interrupted earlier run
-    env = {**os.environ, "PYTHON": sys.executable, "TASK": "report", "GPUS": "2", "OMP_NUM_THREADS": "1",
-           "CONFIG": str(REPO / "configs/report/tiny.yaml"), "ANNOTATION": str(root / "annotation.json"),
-           "IMAGE_ROOT": str(root / "images"), "OUT_DIR": str(tmp_path / "two")}
-    proc = subprocess.run(["bash", str(REPO / "inference_specialist.sh"), f"output_dir={root / 'run'}", "device=cpu",
-                           "val_batch_size=2", "search_top_n=0"], env=env, capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    best = json.loads((root / "run" / "best_checkpoint.json").read_text())["checkpoint"]
+    proc = run_documented("TASK=report GPUS=4 CONFIG=configs/report/iu_xray_shallow.yaml CHECKPOINT=ckpt.pth "
+                          "OUT_DIR=outputs/report/eval bash inference_specialist.sh", env={"OMP_NUM_THREADS": "1"},
+                          replace={"GPUS=4": "GPUS=2", "ckpt.pth": best, "outputs/report/eval": str(tmp_path / "two")},
+                          append=[*tiny_overrides(root), "val_batch_size=2", "search_top_n=0"])
     assert "1 of 6 studies already written, 5 to go (rank 1 of 2" in proc.stderr
     assert (tmp_path / "two" / "test_reports.jsonl").read_text() == reports
     assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
@@ -477,3 +481,15 @@ def test_training_split_reports_become_hint_samples_for_the_generalist(trained, 
     assert (tmp_path / sample["image"]).resolve() == (root / "images" / annotation["train"][5]["image_path"][0])
     with pytest.raises(ConfigError, match=r"arms \['rad_counts'\] ask no generalist"):
         write_hint_samples(cfg, cases_path, tmp_path / "x.json", arms=["rad_counts"])
+
+
+def test_readme_report_training_command(trained, tmp_path):
+    """R2GenGPT's IU-Xray recipe as README runs it, on the tiny preset (overrides) for one epoch of 8 studies."""
+    from doc_commands import run_documented
+
+    root = trained[0]
+    proc = run_documented("python -m gsco.specialists.report.train --config configs/report/iu_xray_shallow.yaml "
+                          "vision_model=/models/swin-base-patch4-window7-224 llm=/models/Llama-2-7b-chat-hf",
+                          append=[*tiny_overrides(root), f"output_dir={tmp_path}", "epochs=1", "limit=8"])
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert [(h["epoch"], h["step"]) for h in history] == [(1, 1)] and "best checkpoint:" in proc.stdout

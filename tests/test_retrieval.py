@@ -84,3 +84,17 @@ def test_leave_one_out_search_equals_sklearn_without_the_query_itself():
         assert neighbours_agree(d11[q][keep][None, :10], i11[q][keep][None, :10], idx[q][None])
     with pytest.raises(ValueError, match="one query per index entry"):
         index.search_leave_one_out(train[:5], 3)
+
+
+@pytest.mark.parametrize("dim", [16, 512])
+def test_euclidean_index_equals_sklearns_default_nearest_neighbours(dim):
+    """MedMNIST+'s kNN: NearestNeighbors(n_neighbors=11) — Minkowski p=2, i.e. Euclidean, on unnormalised features."""
+    rng = np.random.default_rng(dim)
+    train = (rng.normal(size=(400, dim)) * rng.uniform(0.1, 5, size=(400, 1))).astype(np.float32)  # varied norms
+    queries = rng.normal(size=(30, dim)).astype(np.float32)
+    ours = RetrievalIndex(train, np.arange(400), metric="euclidean").search(queries, 11, chunk_size=7)
+    theirs = NearestNeighbors(n_neighbors=11).fit(train).kneighbors(queries)
+    _assert_same_neighbours(ours, theirs, tol=1e-3)
+    assert not np.array_equal(ours[1], _sklearn(train, queries, 11)[1])  # cosine would pick other neighbours
+    with pytest.raises(ValueError, match="metric 'manhattan'"):
+        RetrievalIndex(train, np.arange(400), metric="manhattan")

@@ -229,3 +229,78 @@ def test_predict_on_the_training_split_leaves_each_image_out_of_its_own_neighbou
     dist, full = index.search(feats["flatten"], 6)
     assert np.array_equal(full[:, 0], np.arange(48)) and np.allclose(dist[:, 0], 0, atol=1e-5)
     assert np.array_equal(full[:, 1:], ids)
+
+
+def test_knn_metric_selects_the_neighbours_of_the_vote(toy_data, monkeypatch):
+    """The kNN procedure votes over Euclidean neighbours by default (MedMNIST+), cosine ones when asked."""
+    from gsco.specialists import predict as predict_module
+
+    metrics = []
+    real = predict_module.RetrievalIndex
+
+    def spy(*args, **kwargs):
+        metrics.append(kwargs.get("metric", "cosine"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict_module, "RetrievalIndex", spy)
+    base = {**toy_data("toy_binary"), "training_procedure": "kNN", "k": 5, "save_index": False}
+    predict_specialist(cfg_of(base))
+    predict_specialist(cfg_of({**base, "knn_metric": "cosine"}))
+    assert metrics == ["cosine", "euclidean", "cosine", "cosine"]  # RAD's index is cosine either way
+
+
+def test_an_even_knn_vote_of_exactly_half_is_not_a_multi_label_prediction():
+    """kNN vote fractions hit 0.5 whenever k is even; medmnist's evaluator predicts a label only above 0.5."""
+    from gsco.metrics.classification import MULTI_LABEL, accuracy, predict_labels
+    from gsco.specialists.predict import knn_scores
+    from gsco.specialists.retrieval import RetrievalIndex
+
+    train = np.eye(4, dtype=np.float32)
+    labels = np.array([[1, 0], [1, 0], [0, 0], [0, 1]])
+    index = RetrievalIndex(train * [1, 1, 1, 0.01], labels, metric="euclidean")
+    scores = knn_scores(index, np.array([[0.5, 0.5, 0.5, 0.0]], dtype=np.float32), 4, 2, multi_label=True)
+    assert scores.tolist() == [[0.5, 0.25]]
+    assert predict_labels(scores, MULTI_LABEL).tolist() == [[0, 0]]
+    assert accuracy(np.array([[0, 0]]), scores, MULTI_LABEL) == 1.0
+
+
+def test_pretrained_weights_come_from_timms_cache_and_offline_without_them_the_error_names_both_ways(
+        tmp_path, monkeypatch):
+    """pretrained: true loads timm's ImageNet weights the way timm does (its Hugging Face cache); offline with an
+    empty cache the one error says how to get them and names pretrained_path."""
+    import huggingface_hub.constants as hub_constants
+    from safetensors.torch import save_file
+
+    from gsco.specialists.models import PretrainedWeightsMissing, create_specialist
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(PretrainedWeightsMissing) as err:
+        create_specialist("test_resnet", 2, pretrained=True)
+    message = str(err.value)
+    assert "test_resnet" in message and "internet" in message and "pretrained_path=" in message
+    assert "pretrained=false" in message
+    # a cache as timm's first online run leaves it: hub/models--timm--<id>/snapshots/<rev>/model.safetensors
+    hub_id = timm.models.get_pretrained_cfg("test_resnet").hf_hub_id
+    donor = timm.create_model("test_resnet")  # 1000 ImageNet classes
+    snapshot = tmp_path / "hub" / f"models--{hub_id.replace('/', '--')}" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file(donor.state_dict(), str(snapshot / "model.safetensors"))
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    model = create_specialist("test_resnet", 2, pretrained=True)
+    body = [k for k in donor.state_dict() if not k.startswith(donor.default_cfg["classifier"])]
+    assert all(torch.equal(model.state_dict()[k], donor.state_dict()[k]) for k in body)
+    assert model.get_classifier().out_features == 2
+
+
+def test_v2_normalisation_and_grey_channels_reach_the_model(tmp_path):
+    """medmnist_v2.yaml: Normalize(mean=[.5], std=[.5]) on the dataset's one grey channel."""
+    from conftest import REPO
+    from gsco.specialists.build import setup_specialist
+
+    cfg = load_config(SpecialistConfig, REPO / "configs/specialists/medmnist_v2.yaml",
+                      {"output_path": str(tmp_path), "device": "cpu"})
+    run = setup_specialist(cfg)
+    x = run.preprocess(np.array([[0, 255], [51, 102]], dtype=np.uint8))
+    assert x.shape == (1, 2, 2) and torch.allclose(x[0], torch.tensor([[-1.0, 1.0], [-0.6, -0.2]]))
+    assert run.model.conv1.in_channels == 1 and run.model.conv1.kernel_size == (3, 3)

@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.config:
             from gsco.collab.run import GscoConfig
             from gsco.config import load_config
+            from gsco.runtime import repo_file
 
-            cfg = load_config(GscoConfig, args.config)
+            cfg = load_config(GscoConfig, repo_file(args.config))
             settings.update(results=cfg.specialists, out=cfg.cases, data_path=cfg.data_path, rad_from=cfg.rad_from,
                             k=cfg.k, extra_datasets=cfg.extra_datasets)
         settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
