@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# The GSCo recipe in miniature on the real BreastMNIST (~6 min on 2 CPU cores): two specialists of different
+# The GSCo recipe in miniature on the real BreastMNIST (~15 min on 2 CPU cores): two specialists of different
 # architectures -> predictions + retrieval on the test and the training split -> case files; the tiny MedDr
 # fine-tuned on training-split samples asked with the arms' prompts (hints included); every ablation arm on the test
 # split. The generalist is a toy: real numbers need the MedDr checkpoint
@@ -48,7 +48,7 @@ demo: install
 	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml --per-case $(HINTS_PER_CASE) \
 		--cases $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json --out $(DEMO_OUT)/gsco/train/hint_samples.json
 	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUTPUT_DIR=$(DEMO_OUT)/meddr \
-		bash train.sh freeze_vision=false num_train_epochs=$(MEDDR_EPOCHS) learning_rate=2e-3 save_steps=100000
+		bash train.sh num_train_epochs=$(MEDDR_EPOCHS) save_steps=100000
 	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \
 		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24
 	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"

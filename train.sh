@@ -10,7 +10,7 @@
 #   MODE           lora | full
 #   DEEPSPEED      DeepSpeed config (configs/deepspeed/zero2.json, zero3.json, zero3_offload.json); empty: none
 #   GPUS           GPUs per node (default: all visible; 0 on a machine without GPUs -> single CPU process)
-#   NNODES NODE_RANK MASTER_ADDR MASTER_PORT    multi-node rendezvous (torchrun), as in the reference
+#   NNODES NODE_RANK MASTER_ADDR MASTER_PORT    multi-node rendezvous (torchrun)
 #   BATCH_SIZE     global batch over all GPUs of all nodes; with PER_DEVICE_BATCH_SIZE it sets
 #   PER_DEVICE_BATCH_SIZE   gradient accumulation = BATCH_SIZE / (PER_DEVICE_BATCH_SIZE x GPUS x NNODES)
 #   PYTHON

@@ -131,8 +131,8 @@ MEDMNIST_V2 = {"lr": 0.001, "gamma": 0.1, "milestones_fraction": [0.5, 0.75], "n
 # ---------------------------------------------------------------------------------------------------- R2GenGPT
 R2GENGPT_DEFAULTS = {"precision": "bf16-mixed", "learning_rate": 1e-4, "beam_size": 3, "repetition_penalty": 2.0,
                      "length_penalty": 2.0, "llm_r": 16, "llm_alpha": 16, "vis_r": 16, "vis_alpha": 16,
-                     "lora_dropout": 0.1, "end_sym": "</s>", "weights": [0.5, 0.5], "scorer_types": ["Bleu_4", "CIDEr"],
-                     "train_drop_last": True, "val_batch_size": 16, "max_epochs": 3}  # configs/config.py, data_module.py
+                     "lora_dropout": 0.1, "end_sym": "</s>", "weights": [0.5, 0.5],  # with scorer_types Bleu_4, CIDEr
+                     "train_drop_last": True}  # configs/config.py, dataset/data_module.py
 R2GENGPT_IU_SHALLOW_SH = """
     --dataset ${dataset} \\
     --annotation ${annotation} \\
@@ -220,3 +220,18 @@ R2GENGPT_PROMPT = 'Generate a comprehensive and detailed diagnosis report for th
 
 def r2gengpt_prompt(prompt: str) -> str:
     return f'Human: <Img><ImageHere></Img> {prompt} \nAssistant:'
+
+
+def r2gengpt_reference(tokenizer, report: str, max_length: int) -> str:
+    """What R2GenGPT's validation_step / test_step score a report against: the target tokenized with
+    padding="max_length", truncation=True, max_length, add_special_tokens=False, then its decode(): a leading
+    <unk> (0) and <s> (1) dropped, decoded, cut at '</s>', stripped, '<unk>' removed."""
+    ids = tokenizer(report, return_tensors="pt", padding="max_length", truncation=True, max_length=max_length,
+                    add_special_tokens=False)["input_ids"][0]
+    if ids[0] == 0:
+        ids = ids[1:]
+    if ids[0] == 1:
+        ids = ids[1:]
+    text = tokenizer.decode(ids, add_special_tokens=False)
+    text = text.split('</s>')[0].strip()
+    return text.replace('<unk>', '')

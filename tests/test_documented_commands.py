@@ -219,3 +219,22 @@ def test_readme_training_split_cases_command(gsco_workdir):
                    replace={"DATA": str(shared_path("data", "medmnist"))}, cwd=gsco_workdir)
     cases = json.loads((gsco_workdir / "outputs" / "gsco" / "train" / "cases.json").read_text())
     assert len(cases) == 546 and {c["split"] for c in cases} == {"train"}
+
+
+def test_modules_and_config_files_named_in_code_and_configs_exist():
+    """Headers of configs, docstrings and scripts name entry points (``python -m gsco....``) and config files
+    (``configs/....yaml``): each must exist (a header once named gsco.meddr.build, a docstring finetune_lora.yaml)."""
+    import importlib.util
+    import re
+
+    files = [*REPO.glob("configs/**/*.yaml"), *REPO.glob("src/gsco/**/*.py"), *REPO.glob("*.sh"), REPO / "Makefile",
+             REPO / "demo.py"]
+    modules, configs = set(), set()
+    for path in files:
+        text = path.read_text()
+        modules |= {(m, path.name) for m in re.findall(r"-m (gsco(?:\.\w+)+)", text)}
+        configs |= {(c, path.name) for c in re.findall(r"\b(configs/[\w./-]+\.(?:yaml|json))", text)}
+    assert len(modules) > 10 and len(configs) > 10
+    missing = [f"{m} (in {where})" for m, where in sorted(modules) if importlib.util.find_spec(m) is None]
+    missing += [f"{c} (in {where})" for c, where in sorted(configs) if not (REPO / c).is_file()]
+    assert not missing, missing

@@ -32,9 +32,10 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     res = json.loads(results.read_text())
     assert len(res["y_true"]) == 156 and np.array(res["all_search_train_ids"]).shape == (156, 10)
     assert np.array(res["all_search_train_ids"]).max() < 546
-    # Four epochs from scratch are far from the 100-epoch figure (AUC 0.767 measured here), but well above
-    # chance; ACC is not yet calibrated this early, so it is only checked against the stored probabilities.
-    assert res["AUC"] > 0.72, res["AUC"]
+    # Four epochs from scratch are far from the 100-epoch figure (AUC 0.684 measured here with the preset's
+    # MedMNIST v2 input: one grey channel, mean/std 0.5), but above chance; ACC is not yet calibrated this early,
+    # so it is only checked against the stored probabilities.
+    assert res["AUC"] > 0.64, res["AUC"]
     prob, y = np.array(res["y_prob"]), np.array(res["y_true"])
     assert res["ACC"] == pytest.approx(np.mean((prob[:, 1] > 0.5) == y))
     # README: the training split, predicted for hint fine-tuning (each image left out of its own neighbours)

@@ -276,3 +276,45 @@ def test_report_prompt_is_r2gengpts(name):
     cfg = load_config(ReportConfig, REPO / f"configs/report/{name}.yaml")
     assert cfg.prompt == ref.R2GENGPT_PROMPT
     assert PROMPT_TEMPLATE.format(prompt=cfg.prompt) == ref.r2gengpt_prompt(ref.R2GENGPT_PROMPT)
+
+
+@pytest.mark.parametrize("architecture", ["resnet18", "vit_base_patch16_224.dino", "test_vit"])
+def test_medmnist_plus_preprocessing_is_its_transform(architecture, tmp_path):
+    """MedMNIST+ train.py: mean/std from timm's default_cfg, then ToTensor -> Normalize -> Pad to 224 with zeros,
+    (224 - size) // 2 on the left and top. Compared on a real 28 px BreastMNIST image through torchvision."""
+    import numpy as np
+    import timm
+    import torch
+    from torchvision import transforms
+
+    from gsco.specialists.build import setup_specialist
+    from gsco.specialists.config import SpecialistConfig
+
+    cfg = load_config(SpecialistConfig, REPO / "configs/config.yaml",
+                      {"architecture": architecture, "pretrained": False, "output_path": str(tmp_path), "device": "cpu"})
+    run = setup_specialist(cfg)
+    image = np.load(shared_path("data", "medmnist", "breastmnist.npz"))["test_images"][0]
+    default_cfg = timm.create_model(architecture, pretrained=False).default_cfg
+    total = 224 - cfg.img_size
+    reference = transforms.Compose([
+        transforms.ToTensor(), transforms.Normalize(mean=default_cfg["mean"], std=default_cfg["std"]),
+        transforms.Pad((total // 2, total // 2, total - total // 2, total - total // 2), fill=0)])
+    rgb = np.repeat(image[..., None], 3, axis=2)  # medmnist's as_rgb=True
+    assert torch.allclose(run.preprocess(image), reference(rgb), atol=1e-6)
+
+
+@pytest.mark.parametrize("max_length", [20, 60, 400])
+def test_truncated_references_are_r2gengpts(max_length):
+    """truncate_references: the reference R2GenGPT scores against, built its way (with the tiny preset's tokenizer,
+    which pads with id 0 as R2GenGPT's Llama tokenizer does), on real cleaned IU-Xray reports."""
+    from gsco.specialists.report.clean import clean_report
+    from gsco.specialists.report.model import ReportModelSettings, build_report_model
+
+    model, _ = build_report_model(ReportModelSettings(max_length=max_length))
+    tokenizer = model.tokenizer
+    tokenizer.padding_side = "right"
+    assert tokenizer.pad_token_id == 0 and tokenizer.convert_ids_to_tokens(1) == "<s>"
+    annotation = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())
+    for study in annotation["test"][:40]:
+        report = clean_report(study["report"])
+        assert model.truncated_reference(report) == ref.r2gengpt_reference(tokenizer, report, max_length), report

@@ -207,7 +207,7 @@ def tiny_overrides(root) -> list[str]:
     tiny = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
     tiny.update(annotation=str(root / "annotation.json"), image_root=str(root / "images"), device="cpu",
                 learning_rate=3e-3, truncate_references=False)  # tiny_cfg's settings
-    return [f"{k}={v}" for k, v in tiny.items() if k != "output_dir"]
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tiny.items() if k != "output_dir"]
 
 
 def tiny_cfg(root, out, **overrides):

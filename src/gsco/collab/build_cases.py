@@ -170,7 +170,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-
 # ------------------------------------------------------------------------------------------- report generation
 def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: str | Path, out: str | Path,
                        k: int = 3, cleaning: str = "iu_xray") -> Path:

@@ -51,7 +51,8 @@ class MedDrEvalConfig:
     prompt_set: str = "default"  # a key under the task in the prompts file
     options: list[str] | None = None  # diagnosis options when rows do not list them
     system: str | None = None  # system message; null: the chat template's own ("Answer the questions.")
-    row_question: bool = True  # a row's question stands alone when the prompt has no {question}; false: the prompt always
+    # a row's question stands alone when the prompt has no {question}; false: the prompt always (inference_meddr.py)
+    row_question: bool = True
     batch_size: int = 8
     max_new_tokens: int = 256
     min_new_tokens: int | None = None  # null: no minimum (the reference: 1)

@@ -2,8 +2,8 @@
 
 ``tokenize="ptb"`` runs pycocoevalcap's PTB tokenizer first (COCO-caption convention, needs Java);
 ``tokenize="none"`` hands the scorers the texts exactly as given — R2Gen/R2GenGPT's convention, whose reports are
-already cleaned. Nothing is collapsed: ROUGE-L splits on single spaces, so the double space an empty sentence leaves
-in a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
+already cleaned. Nothing is collapsed: ROUGE-L splits on single spaces, so the double space an empty sentence
+leaves in a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
 """
 
 from __future__ import annotations

@@ -63,8 +63,9 @@ class ReportModelSettings:
     global_only: bool = False  # Swin's pooled vector (one image token) instead of its 49 patch tokens
     prompt: str = DEFAULT_PROMPT
     end_sym: str | None = None  # appended to each target report; null: the tokenizer's eos token (</s>)
-    max_length: int = 60  # target tokens per report (with end_sym); longer reports are cut, as R2GenGPT does
-    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: fp16 on CUDA (R2GenGPT), else fp32
+    max_length: int = 60  # target tokens per report (with end_sym); longer reports are cut (R2GenGPT: truncation=True)
+    # auto: fp16 on CUDA (R2GenGPT loads its LLM with torch_dtype=float16), else fp32
+    llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     train_llm: bool = False  # beyond R2GenGPT (whose LLM is always frozen): for toy LLMs from random init only
     llm_use_lora: bool = False  # R2GenGPT's --llm_use_lora: LoRA on the LLM's q_proj/v_proj (peft's Llama default)
     llm_r: int = 16
@@ -108,7 +109,7 @@ def build_vision(settings: ReportModelSettings):
 
 
 def build_llm(settings: ReportModelSettings, device: torch.device | None = None):
-    """The frozen Llama and its tokenizer (pad id 0, as R2GenGPT sets it)."""
+    """The frozen Llama and its tokenizer (pad id 0: R2GenGPT sets pad_token_id = 0)."""
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     dtype = settings.llm_dtype
