@@ -195,12 +195,16 @@ def test_readme_gsco_commands(gsco_workdir, tiny_model):
     run_documented("python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml", cwd=gsco_workdir)
     assert (gsco_workdir / "outputs" / "gsco" / "breastmnist_cases.json").read_text() == first  # "the same"
     assert len(json.loads(first)) == 156
-    # the generalist answers one arm in the first run; the second (README's short form) scores the specialists
+    # the generalist answers one arm in the first run; the second (README's follow-up to make demo) scores the
+    # specialists only
     for command, arms in (("DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
                            "bash inference_gsco.sh", ["specialist_0", "specialist_vote", "moed_rad"]),
-                          ("MODEL=/path/to/meddr-hf bash inference_gsco.sh", ["specialist_0", "specialist_1"])):
+                          ("MODEL=/path/to/meddr-hf CASES=outputs/demo/gsco/breastmnist_cases.json "
+                           "bash inference_gsco.sh", ["specialist_0", "specialist_1"])):
         out = gsco_workdir / arms[-1]
-        proc = run_documented(command, replace={TINY_MODEL: str(tiny_model)}, cwd=gsco_workdir,
+        proc = run_documented(command, cwd=gsco_workdir,
+                              replace={TINY_MODEL: str(tiny_model),
+                                       **({"outputs/demo/gsco": "outputs/gsco"} if "demo" in command else {})},
                               append=[f"out_dir={out}", "device=cpu", "max_new_tokens=3", "batch_size=52",
                                       f"arms=[{','.join(arms)}]"])
         table = json.loads((out / "ablation.json").read_text())

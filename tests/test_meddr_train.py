@@ -129,22 +129,12 @@ def shape(rng, size):
     return np.asarray(pil), ["circle", "square", "triangle"][k]
 
 
-def count(rng, size):
-    """One, two or three white squares in a 4 x 4 grid of cells."""
-    img, n, s = _noise(rng, size), int(rng.integers(1, 4)), size // 8
-    for cell in rng.choice(16, n, replace=False):
-        y, x = (cell // 4) * size // 4 + s // 2, (cell % 4) * size // 4 + s // 2
-        img[y:y + s, x:x + s] = 255
-    return img, ["one", "two", "three"][n - 1]
-
-
-# name: (draw, image size, question) — sizes other than the preset's 112 px, 2-3 answers of 2 to 8 letters (the
-# squares' quadrants above: 4 answers of two words)
+# name: (draw, image size, question) — sizes other than the preset's 112 px, 2-3 answers of 2 to 8 letters; with the
+# squares' quadrants above (112 px, 4 answers of two words) four tasks
 VISUAL_TASKS = {
     "presence": (presence, 64, "Is there a yellow square in the image? Answer yes or no."),
     "colour": (colour, 200, "What colour is the square?"),
     "shape": (shape, 96, "Which shape is drawn: circle, square or triangle?"),
-    "count": (count, 80, "How many white squares are there?"),
 }
 
 
