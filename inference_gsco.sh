@@ -27,6 +27,6 @@ args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
 [[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then
-  exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$GPUS" -m gsco.collab.run "${args[@]}" "$@"
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.collab.run "${args[@]}" "$@"
 fi
 exec "$PYTHON" -m gsco.collab.run "${args[@]}" "$@"

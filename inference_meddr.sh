@@ -26,6 +26,6 @@ args=(--config "${CONFIG:-$HERE/configs/meddr/eval.yaml}")
 [[ -n "${BATCH_SIZE:-}" ]] && args+=("batch_size=${BATCH_SIZE}")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then
-  exec "$PYTHON" -m torch.distributed.run --nproc_per_node "$GPUS" -m gsco.meddr.evaluate "${args[@]}" "$@"
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.meddr.evaluate "${args[@]}" "$@"
 fi
 exec "$PYTHON" -m gsco.meddr.evaluate "${args[@]}" "$@"

@@ -386,7 +386,7 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
     root = trained[0]
-    run_documented("torchrun --nproc_per_node 2 -m gsco.specialists.report.train --config "
+    run_documented("torchrun --standalone --nproc_per_node 2 -m gsco.specialists.report.train --config "
                    "configs/report/iu_xray_shallow.yaml vision_model=/models/swin-base-patch4-window7-224 "
                    "llm=/models/Llama-2-7b-chat-hf", env={"OMP_NUM_THREADS": "1"},
                    append=[*tiny_overrides(root), f"output_dir={tmp_path}", "epochs=2"])
