@@ -7,7 +7,8 @@ out, suffix = pathlib.Path(sys.argv[1]), (sys.argv[2] if len(sys.argv) > 2 else 
 times = {}
 for line in (out / "times.txt").read_text().splitlines():
     seed, step, wall, user, sys_ = line.split()
-    times.setdefault(seed, {})[step] = {"wall_s": float(wall), "cpu_s": float(user) + float(sys_)}
+    t = times.setdefault(seed, {}).setdefault(step, {"wall_s": 0.0, "cpu_s": 0.0})  # a resumed run adds up
+    t["wall_s"] += float(wall); t["cpu_s"] += float(user) + float(sys_)
 runs = []
 for seed in ("9930641", "115149041", "252139603"):
     r = json.loads((out / f"breastmnist_28_endToEnd_resnet18_s{seed}_results.json").read_text())
