@@ -1,4 +1,6 @@
-"""MedDr presets: small YAML files in ``configs/meddr/`` that describe the architecture.
+"""MedDr presets: small YAML files that describe the architecture, shipped inside the package
+(``gsco/meddr/model_configs/*.yaml``, as open_clip ships its ``model_configs``), so an installed ``gsco`` builds
+them from any working directory; a path to a YAML file of the same form works too.
 
 ``tiny`` builds a random toy MedDr with a locally built tokenizer (tests, ``demo.py`` without ``--model``);
 ``meddr-40b`` records the published checkpoint's dimensions (the converter reads them from the checkpoint itself).
@@ -14,11 +16,10 @@ from typing import Literal
 import torch
 
 from gsco.config import ConfigError, load_config
-from gsco.runtime import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
-PRESET_DIR = Path("configs") / "meddr"
+PRESET_DIR = Path(__file__).resolve().parent / "model_configs"
 
 
 @dataclasses.dataclass
@@ -50,13 +51,17 @@ class MedDrPreset:
         return int(grid * self.downsample_ratio) ** 2
 
 
+def known_presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
 def preset_path(name: str) -> Path:
-    """``tiny`` / ``meddr-40b`` (looked up in ./configs/meddr, then the repository's) or a path to a YAML file."""
-    for candidate in (Path(name), PRESET_DIR / f"{name}.yaml", REPO_ROOT / PRESET_DIR / f"{name}.yaml"):
+    """A path to a preset YAML file, or the name of a shipped preset (``tiny``, ``meddr-40b``)."""
+    for candidate in (Path(name), PRESET_DIR / f"{name}.yaml"):
         if candidate.is_file():
             return candidate
-    known = sorted(p.stem for p in (REPO_ROOT / PRESET_DIR).glob("*.yaml"))
-    raise ConfigError(f"MedDr preset {name!r} not found; known presets: {known}, or give a path to a preset YAML")
+    raise ConfigError(f"MedDr preset {name!r} not found; shipped presets: {known_presets()} "
+                      f"({PRESET_DIR}), or give a path to a preset YAML")
 
 
 def load_preset(name: str) -> MedDrPreset:
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     import sys
 
     parser = argparse.ArgumentParser(description="Save a MedDr preset (random weights) as a model directory.")
-    parser.add_argument("--preset", default="tiny", help="a preset name (configs/meddr/<name>.yaml) or YAML path")
+    parser.add_argument("--preset", default="tiny", help=f"a shipped preset ({', '.join(known_presets())}) or a preset YAML's path")
     parser.add_argument("--dst", required=True, help="model directory to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
     args = parser.parse_args(argv)

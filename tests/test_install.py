@@ -1,0 +1,53 @@
+"""A non-editable install works outside the repository: the MedDr presets ship as package data."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_installed_package_builds_the_tiny_preset_and_answers_from_another_directory(tmp_path):
+    # the package as pip builds it from a copy of the sources (no build/ or egg-info left in the repository)
+    source = tmp_path / "source"
+    shutil.copytree(REPO / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
+    # a fresh virtualenv whose dependencies come from this one (tests never download); gsco itself is installed
+    # into it, not linked: this environment's editable gsco is not on its path (.pth files of an added directory
+    # are not read)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    (site / "dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"HF_HUB_OFFLINE": "1"}
+    install = subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                              str(source)], capture_output=True, text=True, env=env)
+    assert install.returncode == 0, install.stderr[-2000:]
+    assert (site / "gsco" / "meddr" / "model_configs" / "tiny.yaml").is_file()
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(elsewhere / "x.png")
+    saved = subprocess.run([str(python), "-m", "gsco.meddr.presets", "--preset", "tiny", "--dst", "model"],
+                           cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert saved.returncode == 0, saved.stderr[-2000:]
+    assert json.loads((elsewhere / "model" / "config.json").read_text())["model_type"] == "meddr"
+    ask = ("import json, gsco; from gsco.meddr.generation import Generalist; "
+           "answers = [Generalist.load(m, device='cpu').answer(['x.png'], ['What is shown?'], max_new_tokens=4)[0] "
+           "for m in ('model', None)]; print(json.dumps({'gsco': gsco.__file__, 'answers': answers}))")
+    asked = subprocess.run([str(python), "-c", ask], cwd=elsewhere, capture_output=True, text=True, env=env)
+    assert asked.returncode == 0, asked.stderr[-2000:]
+    out = json.loads(asked.stdout.strip().splitlines()[-1])
+    assert Path(out["gsco"]).is_relative_to(site)
+    # the saved preset and the preset built in memory are the same random model (seed 0): the same answer
+    assert len(out["answers"]) == 2 and out["answers"][0] == out["answers"][1]
