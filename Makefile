@@ -1,6 +1,6 @@
 # Two commands do everything on a fresh machine:
 #   make demo   — set up .venv if needed, then the GSCo recipe in miniature on real BreastMNIST
-#   make test   — set up .venv if needed, then run the test suite
+#   make test   — set up .venv if needed, then run the test suite (make test-fast: its fast tier)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast install bench clean
 
 install: $(VENV)/.installed
 
@@ -60,6 +60,11 @@ demo: install
 TEST_WORKERS ?= 2
 test: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+
+# The fast tier: tests not marked e2e (in one process, generated data; an unmarked test that starts a process or
+# reads ../shared fails there, so the marks stay true).
+test-fast: install
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --fast tests
 
 bench: install
 	$(PY) bench/bench_retrieval.py

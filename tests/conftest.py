@@ -27,8 +27,49 @@ TOY_DATASETS = {
 }
 
 
+# Two tiers. ``pytest --fast`` (``make test-fast``) runs the tests not marked ``e2e``: in-process, on generated data,
+# in a few minutes. Tests that start a process (a documented command, a script, a kill), read ../shared or train
+# for long carry ``@pytest.mark.e2e``; under --fast an unmarked test that starts a process or reads ../shared fails,
+# so the marks stay true. ``make test`` runs both tiers.
+FAST_TIER = False
+
+
+def pytest_addoption(parser):
+    parser.addoption("--fast", action="store_true",
+                     help="the fast tier: skip tests marked e2e, and fail an unmarked test that starts a process or "
+                          "reads ../shared")
+
+
+def pytest_configure(config):
+    global FAST_TIER
+    FAST_TIER = config.getoption("--fast")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not FAST_TIER:
+        return
+    deselected = [item for item in items if item.get_closest_marker("e2e")]
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = [item for item in items if not item.get_closest_marker("e2e")]
+
+
+@pytest.fixture(autouse=True)
+def _fast_tier_guard(monkeypatch):
+    if FAST_TIER:
+        import subprocess
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("this test starts a process: mark it @pytest.mark.e2e (the fast tier runs in-process)")
+
+        monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    yield
+
+
 def shared_path(*parts: str) -> Path:
-    """A file under ../shared; a missing one fails the test with its path."""
+    """A file under ../shared; a missing one fails the test with its path (in the fast tier: any use fails)."""
+    if FAST_TIER:
+        raise AssertionError(f"this test reads ../shared/{'/'.join(parts)}: mark it @pytest.mark.e2e")
     path = SHARED.joinpath(*parts)
     if not path.exists():
         pytest.fail(f"shared fixture {path} is missing (tests expect ../shared beside the repository)")

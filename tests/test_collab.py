@@ -52,6 +52,7 @@ def fake_results(path, y_true, seed, top_n=10, n_train=546, split="test"):
     return json.loads(path.read_text())
 
 
+@pytest.mark.e2e
 def test_case_file_from_two_specialists_on_real_breastmnist(tmp_path):
     data = shared_path("data", "medmnist", "breastmnist.npz")
     y_true = np.load(data)["test_labels"].ravel()
@@ -70,6 +71,7 @@ def test_case_file_from_two_specialists_on_real_breastmnist(tmp_path):
         assert c["moed_prob"][0] == pytest.approx(a["y_prob"][i][a["y_pred"][i]])
 
 
+@pytest.mark.e2e
 def test_case_builder_errors(tmp_path):
     data = shared_path("data", "medmnist", "breastmnist.npz")
     y_true = np.load(data)["test_labels"].ravel()
@@ -92,6 +94,7 @@ def test_pcam200_config_assembles_the_reference_template():
     assert "###" not in template_for(cfg, "generalist", cfg.options, cfg.modality)
 
 
+@pytest.mark.e2e
 def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_resumes(tmp_path):
     """A case file in the reference's format ({image, label, rad, moed}, image relative to an image root) runs with
     the default arms: those whose evidence it lacks (moed_prob) are skipped with one line, the table lists them."""
@@ -199,6 +202,7 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
             (tmp_path / "b4" / f"{arm}_predictions.jsonl").read_text()
 
 
+@pytest.mark.e2e
 def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tmp_path):
     import yaml
 
@@ -220,6 +224,7 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     assert len(json.loads((tmp_path / "cases.json").read_text())[0]["rad"]) == 2
 
 
+@pytest.mark.e2e
 def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_path):
     import os
     import subprocess
@@ -252,6 +257,7 @@ def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_pat
     assert preds.read_text() == (tmp_path / "full" / "moed_rad_predictions.jsonl").read_text()
 
 
+@pytest.mark.e2e
 def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_files(tmp_path):
     from PIL import Image
 
@@ -367,6 +373,7 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
         run(cfg)
 
 
+@pytest.mark.e2e
 def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from conftest import REPO
     from doc_commands import run_documented

@@ -84,6 +84,7 @@ def test_device_auto_picks_what_exists():
             resolve_device("cuda")
 
 
+@pytest.mark.e2e
 def test_cli_rejects_a_bad_key_with_status_2():
     proc = subprocess.run([sys.executable, "-m", "gsco.specialists.train", "--config", str(CONFIG), "epoch=1"],
                           capture_output=True, text=True, cwd=REPO)

@@ -63,6 +63,7 @@ def test_grey_to_rgb_only_when_asked(tmp_path, toy_registry):
     assert torch.equal(rgb[0], rgb[2]) and torch.equal(rgb[0], grey[0])
 
 
+@pytest.mark.e2e
 def test_real_breastmnist_reads_with_official_sizes(shared_breastmnist):
     info = get_dataset_info("breastmnist")
     for split, n in (("train", 546), ("val", 78), ("test", 156)):

@@ -24,6 +24,7 @@ def scores(truth: list[str], predicted: list[str | None]) -> dict:
             "unparsed": sum(q is None for q in predicted)}
 
 
+@pytest.mark.e2e
 def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_path):
     out = tmp_path / "demo"
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}

@@ -66,6 +66,7 @@ def tiny_model(tmp_path_factory):
 
 
 # ---------------------------------------------------------------------------------------------------- specialists
+@pytest.mark.e2e
 def test_readme_specialist_commands(tmp_path):
     """Train on a (generated) PneumoniaMNIST at 64 px, then evaluate with the script; shortened by overrides."""
     write_npz(tmp_path / "data", "pneumoniamnist", "binary-class", 2, img_size=64, channels=1, sizes=(32, 12, 16))
@@ -78,6 +79,7 @@ def test_readme_specialist_commands(tmp_path):
     assert len(results["y_true"]) == 16 and np.array(results["all_search_train_ids"]).shape == (16, 3)
 
 
+@pytest.mark.e2e
 def test_dataset_md_own_registry_command(tmp_path):
     proc = run_documented("python -m gsco.specialists.train extra_datasets=my_datasets.yaml dataset=my_set",
                           replace={"my_datasets.yaml": "data/examples/my_datasets.yaml", "my_set": "toy_xray"},
@@ -91,6 +93,7 @@ def test_dataset_md_own_registry_command(tmp_path):
     "python -m gsco.meddr.convert --src /path/to/MedDr_0401 --dst /path/to/meddr-hf --dtype bfloat16",
     "python -m gsco.meddr.convert --src MedDr_0401 --dst meddr-hf",
 ])
+@pytest.mark.e2e
 def test_convert_commands(tmp_path, command):
     os.symlink(shared_path("fixtures", "meddr_original_tiny"), tmp_path / "MedDr_0401")
     run_documented(command, replace={"/path/to/": ""} if "/path/to/" in command else None, cwd=tmp_path)
@@ -99,6 +102,7 @@ def test_convert_commands(tmp_path, command):
     assert config["dtype"] == ("bfloat16" if "bfloat16" in command else "float32")
 
 
+@pytest.mark.e2e
 def test_inference_meddr_with_device_map_auto(tiny_model, tmp_path):
     proc = run_documented("MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh "
                           "device_map=auto",
@@ -119,6 +123,7 @@ def test_inference_meddr_with_device_map_auto(tiny_model, tmp_path):
      "CONFIG=configs/meddr/reference/pcam200.yaml MODEL=/path/to/meddr-hf METAFILE=data/pcam200/test.jsonl "
      "IMAGE_ROOT=data/pcam200 bash inference_meddr.sh"),
 ])
+@pytest.mark.e2e
 def test_meddr_reference_evaluation_commands(tiny_model, tmp_path, name, metafile, command):
     """The configs that reproduce MedDr's numbers run end to end (tiny model, two rows): the first one on the
     metafile the documented r2gen command writes from the real IU-Xray annotation."""
@@ -147,6 +152,7 @@ def test_meddr_reference_evaluation_commands(tiny_model, tmp_path, name, metafil
     assert len(predictions) == 2 and predictions[0]["question"].startswith("You are a helpful medical assistant.")
 
 
+@pytest.mark.e2e
 def test_dataset_md_diagnosis_questions_then_meddr_diagnosis(tmp_path):
     run_documented("python -m gsco.data.diagnosis_questions --dataset breastmnist --data-path ../shared/data/medmnist "
                    "--out DIR", replace={"../shared/data/medmnist": str(shared_path("data", "medmnist")),
@@ -159,6 +165,7 @@ def test_dataset_md_diagnosis_questions_then_meddr_diagnosis(tmp_path):
     assert metrics["task"] == "diagnosis" and metrics["n_answered"] == 3
 
 
+@pytest.mark.e2e
 def test_bash_train_sh_as_shipped_runs(tmp_path):
     proc = run_documented("bash train.sh", append=[f"output_dir={tmp_path}", "max_steps=2", "save_steps=100"])
     assert f"model: {tmp_path / 'final'}" in proc.stdout and (tmp_path / "adapter" / "adapter_config.json").is_file()
@@ -183,6 +190,7 @@ def gsco_workdir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.e2e
 def test_readme_gsco_commands(gsco_workdir, tiny_model):
     specialists = gsco_workdir / "outputs" / "specialists"
     run_documented("python -m gsco.collab.build_cases --results A_results.json B_results.json --rad-from 0 --k 10 "
@@ -212,6 +220,7 @@ def test_readme_gsco_commands(gsco_workdir, tiny_model):
         assert f"| {arms[-1]} | 156 |" in proc.stdout
 
 
+@pytest.mark.e2e
 def test_readme_training_split_cases_command(gsco_workdir):
     from test_collab import fake_results
 

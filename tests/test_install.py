@@ -9,9 +9,11 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e  # pip and the installed package run as subprocesses
 
 
 def test_installed_package_builds_the_tiny_preset_and_answers_from_another_directory(tmp_path):

@@ -43,6 +43,7 @@ def uninterrupted(iu_xray, tmp_path_factory):
     return cfg.predictions_file.read_text(), result
 
 
+@pytest.mark.e2e
 def test_predictions_have_the_reference_keys_and_metrics_are_written(uninterrupted, iu_xray):
     text, result = uninterrupted
     rows = [json.loads(line) for line in text.splitlines()]
@@ -53,12 +54,14 @@ def test_predictions_have_the_reference_keys_and_metrics_are_written(uninterrupt
     assert result["n_answered"] == 12 and result["skipped"] == []
 
 
+@pytest.mark.e2e
 def test_batch_one_writes_the_same_file(uninterrupted, iu_xray, tmp_path):
     cfg = cfg_of(iu_xray, tmp_path, batch_size=1)
     evaluate(cfg)
     assert cfg.predictions_file.read_text() == uninterrupted[0]
 
 
+@pytest.mark.e2e
 def test_a_rerun_after_a_cut_mid_write_completes_the_same_file(uninterrupted, iu_xray, tmp_path):
     cfg = cfg_of(iu_xray, tmp_path, batch_size=4)
     lines = uninterrupted[0].splitlines(keepends=True)
@@ -68,6 +71,7 @@ def test_a_rerun_after_a_cut_mid_write_completes_the_same_file(uninterrupted, iu
     assert cfg.predictions_file.read_text() == uninterrupted[0] and result["n_answered"] == 12
 
 
+@pytest.mark.e2e
 def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray, tmp_path):
     cmd = documented_argv("MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl IMAGE_ROOT=data/iu_xray/images "
                           "TASK=report OUT_DIR=outputs/meddr BATCH_SIZE=8 bash inference_meddr.sh",
@@ -86,6 +90,7 @@ def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray
     assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
 
 
+@pytest.mark.e2e
 def test_an_unreadable_image_is_logged_and_skipped(iu_xray, tmp_path, caplog):
     rows = [json.loads(line) for line in iu_xray.read_text().splitlines()[:3]]
     rows[1]["image"] = "missing/0.png"
@@ -135,6 +140,7 @@ def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
     assert result["metrics"]["n_closed"] == 2 and result["metrics"]["n_open"] == 1
 
 
+@pytest.mark.e2e
 def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray, tmp_path):
     """GPUS=2 runs torchrun; on a CPU both processes use gloo, each answers half and the first merges."""
     lines = uninterrupted[0].splitlines(keepends=True)
@@ -150,6 +156,7 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     assert not list(tmp_path.glob("*.rank*.jsonl"))
 
 
+@pytest.mark.e2e
 def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     from doc_commands import run_documented
     from gsco.data.r2gen import main as r2gen_main
@@ -174,6 +181,7 @@ def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     assert r2gen_main(["--annotation", str(bad), "--out", str(out)]) == 2
 
 
+@pytest.mark.e2e
 def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evaluator_read(tmp_path):
     from gsco.data.diagnosis_questions import main as questions_main
     from gsco.meddr.data import read_training_data

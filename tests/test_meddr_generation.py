@@ -24,6 +24,7 @@ def test_batch_of_eight_equals_one_at_a_time(tiny):
     assert len(set(batched)) > 1  # the answers depend on the input
 
 
+@pytest.mark.e2e
 def test_text_only_and_mixed_batches(tiny):
     image = Image.open(shared_path("data", "cxr", "00000001_000.png"))
     mixed = tiny.answer([None, image], ["Define cardiomegaly.", "What is seen?"], max_new_tokens=6)
@@ -32,6 +33,7 @@ def test_text_only_and_mixed_batches(tiny):
     assert mixed == alone
 
 
+@pytest.mark.e2e
 def test_model_argument_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="does not exist"):
         check_model_argument(str(tmp_path / "missing"))
@@ -42,11 +44,13 @@ def test_model_argument_errors(tmp_path):
     assert check_model_argument(None) is None and check_model_argument("tiny") is None
 
 
+@pytest.mark.e2e
 def test_demo_without_arguments_runs_the_tiny_preset():
     proc = run_documented("python demo.py", append=["--max-new-tokens", "4"])
     assert "RANDOM weights" in proc.stderr and len(proc.stdout.splitlines()) == 1
 
 
+@pytest.mark.e2e
 def test_demo_with_a_converted_fixture_answers_each_pair(tmp_path):
     from gsco.meddr.convert import convert
 

@@ -44,12 +44,14 @@ def converted(tmp_path_factory):
     return out
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", FIXTURES)
 def test_converted_fixture_reproduces_the_original_code(converted, name):
     model = MedDrForConditionalGeneration.from_pretrained(converted[name], dtype=torch.float32).eval()
     assert_matches_original(model, fixture_arrays(name))
 
 
+@pytest.mark.e2e
 def test_stock_internvl_token_order_would_be_wrong(converted):
     """The v1 pixel shuffle matters: transformers' own order gives different logits."""
     arrays = fixture_arrays("meddr_original_tiny")
@@ -60,6 +62,7 @@ def test_stock_internvl_token_order_would_be_wrong(converted):
     assert (logits - arrays["logits"]).abs().max() > 1e-2
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", FIXTURES)
 def test_processor_reproduces_the_original_prompt_and_pixels(converted, name):
     from transformers import AutoProcessor
@@ -95,6 +98,7 @@ def split_into_shards(src, dst, n_shards):
     return dst
 
 
+@pytest.mark.e2e
 def test_sharded_lora_fixture_converts_to_the_same_model(tmp_path):
     name = "meddr_original_tiny_lora"
     src = split_into_shards(shared_path("fixtures", name), tmp_path / "sharded", 3)
@@ -169,6 +173,7 @@ def test_meddr_40b_preset_has_the_published_size():
     assert config.tie_word_embeddings is False
 
 
+@pytest.mark.e2e
 def test_converter_names_what_is_wrong(tmp_path):
     from safetensors.torch import load_file, save_file
 
@@ -216,12 +221,14 @@ def test_converter_names_what_is_wrong(tmp_path):
         convert(fixture, tmp_path / "o7")
 
 
+@pytest.mark.e2e
 def test_fixture_tokenizer_has_the_image_tokens_at_the_documented_ids():
     tok = load_tokenizer(shared_path("fixtures", "meddr_original_tiny", "tokenizer"))
     assert [tok.convert_tokens_to_ids(t) for t in ("<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>")] \
         == [6, 7, 9, 10, 11]
 
 
+@pytest.mark.e2e
 def test_converter_takes_a_sentencepiece_tokenizer_like_yis(tmp_path):
     """The published checkpoint ships Yi's SentencePiece ``tokenizer.model`` (LlamaTokenizer), not a
     tokenizer.json: the converter turns it into a fast tokenizer with the image tokens named."""
@@ -257,6 +264,7 @@ def test_converter_takes_a_sentencepiece_tokenizer_like_yis(tmp_path):
     assert json.loads((dst / "generation_config.json").read_text())["eos_token_id"] == 4
 
 
+@pytest.mark.e2e
 def test_converter_carries_image_size_pad2square_and_select_layer(tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoProcessor

@@ -79,6 +79,7 @@ def square_model(task, tmp_path_factory):
     return full_finetuning(root / "squares.json", tmp_path_factory.mktemp("full"))
 
 
+@pytest.mark.e2e
 def test_full_finetuning_learns_the_visual_task(task, square_model):
     import subprocess
     import sys
@@ -151,6 +152,7 @@ def visual_task(root, name, n, seed):
     return rows
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("name", sorted(VISUAL_TASKS))
 def test_the_shipped_defaults_learn_generated_visual_tasks(name, tmp_path):
     """README's MODE=full command with finetune_tiny.yaml's defaults, 200 training images: >= 90 % of 60 held-out
@@ -166,6 +168,7 @@ def test_the_shipped_defaults_learn_generated_visual_tasks(name, tmp_path):
     assert majority <= 0.7 and right >= 0.9, (right, sorted(set(answers)))
 
 
+@pytest.mark.e2e
 def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_model, tmp_path):
     """LoRA on the LLM (vision frozen, projector trained) of the square model, for red discs asked about in new
     words; the merged standalone model then equals the adapter-wrapped one."""
@@ -237,6 +240,7 @@ def test_interrupted_training_resumes_to_the_same_end(task, tmp_path):
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
 
 
+@pytest.mark.e2e
 def test_train_sh_computes_accumulation_from_all_nodes(task, tmp_path):
     """README's multi-node command with MedDr's recipe, on this CPU: the tiny preset for the base model, one node
     without GPUs (train.sh then runs one CPU process), no DeepSpeed, one step."""
@@ -269,6 +273,7 @@ def test_train_sh_computes_accumulation_from_all_nodes(task, tmp_path):
     assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 1, answer.stderr[-2000:]
 
 
+@pytest.mark.e2e
 def test_lora_under_deepspeed_zero3_saves_whole_changed_adapter_weights(task, tmp_path):
     """ZeRO-3 partitions parameters: a naive save writes empty LoRA tensors (a known failure elsewhere). On the
     CPU accelerator (one gloo process) our train.sh path saves whole, trained adapters and a loadable model."""

@@ -26,6 +26,7 @@ def reports():
     return refs, hyps
 
 
+@pytest.mark.e2e
 def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports):
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
@@ -49,6 +50,7 @@ def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports):
     assert 0 < ours["BLEU_4"] < ours["BLEU_1"] < 1
 
 
+@pytest.mark.e2e
 def test_untokenized_scoring_and_perfect_predictions(reports):
     refs, _ = reports
     lower = {k: v.lower() for k, v in refs.items()}

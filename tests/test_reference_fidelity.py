@@ -97,6 +97,7 @@ def test_meddr_reference_configs_decode_as_inference_meddr_py(name, dataset):
     assert generation_kwargs(cfg) == {"min_new_tokens": 1}  # length_penalty 1 is transformers' own default
 
 
+@pytest.mark.e2e
 def test_r2gen_metafile_is_byte_identical_to_meddrs_iu_xray_metafile(tmp_path):
     """MedDr's own data/iu_mrg_meta.jsonl (1,180 rows, one per image) has SHA-256 ca31e98f...; our converter writes
     the same bytes from the R2Gen annotation."""
@@ -161,6 +162,7 @@ def test_meddr_40b_preset_has_train_sh_model_settings():
     assert preset.pad2square is False and flags["pad2square"] == "False"
 
 
+@pytest.mark.e2e
 def test_converter_gives_an_absent_key_internvl_chats_default_and_says_so(tmp_path, caplog):
     from gsco.meddr.convert import convert
 
@@ -232,6 +234,7 @@ def test_r2gengpt_recipes_are_its_scripts(name, script):
 
 
 # -------------------------------------------------------------------------------------------- formats and rules
+@pytest.mark.e2e
 def test_every_real_iu_xray_report_cleans_as_r2gengpts_rules_clean_it():
     from gsco.specialists.report.clean import clean_report
 
@@ -278,6 +281,7 @@ def test_report_prompt_is_r2gengpts(name):
     assert PROMPT_TEMPLATE.format(prompt=cfg.prompt) == ref.r2gengpt_prompt(ref.R2GENGPT_PROMPT)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("architecture", ["resnet18", "vit_base_patch16_224.dino", "test_vit"])
 def test_medmnist_plus_preprocessing_is_its_transform(architecture, tmp_path):
     """MedMNIST+ train.py: mean/std from timm's default_cfg, then ToTensor -> Normalize -> Pad to 224 with zeros,
@@ -303,6 +307,7 @@ def test_medmnist_plus_preprocessing_is_its_transform(architecture, tmp_path):
     assert torch.allclose(run.preprocess(image), reference(rgb), atol=1e-6)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("max_length", [20, 60, 400])
 def test_truncated_references_are_r2gengpts(max_length):
     """truncate_references: the reference R2GenGPT scores against, built its way (with the tiny preset's tokenizer,

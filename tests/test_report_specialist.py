@@ -47,11 +47,13 @@ IU_CASES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("study", sorted(IU_CASES))
 def test_iu_xray_cleaning_matches_hand_checked_reports(iu_reports, study):
     assert clean_report(iu_reports[study], "iu_xray") == IU_CASES[study]
 
 
+@pytest.mark.e2e
 def test_every_real_iu_xray_report_cleans_to_lower_case_sentences(iu_reports):
     assert len(iu_reports) == 2955
     for report in iu_reports.values():
@@ -231,6 +233,7 @@ def trained(tmp_path_factory):
     return root, cfg, result, annotation
 
 
+@pytest.mark.e2e
 def test_tiny_preset_trains_on_real_reports_and_its_loss_falls(trained):
     import torch
 
@@ -252,6 +255,7 @@ def test_tiny_preset_trains_on_real_reports_and_its_loss_falls(trained):
     load_report_checkpoint(fresh, best["checkpoint"])  # every trainable key, nothing else
 
 
+@pytest.mark.e2e
 def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
     import torch
 
@@ -276,6 +280,7 @@ def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
 
 
+@pytest.mark.e2e
 def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained, tmp_path):
     import subprocess
 
@@ -314,6 +319,7 @@ def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained,
     assert out.read_text() == reports
 
 
+@pytest.mark.e2e
 def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     """Specialist reports + retrieval -> report cases -> `inference_gsco.sh` (DATASET=iu_xray) -> one table."""
     from doc_commands import run_documented
@@ -380,6 +386,7 @@ def test_shipped_report_configs_load_and_name_missing_base_weights(name):
             build_report_model(cfg.model_settings())
 
 
+@pytest.mark.e2e
 def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     """torchrun with 2 CPU processes (gloo): each takes every other batch; one writes history and checkpoints."""
     from doc_commands import run_documented
@@ -397,6 +404,7 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     load_report_checkpoint(model, best["checkpoint"])
 
 
+@pytest.mark.e2e
 def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file(trained, tmp_path):
     from doc_commands import run_documented
     from gsco.specialists.report.evaluate import evaluate_reports
@@ -419,6 +427,7 @@ def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file
     assert json.loads((tmp_path / "two" / "test_metrics.json").read_text())["metrics"] == one["metrics"]
 
 
+@pytest.mark.e2e
 def test_truncated_references_are_cut_to_max_length_tokens_as_r2gengpt_scores_them(iu_reports):
     from gsco.specialists.report.model import ReportModelSettings, build_report_model
 
@@ -452,6 +461,7 @@ def test_an_official_checkpoint_with_llm_lora_loads_and_generates(tmp_path):
         build_report_model(ReportModelSettings(llm_use_lora=True, train_llm=True))
 
 
+@pytest.mark.e2e
 def test_training_split_reports_become_hint_samples_for_the_generalist(trained, tmp_path):
     """Evaluation on the training split (retrieval leaves each study out) -> report cases -> samples asked with the
     report arms' prompts, answered with the cleaned reference."""
@@ -483,6 +493,7 @@ def test_training_split_reports_become_hint_samples_for_the_generalist(trained, 
         write_hint_samples(cfg, cases_path, tmp_path / "x.json", arms=["rad_counts"])
 
 
+@pytest.mark.e2e
 def test_readme_report_training_command(trained, tmp_path):
     """R2GenGPT's IU-Xray recipe as README runs it, on the tiny preset (overrides) for one epoch of 8 studies."""
     from doc_commands import run_documented

@@ -1,7 +1,11 @@
 import subprocess
 import sys
 
+import pytest
+
 from conftest import REPO
+
+pytestmark = pytest.mark.e2e  # shell scripts run as subprocesses
 
 
 def test_inference_specialist_passes_env_and_overrides(tmp_path):
