@@ -11,9 +11,58 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 logger = logging.getLogger(__name__)
+Row = TypeVar("Row")
+
+
+def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], Iterable[list[dict]]],
+                     id_of: Callable[[Row], str], key: str = "question_id",
+                     message: str = "{out}: {done} of {total} already answered, {todo} to go",
+                     rank_note: str = " (rank {rank} of {world} takes every {world}th)") -> dict:
+    """The one resumable answering loop (MedDr evaluation, GSCo arms, report evaluation).
+
+    ``rows`` are the inputs in order, ``id_of(row)`` their ids, which the written rows carry under ``key``.
+    ``ask(todo)`` gets this process's rows that are not answered yet and yields lists of output rows, each list
+    appended and flushed as it comes (a row it leaves out, e.g. an unreadable image, is retried by the next run).
+    Under torchrun each process takes every world-th row into its part file, and the first folds the parts into
+    ``out`` in the input's order. ``message`` (+ ``rank_note`` under data parallel) is the log line before the
+    work, in the caller's words: fields ``out``, ``done``, ``total``, ``todo`` (all processes), ``mine`` (this
+    one's), ``rank``, ``world``. Returns ``rank``, ``world``, ``todo`` (this process's rows) and ``written``."""
+    rank, world = distributed_context()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+    ids = [id_of(r) for r in rows]
+    done = answered_ids(out, rank, world, key)
+    todo = [r for r, i in zip(rows, ids) if i not in done]
+    mine, written = todo[rank::world], 0
+    fields = {"out": out, "done": len(rows) - len(todo), "total": len(rows), "todo": len(todo), "mine": len(mine),
+              "rank": rank, "world": world}
+    logger.info((message + (rank_note if world > 1 else "")).format(**fields))
+    if mine:
+        for batch in ask(mine):
+            if batch:
+                append_rows(part, batch)
+                written += len(batch)
+    if world > 1:
+        merge_parts(out, ids, rank, world, key)
+    return {"rank": rank, "world": world, "todo": len(mine), "written": written}
+
+
+def chunks(rows: Sequence[Row], size: int, desc: str) -> Iterator[list[Row]]:
+    """``rows`` in lists of ``size``, with a progress bar (the first process's only)."""
+    from tqdm import tqdm
+
+    rank, _ = distributed_context()
+    with tqdm(total=len(rows), desc=desc, file=sys.stderr, disable=rank != 0) as bar:
+        for start in range(0, len(rows), size):
+            chunk = list(rows[start:start + size])
+            yield chunk
+            bar.update(len(chunk))
 
 
 def read_predictions(path: Path) -> list[dict]:

@@ -274,34 +274,29 @@ def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dic
 
 def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
     from gsco.data.readers import DatasetError, open_image
-    from gsco.resumable import answered_ids, append_rows, distributed_context, merge_parts
+    from gsco.resumable import answer_resumably, chunks
 
-    rank, world = distributed_context()
+    def ask(todo: list[dict]):
+        for chunk in chunks(todo, cfg.batch_size, f"arm {arm}"):
+            batch, images = [], []
+            for case in chunk:
+                path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
+                try:
+                    images.append(open_image(path))
+                    batch.append(case)
+                except DatasetError as exc:
+                    logger.warning("arm %s: skipping case %s: %s", arm, case["id"], exc)
+            if not batch:
+                continue
+            prompts = [fill_case(cfg, arm, c, task) for c in batch]
+            answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
+            yield [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
+                    **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
+                   for c, q, a in zip(batch, prompts, answers)]
+
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
-    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
-    done = answered_ids(out, rank, world)
-    todo = [c for c in cases if str(c["id"]) not in done]
-    logger.info("arm %s: %d of %d cases answered, %d to go%s", arm, len(cases) - len(todo), len(cases), len(todo),
-                f" (rank {rank} of {world} takes every {world}th)" if world > 1 else "")
-    todo = todo[rank::world]
-    for start in range(0, len(todo), cfg.batch_size):
-        batch, images = [], []
-        for case in todo[start:start + cfg.batch_size]:
-            path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
-            try:
-                images.append(open_image(path))
-                batch.append(case)
-            except DatasetError as exc:
-                logger.warning("arm %s: skipping case %s: %s", arm, case["id"], exc)
-        if not batch:
-            continue
-        prompts = [fill_case(cfg, arm, c, task) for c in batch]
-        answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
-        append_rows(part, [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
-                            **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
-                          for c, q, a in zip(batch, prompts, answers)])
-    if world > 1:
-        merge_parts(out, [str(c["id"]) for c in cases], rank, world)
+    answer_resumably(cases, out, ask, id_of=lambda c: str(c["id"]),
+                     message=f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go")
     return out
 
 

@@ -28,9 +28,7 @@ from typing import Literal
 import yaml
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
-from gsco.resumable import (
-    answered_ids, append_rows, distributed_context, merge_parts, process_device, read_predictions,
-)
+from gsco.resumable import answer_resumably, chunks, distributed_context, process_device, read_predictions
 from gsco.runtime import repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
@@ -164,23 +162,14 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     from gsco.data.readers import DatasetError, open_image
     from gsco.meddr.generation import Generalist
 
-    rank, world = distributed_context()
-    out = cfg.predictions_file
-    out.parent.mkdir(parents=True, exist_ok=True)
-    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
-    done = answered_ids(out, rank, world)
-    todo = [it for it in items if it.question_id not in done][rank::world]
-    logger.info("%d of %d questions already answered; %d to go%s", len(done & {i.question_id for i in items}),
-                len(items), len(todo), f" on rank {rank}/{world}" if world > 1 else "")
     skipped: list[dict] = []
-    if todo:
-        generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype, cfg.device_map)
-        from tqdm import tqdm
 
-        bar = tqdm(total=len(todo), desc="answering", file=sys.stderr, disable=rank != 0)
-        for start in range(0, len(todo), cfg.batch_size):
+    def ask(todo: list[Item]):
+        rank, world = distributed_context()
+        generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype, cfg.device_map)
+        for chunk in chunks(todo, cfg.batch_size, "answering"):
             batch, images = [], []
-            for it in todo[start:start + cfg.batch_size]:
+            for it in chunk:
                 try:
                     images.append(None if it.image is None else open_image(it.image))
                     batch.append(it)
@@ -191,12 +180,12 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
                 answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
                                             cfg.num_beams, batch_size=len(batch), system=cfg.system,
                                             **generation_kwargs(cfg))
-                append_rows(part, [prediction_row(it, a) for it, a in zip(batch, answers)])
-            bar.update(len(todo[start:start + cfg.batch_size]))
-        bar.close()
-    if world > 1:
-        merge_parts(out, [it.question_id for it in items], rank, world)
-    return {"answered": len(todo) - len(skipped), "skipped": skipped}
+                yield [prediction_row(it, a) for it, a in zip(batch, answers)]
+
+    done = answer_resumably(items, cfg.predictions_file, ask, id_of=lambda it: it.question_id,
+                            message="{done} of {total} questions already answered; {mine} to go",
+                            rank_note=" on rank {rank}/{world}")
+    return {"answered": done["written"], "skipped": skipped}
 
 
 def generation_kwargs(cfg: MedDrEvalConfig) -> dict:

@@ -107,9 +107,7 @@ def best_checkpoint(output_dir: str | Path) -> Path:
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
     from gsco.metrics.report import report_metrics
-    from gsco.resumable import (
-        answered_ids, append_rows, distributed_context, merge_parts, process_device, read_predictions,
-    )
+    from gsco.resumable import answer_resumably, distributed_context, process_device, read_predictions
     from gsco.runtime import resolve_device, seed_everything, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
@@ -126,17 +124,15 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     rows = read_annotation(cfg.annotation, cfg.split)[: cfg.limit]
     dataset = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
     out = out_dir / f"{cfg.split}_reports.jsonl"
-    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
-    done = answered_ids(out, rank, world, key="id")
-    todo = [i for i, r in enumerate(rows) if str(r["id"]) not in done]
-    logger.info("%s: %d of %d studies already written, %d to go%s", out, len(rows) - len(todo), len(rows), len(todo),
-                f" (rank {rank} of {world} takes every {world}th)" if world > 1 else "")
-    loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo[rank::world])
-    for batch in generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports",
-                                  cfg.truncate_references):
-        append_rows(part, batch)
+
+    def ask(todo: list[int]):  # indices into rows (and the dataset)
+        loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo)
+        yield from generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports",
+                                    cfg.truncate_references)
+
+    answer_resumably(list(range(len(rows))), out, ask, id_of=lambda i: str(rows[i]["id"]), key="id",
+                     message="{out}: {done} of {total} studies already written, {todo} to go")
     if world > 1:
-        merge_parts(out, [str(r["id"]) for r in rows], rank, world, key="id")
         import torch.distributed as dist
 
         dist.destroy_process_group()
