@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import sys
 from typing import Literal
 
-from gsco.config import ConfigError
+from gsco.config import ConfigError, load_config, parse_overrides
 from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 
@@ -93,3 +94,20 @@ class ReportConfig:
         return {"num_beams": self.beam_size, "min_new_tokens": self.min_new_tokens,
                 "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
                 "length_penalty": self.length_penalty, "do_sample": False}
+
+
+def parse_report_cli(description: str, argv: list[str] | None = None) -> ReportConfig | None:
+    import argparse
+
+    from gsco.runtime import repo_file, setup_logging
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default="configs/report/tiny.yaml", help="YAML config (configs/report/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        return load_config(ReportConfig, repo_file(args.config), parse_overrides(args.overrides))
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None

@@ -152,7 +152,7 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.specialists.report.train import parse_report_cli
+    from gsco.specialists.report.config import parse_report_cli
 
     cfg = parse_report_cli("Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.", argv)
     if cfg is None:

@@ -22,29 +22,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
-from gsco.specialists.report.config import ReportConfig
+from gsco.config import config_to_dict
+from gsco.specialists.report.config import ReportConfig, parse_report_cli
 
 logger = logging.getLogger(__name__)
-
-
-def parse_report_cli(description: str, argv: list[str] | None = None) -> ReportConfig | None:
-    import argparse
-
-    from gsco.runtime import setup_logging
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="configs/report/tiny.yaml", help="YAML config (configs/report/*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        from gsco.runtime import repo_file
-
-        return load_config(ReportConfig, repo_file(args.config), parse_overrides(args.overrides))
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
 
 
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
