@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         pairs = collect_pairs(args)
         from gsco.data.readers import open_image
-        from gsco.meddr.generation import Generalist, check_model_argument
+        from gsco.generalist import Generalist, check_model_argument
 
         check_model_argument(args.model)
         images = [None if image is None else open_image(image) for image, _ in pairs]  # fail before loading

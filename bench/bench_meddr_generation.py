@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsco.meddr.generation import Generalist
+from gsco.generalist import Generalist
 
 
 def main() -> None:

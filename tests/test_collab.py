@@ -179,7 +179,7 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
 
     from gsco.collab.run import GscoConfig, run
     from gsco.config import load_config
-    from gsco.meddr.generation import Generalist
+    from gsco.generalist import Generalist
 
     model = build_tiny_llava(tmp_path / "llava")
     g = Generalist.load(str(model), device="cpu")

@@ -44,7 +44,7 @@ def test_installed_package_builds_the_tiny_preset_and_answers_from_another_direc
                            cwd=elsewhere, capture_output=True, text=True, env=env)
     assert saved.returncode == 0, saved.stderr[-2000:]
     assert json.loads((elsewhere / "model" / "config.json").read_text())["model_type"] == "meddr"
-    ask = ("import json, gsco; from gsco.meddr.generation import Generalist; "
+    ask = ("import json, gsco; from gsco.generalist import Generalist; "
            "answers = [Generalist.load(m, device='cpu').answer(['x.png'], ['What is shown?'], max_new_tokens=4)[0] "
            "for m in ('model', None)]; print(json.dumps({'gsco': gsco.__file__, 'answers': answers}))")
     asked = subprocess.run([str(python), "-c", ask], cwd=elsewhere, capture_output=True, text=True, env=env)

@@ -59,3 +59,33 @@ def test_nothing_below_collab_imports_collab():
     wrong = {m: sorted(d for d in deps if d.startswith("gsco.collab"))
              for m, deps in import_graph().items() if not m.startswith("gsco.collab")}
     assert not {m: d for m, d in wrong.items() if d}
+
+
+def test_the_generalist_layer_reaches_meddr_only_through_its_registry():
+    graph = import_graph()
+    generalist = {m: sorted(d for d in deps if d.startswith("gsco.meddr"))
+                  for m, deps in graph.items() if m.startswith("gsco.generalist")}
+    assert {"gsco.generalist", "gsco.generalist.model", "gsco.generalist.registry"} <= set(generalist)
+    assert not {m: d for m, d in generalist.items() if d}
+
+
+def test_a_registered_preset_family_is_what_generalist_load_builds(monkeypatch):
+    import torch
+
+    from gsco.generalist import Generalist, registry
+    from gsco.meddr.presets import build_from_preset
+
+    built = []
+
+    def build(name, dtype=torch.float32):
+        built.append(name)
+        return build_from_preset("tiny", seed=3, dtype=dtype)
+
+    monkeypatch.setitem(registry._PRESETS, "toyfamily", registry.PresetFamily(build, lambda: ["toy-preset"]))
+    generalist = Generalist.load("toy-preset", device="cpu")
+    assert built == ["toy-preset"] and generalist.name == "toy-preset (random weights)"
+    seed3, seed0 = build_from_preset("tiny", seed=3)[0].state_dict(), build_from_preset("tiny")[0].state_dict()
+    weights = generalist.model.state_dict()
+    assert all(torch.equal(weights[k], seed3[k]) for k in seed3)  # the registered builder's model (seed 3) ...
+    assert not all(torch.equal(weights[k], seed0[k]) for k in seed0)  # ... not the shipped tiny preset (seed 0)
+    assert len(generalist.answer([None], ["hi"], max_new_tokens=2)) == 1

@@ -12,7 +12,7 @@ from PIL import Image
 
 from doc_commands import run_documented
 from gsco.config import load_config
-from gsco.meddr.generation import Generalist
+from gsco.generalist import Generalist
 from gsco.meddr.train import MedDrTrainConfig, lora_target_pattern, train
 from gsco.metrics.answers import parse_option
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gsco.resumable import answer_resumably, chunks
+from gsco.generalist.resumable import answer_resumably, chunks
 
 
 def rows_of(path):
@@ -28,7 +28,7 @@ def test_interrupted_run_resumes_and_a_left_out_row_is_retried(tmp_path, caplog)
     assert [r["question_id"] for r in rows_of(out)] == ["0", "1", "2"]  # two chunks written; 3 left out
 
     asked.clear()
-    with caplog.at_level("INFO", logger="gsco.resumable"):
+    with caplog.at_level("INFO", logger="gsco.generalist.resumable"):
         done = answer_resumably(rows, out, ask, id_of=lambda r: str(r["id"]),
                                 message="{done} of {total} answered, {todo} to go")
     assert asked == [3, 4, 5, 6] and done == {"rank": 0, "world": 1, "todo": 4, "written": 3}

@@ -1,4 +1,4 @@
-"""Process-level helpers shared by every entry point: logging, devices, seeds, atomic writes."""
+"""Process-level helpers shared by every entry point: logging, devices, seeds, atomic writes, appended JSONL."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,3 +82,22 @@ def write_json(obj: Any, path: Path, indent: int | None = 2) -> Path:
     tmp.write_text(json.dumps(_json_safe(obj), indent=indent))
     os.replace(tmp, path)
     return path
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file."""
+    if not path.is_file():
+        return []
+    raw = path.read_bytes()
+    if raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
+        path.write_bytes(raw)
+        logger.warning("%s: dropped a partial last line left by an interrupted run", path)
+    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    with path.open("a") as f:
+        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        f.flush()
+        os.fsync(f.fileno())

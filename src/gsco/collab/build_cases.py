@@ -177,7 +177,7 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, split, moed: [the
     specialist's report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
     rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
-    from gsco.resumable import read_predictions
+    from gsco.runtime import read_predictions
     from gsco.data.r2gen import read_r2gen_annotation
     from gsco.specialists.report.clean import clean_report
 

@@ -274,7 +274,7 @@ def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dic
 
 def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
     from gsco.data.readers import DatasetError, open_image
-    from gsco.resumable import answer_resumably, chunks
+    from gsco.generalist.resumable import answer_resumably, chunks
 
     def ask(todo: list[dict]):
         for chunk in chunks(todo, cfg.batch_size, f"arm {arm}"):
@@ -319,14 +319,14 @@ def run(cfg: GscoConfig) -> dict:
             table[arm] = task.score(truth, specialists[arm])
             continue
         if generalist is None:
-            from gsco.resumable import distributed_context, process_device
-            from gsco.meddr.generation import Generalist
+            from gsco.generalist.resumable import distributed_context, process_device
+            from gsco.generalist import Generalist
 
             rank, world = distributed_context()
             generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype,
                                          cfg.device_map)
         path = run_generalist_arm(cfg, arm, cases, generalist, task, root)
-        from gsco.resumable import read_predictions
+        from gsco.runtime import read_predictions
 
         rows = {r["question_id"]: r for r in read_predictions(path)}
         answered = [c for c in cases if str(c["id"]) in rows]

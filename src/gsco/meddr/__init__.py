@@ -1,9 +1,10 @@
-"""MedDr, the generalist: transformers' InternVL with MedDr's pixel-shuffle order, its processor, converter,
-generation and evaluation.
+"""MedDr, the generalist, and what is its own: transformers' InternVL with MedDr's pixel-shuffle order, its
+processor, presets, converter, evaluation and fine-tuning (answering itself is :mod:`gsco.generalist`'s).
 
 Importing this package registers ``model_type: meddr`` with transformers' Auto classes (``AutoConfig``,
 ``AutoModelForImageTextToText``, ``AutoModel``, ``AutoImageProcessor``), so a converted MedDr directory loads with
-``AutoModelForImageTextToText.from_pretrained`` / ``AutoProcessor.from_pretrained`` like any other model.
+``AutoModelForImageTextToText.from_pretrained`` / ``AutoProcessor.from_pretrained`` like any other model, and its
+presets with the generalist layer's registry (:mod:`gsco.generalist.registry`).
 """
 
 from gsco.meddr.model import MedDrConfig, MedDrForConditionalGeneration, MedDrModel
@@ -13,5 +14,15 @@ from gsco.meddr.processor import register_auto_classes as _register_processor
 
 _register_model()
 _register_processor()
+
+
+def _register_presets() -> None:
+    from gsco.generalist.registry import register_presets
+    from gsco.meddr.presets import build_from_preset, known_presets
+
+    register_presets("meddr", build_from_preset, known_presets)
+
+
+_register_presets()
 
 __all__ = ["MedDrConfig", "MedDrForConditionalGeneration", "MedDrModel", "MedDrImageProcessor"]

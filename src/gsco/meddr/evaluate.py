@@ -28,8 +28,8 @@ from typing import Literal
 import yaml
 
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
-from gsco.resumable import answer_resumably, chunks, distributed_context, process_device, read_predictions
-from gsco.runtime import repo_file, setup_logging, write_json
+from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
+from gsco.runtime import read_predictions, repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
 def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """Answer every item not yet in the predictions file; returns counts."""
     from gsco.data.readers import DatasetError, open_image
-    from gsco.meddr.generation import Generalist
+    from gsco.generalist import Generalist
 
     skipped: list[dict] = []
 

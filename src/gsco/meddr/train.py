@@ -102,7 +102,7 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     the TrainingArguments exist: under ZeRO-3 a model built afterwards would be partitioned into empty tensors."""
     import gsco.meddr  # noqa: F401
 
-    from gsco.meddr.generation import check_model_argument
+    from gsco.generalist import check_model_argument
 
     path = check_model_argument(cfg.model)
     if path is not None:

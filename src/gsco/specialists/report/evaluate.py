@@ -107,8 +107,8 @@ def best_checkpoint(output_dir: str | Path) -> Path:
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
     from gsco.metrics.report import report_metrics
-    from gsco.resumable import answer_resumably, distributed_context, process_device, read_predictions
-    from gsco.runtime import resolve_device, seed_everything, write_json
+    from gsco.generalist.resumable import answer_resumably, distributed_context, process_device
+    from gsco.runtime import read_predictions, resolve_device, seed_everything, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 

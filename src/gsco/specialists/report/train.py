@@ -53,8 +53,7 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     from accelerate import Accelerator
 
     from gsco.metrics.report import report_metrics
-    from gsco.resumable import append_rows
-    from gsco.runtime import seed_everything
+    from gsco.runtime import append_rows, seed_everything
     from gsco.specialists.report.data import ReportDataset, collate_studies, read_annotation
     from gsco.specialists.report.evaluate import generate_reports, study_loader
     from gsco.specialists.report.model import (

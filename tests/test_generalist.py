@@ -6,7 +6,7 @@ from PIL import Image
 
 from conftest import REPO, shared_path
 from doc_commands import run_documented
-from gsco.meddr.generation import Generalist, ModelLoadError, check_model_argument
+from gsco.generalist import Generalist, ModelLoadError, check_model_argument
 
 
 @pytest.fixture(scope="module")

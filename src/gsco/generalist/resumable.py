@@ -1,4 +1,4 @@
-"""Outputs that survive interruption, shared by every evaluation (MedDr, GSCo arms, the report specialist).
+"""Answers that survive interruption: the one loop every evaluation uses (MedDr, GSCo arms, the report specialist).
 
 Rows are appended to a JSONL file batch by batch and flushed; a re-run reads what is there (dropping a line torn by
 a kill) and does only the rest. Under torchrun each process appends to its own part file
@@ -15,6 +15,8 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
+
+from gsco.runtime import append_rows, read_predictions
 
 logger = logging.getLogger(__name__)
 Row = TypeVar("Row")
@@ -63,25 +65,6 @@ def chunks(rows: Sequence[Row], size: int, desc: str) -> Iterator[list[Row]]:
             chunk = list(rows[start:start + size])
             yield chunk
             bar.update(len(chunk))
-
-
-def read_predictions(path: Path) -> list[dict]:
-    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file."""
-    if not path.is_file():
-        return []
-    raw = path.read_bytes()
-    if raw and not raw.endswith(b"\n"):
-        raw = raw[: raw.rfind(b"\n") + 1]
-        path.write_bytes(raw)
-        logger.warning("%s: dropped a partial last line left by an interrupted run", path)
-    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
-
-
-def append_rows(path: Path, rows: list[dict]) -> None:
-    with path.open("a") as f:
-        f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def distributed_context() -> tuple[int, int]:

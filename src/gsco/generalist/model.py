@@ -79,13 +79,14 @@ class Generalist:
              device_map: str | None = None) -> "Generalist":
         """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
         preset name (``tiny``: random weights) — None means ``tiny``."""
-        import gsco.meddr  # noqa: F401  (registers model_type meddr with the Auto classes)
+        from gsco.generalist.registry import import_family
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         path = check_model_argument(model)
         if path is None:
             return cls._from_preset(model or "tiny", dev, torch_dtype)
+        import_family(json.loads((path / "config.json").read_text()).get("model_type"))  # e.g. meddr's Auto classes
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         logger.info("loading %s (%s, %s)", path, torch_dtype, device_map or dev)
@@ -102,11 +103,11 @@ class Generalist:
 
     @classmethod
     def _from_preset(cls, name: str, device: torch.device, dtype: torch.dtype) -> "Generalist":
-        from gsco.meddr.presets import build_from_preset
+        from gsco.generalist.registry import build_preset
 
         logger.warning("MedDr preset %r with RANDOM weights: its answers are noise (pass --model DIR for a real "
                        "model)", name)
-        net, processor = build_from_preset(name, dtype=dtype)
+        net, processor = build_preset(name, dtype=dtype)
         return cls(net.to(device), processor, device, f"{name} (random weights)")
 
     def prompt(self, question: str, with_image: bool, system: str | None = None) -> str:

@@ -1,0 +1,46 @@
+"""The model families the generalist layer knows, by name: the one place it reaches a family's own code.
+
+A family is a package whose import registers its ``model_type`` with transformers' Auto classes and, if it has
+presets (random-weight models built from a YAML file, for tests and demos), their builder. ``gsco.meddr`` is one.
+Any other transformers image-text-to-text model (Qwen2-VL, MedGemma, ...) needs no entry: the Auto classes load it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+
+# model_type in a model directory's config.json -> the package that registers it
+FAMILIES: dict[str, str] = {"meddr": "gsco.meddr"}
+DEFAULT_PRESET_FAMILY = "meddr"  # the family a preset YAML path (or an unknown name) is handed to
+
+
+@dataclasses.dataclass
+class PresetFamily:
+    build: Callable  # build(name_or_yaml, dtype=...) -> (model, processor)
+    names: Callable[[], list[str]]  # the presets it ships
+
+
+_PRESETS: dict[str, PresetFamily] = {}
+
+
+def register_presets(family: str, build: Callable, names: Callable[[], list[str]]) -> None:
+    """Called by a family package on import."""
+    _PRESETS[family] = PresetFamily(build, names)
+
+
+def import_family(model_type: str | None) -> None:
+    """Import the package that registers ``model_type`` (nothing for a type transformers knows itself)."""
+    if model_type in FAMILIES:
+        importlib.import_module(FAMILIES[model_type])
+
+
+def build_preset(name: str, **kwargs):
+    """(model, processor) of the preset ``name`` (a shipped name or a preset YAML's path) with random weights."""
+    for module in FAMILIES.values():
+        importlib.import_module(module)
+    for family in _PRESETS.values():
+        if name in family.names():
+            return family.build(name, **kwargs)
+    return _PRESETS[DEFAULT_PRESET_FAMILY].build(name, **kwargs)  # a YAML path; an unknown name gets its error
