@@ -431,16 +431,78 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
 @pytest.mark.parametrize("name", ["breastmnist", "pcam200", "chestmnist"])
 def test_every_shipped_gsco_config_assembles_each_arm(name):
     from conftest import REPO
-    from gsco.collab.run import GENERALIST_ARMS, GscoConfig, Task, template_for
+    from gsco.collab.arms import ARMS
+    from gsco.collab.run import GscoConfig, Task, template_for
     from gsco.config import load_config
 
     cfg = load_config(GscoConfig, REPO / f"configs/gsco/{name}.yaml")
     task = Task.of(cfg)
     assert task.multi_label == (name == "chestmnist")
-    for arm in GENERALIST_ARMS:
+    for arm in ARMS:
         text = template_for(cfg, arm, task.options, task.modality, task.multi_label)
         assert ("###RAD###" in text) == (arm in ("rad", "moed_rad", "rad_counts"))
         assert ("###MOED###" in text) == (arm in ("moed", "moed_rad", "moed_prob"))
         assert "{" not in text and text.count("'") >= 2 * len(task.options)
     if task.multi_label:
         assert text.endswith("or 'no finding' if none does. ") and len(task.options) == 14
+
+
+# ----------------------------------------------------------------------------------------------- the arm registry
+def _complete_case(multi_label: bool) -> dict:
+    if multi_label:
+        return {"id": "m", "image": "m.png", "label": ["effusion"], "rad": ["effusion", "no finding", "mass"],
+                "moed": ["effusion and mass", "no finding"], "moed_prob": [[0.9, 0.7, 0.1], [0.2, 0.3, 0.1]]}
+    return {"id": "s", "image": "s.png", "label": "tumor", "rad": ["tumor", "normal", "tumor"],
+            "moed": ["tumor", "normal"], "moed_prob": [0.93, 0.61]}
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+@pytest.mark.parametrize("arm", sorted(__import__("gsco.collab.arms", fromlist=["ARMS"]).ARMS))
+def test_each_registered_arm_writes_its_hints_and_names_missing_evidence(arm, multi_label):
+    from gsco.collab.arms import ARMS
+    from gsco.collab.run import GscoConfig, Task, fill_case, missing_evidence
+    from gsco.config import load_config
+
+    options = ["effusion", "mass", "nodule"] if multi_label else ["normal", "tumor"]
+    cfg = load_config(GscoConfig, None, {"dataset": "chestmnist" if multi_label else "pcam200", "options": options})
+    task, case, spec = Task.of(cfg), _complete_case(multi_label), ARMS[arm]
+    prompt = fill_case(cfg, arm, case, task)
+    assert "###" not in prompt and prompt.startswith(" ") and prompt.endswith(" ")  # the reference's form
+    for writer, sentence in ((spec.rad, "most similar cases"), (spec.moed, "specialist models")):
+        assert (sentence in prompt) == (writer is not None)
+        if writer is not None:
+            assert ",".join(writer(case, task)) in prompt
+    assert missing_evidence(arm, [case]) is None
+    for key in spec.evidence:
+        reason = missing_evidence(arm, [case, {**case, "id": "x", key: None}])
+        assert f"1 of 2 cases have no complete {key!r} (e.g. case x)" in reason
+
+
+def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from gsco.collab import arms
+    from gsco.collab.hint_samples import write_hint_samples
+    from gsco.collab.run import GscoConfig, ablation_markdown, run
+    from gsco.config import load_config
+
+    monkeypatch.setitem(arms.ARMS, "rad_top2", arms.Arm("rad_top2", ("rad",), rad=lambda case, task: case["rad"][:2],
+                                                        about="the two most similar cases only"))
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
+        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["tumor", "normal", "normal"],
+                      "moed": ["tumor", "tumor"]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
+                                          "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
+                                          "max_new_tokens": 3, "arms": ["rad_top2", "rad"]})
+    result = run(cfg)
+    assert result["arms"]["rad_top2"]["n"] == 3 and "| rad_top2 | 3 |" in ablation_markdown(result)
+    rows = [json.loads(line) for line in (tmp_path / "out" / "rad_top2_predictions.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == ["c0", "c1", "c2"]
+    assert all("similar cases are tumor,normal." in r["question"] for r in rows)
+    samples = json.loads(write_hint_samples(cfg, tmp_path / "cases.json", tmp_path / "hints.json",
+                                            arms=["rad_top2"]).read_text())
+    assert len(samples) == 3 and "tumor,normal." in samples[0]["conversations"][0]["value"]

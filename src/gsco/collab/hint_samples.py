@@ -26,9 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.run import (
-    GENERALIST_ARMS, REPORT_ARMS, GscoConfig, Task, fill_case, load_gsco_config, missing_evidence, read_cases,
-)
+from gsco.collab.arms import generalist_arms
+from gsco.collab.run import GscoConfig, Task, fill_case, load_gsco_config, missing_evidence, read_cases
 from gsco.config import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -40,7 +39,7 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     from gsco.data.diagnosis_questions import answer_text
 
     task = Task.of(cfg)
-    allowed = REPORT_ARMS if task.report else GENERALIST_ARMS
+    allowed = generalist_arms(task.report)
     arms = list(arms or allowed)
     unknown = [a for a in arms if a not in allowed]
     if unknown:
@@ -85,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (the prompt pieces)")
     parser.add_argument("--cases", required=True, help="training-split case file (build_cases on train results)")
     parser.add_argument("--out", required=True, help="sample file to write (JSON list, for train.sh DATA=)")
-    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {' '.join(GENERALIST_ARMS)}")
+    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {' '.join(generalist_arms(report=False))}")
     parser.add_argument("--per-case", type=int, default=None, help="arms drawn per case (default: every arm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="GSCo config keys")

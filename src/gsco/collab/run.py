@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
@@ -32,13 +33,6 @@ from gsco.runtime import repo_file, setup_logging, write_json
 
 logger = logging.getLogger(__name__)
 
-GENERALIST_ARMS = ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob")
-REPORT_ARMS = ("generalist", "moed", "rad", "moed_rad")
-# What each generalist arm reads from a case: its prompt carries the RAD sentence when it reads "rad" and the MoED
-# sentence when it reads "moed"; an arm whose evidence the case file lacks is skipped (the reference's case files
-# carry only image, label, rad and moed).
-ARM_EVIDENCE = {"generalist": (), "moed": ("moed",), "rad": ("rad",), "moed_rad": ("rad", "moed"),
-                "rad_counts": ("rad",), "moed_prob": ("moed", "moed_prob")}
 
 
 @dataclasses.dataclass
@@ -139,9 +133,9 @@ def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str, m
     from gsco.collab.prompts import options_text
 
     parts = [cfg.intro.format(modality=modality, options=options_text(options))]
-    if "rad" in ARM_EVIDENCE[arm]:
+    if ARMS[arm].rad:
         parts.append(cfg.rad_sentence)
-    if "moed" in ARM_EVIDENCE[arm]:
+    if ARMS[arm].moed:
         parts.append(cfg.moed_sentence)
     if cfg.outro is not None:
         parts.append(cfg.outro)
@@ -152,8 +146,8 @@ def template_for(cfg: GscoConfig, arm: str, options: list[str], modality: str, m
 
 def missing_evidence(arm: str, cases: list[dict]) -> str | None:
     """Why ``arm`` cannot run on these cases (None: it can): the cases that lack what its prompt needs."""
-    for key in ARM_EVIDENCE.get(arm, ()):
-        lacking = [c for c in cases if not c.get(key) or (key == "moed_prob" and _incomplete(c[key]))]
+    for key in ARMS[arm].evidence if arm in ARMS else ():
+        lacking = [c for c in cases if not c.get(key) or _incomplete(c[key])]
         if lacking:
             return (f"{len(lacking)} of {len(cases)} cases have no complete {key!r} (e.g. case "
                     f"{lacking[0].get('id')}); python -m gsco.collab.build_cases writes it")
@@ -161,7 +155,7 @@ def missing_evidence(arm: str, cases: list[dict]) -> str | None:
 
 
 def _incomplete(values) -> bool:
-    return any(v is None or (isinstance(v, list) and _incomplete(v)) for v in values)
+    return isinstance(values, list) and any(v is None or _incomplete(v) for v in values)
 
 
 def read_cases(path: Path, task: Task | None = None) -> list[dict]:
@@ -199,31 +193,12 @@ def _checked_label(label, task: Task, where: str):
     return label
 
 
-def label_sets(case: dict, key: str, task: Task) -> list[list[str]]:
-    """A multi-label case's ``rad`` or ``moed`` hints as label sets (``rad_labels`` / ``moed_labels`` when the
-    case file has them, else the words parsed)."""
-    if f"{key}_labels" in case:
-        return case[f"{key}_labels"]
-    sets = [task.parse(h) for h in case.get(key) or []]
-    if any(s is None for s in sets):
-        raise ConfigError(f"case {case['id']}: a {key} hint names none of the options {task.options} (nor "
-                          f"{task.none!r}): {case.get(key)}")
-    return sets
-
-
 def fill_case(cfg: GscoConfig, arm: str, case: dict, task: Task) -> str:
     from gsco.collab import prompts
 
-    rad, moed = case.get("rad"), case.get("moed")
-    if arm == "rad_counts":
-        rad = (prompts.rad_counts_multilabel(label_sets(case, "rad", task), task.options, task.none)
-               if task.multi_label else prompts.rad_counts(rad or [], task.options))
-    if arm == "moed_prob":
-        if task.multi_label:
-            moed = prompts.moed_with_probabilities_multilabel(label_sets(case, "moed", task),
-                                                              case.get("moed_prob") or [], task.options, task.none)
-        else:
-            moed = prompts.moed_with_probabilities(moed or [], case.get("moed_prob") or [])
+    spec = ARMS[arm]
+    rad = spec.rad(case, task) if spec.rad else case.get("rad")
+    moed = spec.moed(case, task) if spec.moed else case.get("moed")
     template = template_for(cfg, arm, task.options, task.modality, task.multi_label)
     return prompts.fill_gsco_prompt(template, rad=rad, moed=moed, sep=cfg.hint_separator)
 
@@ -253,19 +228,19 @@ def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
 def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dict) -> tuple[list[str], dict[str, str]]:
     """The arms to run (``arms``, default all) and those skipped, each with why: an arm whose evidence the cases
     lack is skipped with one line, so a reference case file runs every arm it can."""
-    generalist_arms = REPORT_ARMS if task.report else GENERALIST_ARMS
-    unknown = [a for a in cfg.arms or [] if a not in generalist_arms and not re.fullmatch(r"specialist_(\d+|vote)", a)]
+    asked = generalist_arms(task.report)
+    unknown = [a for a in cfg.arms or [] if a not in asked and not re.fullmatch(r"specialist_(\d+|vote)", a)]
     if unknown:
         raise ConfigError(f"key 'arms': {unknown} are not arms; choose from specialist_<i>, "
-                          f"{'' if task.report else 'specialist_vote, '}{', '.join(generalist_arms)}")
-    wanted = cfg.arms or list(specialists) + list(generalist_arms)
+                          f"{'' if task.report else 'specialist_vote, '}{', '.join(asked)}")
+    wanted = cfg.arms or list(specialists) + list(asked)
     skipped = {}
     n_predictions = min((len(c.get("moed") or []) for c in cases), default=0)
     for arm in wanted:
         if arm.startswith("specialist_") and arm not in specialists:
             skipped[arm] = (f"the cases carry {n_predictions} specialist prediction(s) ('moed')"
                             + ("; a vote needs two" if arm == "specialist_vote" else ""))
-        elif arm in generalist_arms and (reason := missing_evidence(arm, cases)):
+        elif arm in asked and (reason := missing_evidence(arm, cases)):
             skipped[arm] = reason
     for arm, reason in skipped.items():
         logger.warning("arm %s skipped: %s", arm, reason)
