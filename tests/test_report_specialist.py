@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import shared_path
+from conftest import REPO, shared_path
+from gsco.config import ConfigError
 from gsco.specialists.report.clean import clean_report
 
 
@@ -68,6 +69,46 @@ def test_mimic_cxr_cleaning_keeps_colons_and_hyphens():
         "findings : low lung volumes . no effusion left or pneumo-thorax  seen . impression : none ."
     with pytest.raises(ValueError, match="'chexpert' is not one of iu_xray, mimic_cxr"):
         clean_report("x", "chexpert")
+
+
+@pytest.mark.parametrize("dataset", sorted(__import__("gsco.specialists.report.clean", fromlist=["RULES"]).RULES))
+def test_each_cleaning_rule_gives_lower_case_sentences_without_its_removed_characters(dataset):
+    from gsco.specialists.report.clean import RULES
+
+    report = "FINDINGS: The Heart is normal (size 12). 2. No effusion; lungs clear!. IMPRESSION: 'none'"
+    cleaned = clean_report(report, dataset)
+    sentences = cleaned[:-2].split(" . ")
+    assert cleaned.endswith(" .") and cleaned == cleaned.lower() and len(sentences) == 3
+    assert not set("".join(sentences)) & (RULES[dataset].removed | set("\"'/\\"))
+
+
+def test_a_new_cleaning_rule_is_one_entry_and_scores_a_report_ablation(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import load_config
+    from gsco.specialists.report import clean
+
+    digits = frozenset("0123456789")
+    monkeypatch.setitem(clean.RULES, "no_digits", clean.CleaningRule(clean.RULES["iu_xray"].removed | digits))
+    assert clean_report("Heart size 12. Lungs 3 clear.", "no_digits") == "heart size  . lungs  clear ."
+    cases = []
+    for i in range(3):
+        Image.new("RGB", (32, 32), (10 * i, 0, 0)).save(tmp_path / f"s{i}.png")
+        # a case file's labels are cleaned references already (build_cases cleans them); answers are cleaned to score
+        cases.append({"id": f"s{i}", "image": f"s{i}.png", "label": "the heart size is cm . lungs are clear .",
+                      "moed": [f"The heart size is {i + 5} cm. Lungs are clear."], "rad": ["Normal chest."]})
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    scores = {}
+    for rule in ("iu_xray", "no_digits"):
+        cfg = load_config(GscoConfig, REPO / "configs/gsco/iu_xray.yaml", {
+            "cases": str(tmp_path / "cases.json"), "image_root": str(tmp_path), "out_dir": str(tmp_path / rule),
+            "report_cleaning": rule, "meteor": False, "arms": ["specialist_0", "generalist"], "device": "cpu",
+            "max_new_tokens": 4})
+        scores[rule] = run(cfg)["arms"]["specialist_0"]
+    assert scores["no_digits"]["BLEU_4"] > 0.99 > scores["iu_xray"]["BLEU_4"]  # only the digits differed
+    with pytest.raises(ConfigError, match="'report_cleaning': 'chexpert'"):
+        load_config(GscoConfig, REPO / "configs/gsco/iu_xray.yaml", {"report_cleaning": "chexpert"})
 
 
 # ------------------------------------------------------------------------------------- the official checkpoint

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from gsco.data.registry import DatasetError, get_dataset_info
 from gsco.data.registry import labels_phrase
+from gsco.specialists.report.clean import RULES as CLEANING_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--reports", default=None, help="the report specialist's {split}_reports.jsonl")
     report.add_argument("--retrieval", default=None, help="its {split}_retrieval.json")
     report.add_argument("--annotation", default=None, help="the R2Gen annotation.json")
-    report.add_argument("--cleaning", default="iu_xray", choices=["iu_xray", "mimic_cxr"])
+    report.add_argument("--cleaning", default="iu_xray", choices=list(CLEANING_RULES), help="report cleaning rule")
     args = parser.parse_args(argv)
     setup_logging()
     if args.reports or args.retrieval:

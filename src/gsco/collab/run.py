@@ -63,7 +63,7 @@ class GscoConfig:
     prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
     # report generation: answers cleaned as R2Gen cleans references, then scored like the report specialist
-    report_cleaning: Literal["iu_xray", "mimic_cxr", "none"] = "iu_xray"
+    report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
     report_tokenize: Literal["none", "ptb"] = "none"
     meteor: bool = True  # METEOR needs Java
     arms: list[str] | None = None  # null: every arm
@@ -76,6 +76,10 @@ class GscoConfig:
     def validate(self) -> None:
         if self.batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("keys batch_size and max_new_tokens must be at least 1")
+        from gsco.specialists.report.clean import RULES
+
+        if self.report_cleaning not in (*RULES, "none"):
+            raise ConfigError(f"key 'report_cleaning': {self.report_cleaning!r}; choose from {[*RULES, 'none']}")
 
 
 @dataclasses.dataclass

@@ -15,13 +15,10 @@ drops one), so ``a. . b`` keeps an empty slot.
 
 from __future__ import annotations
 
-from typing import Literal
-
-Dataset = Literal["iu_xray", "mimic_cxr"]
+import dataclasses
+from collections.abc import Callable
 
 _NUMBERING = [("1. ", ""), *((f". {n}. ", ". ") for n in range(2, 6)), *((f" {n}. ", ". ") for n in range(2, 6))]
-_IU_REMOVED = set(".,?;*!%^&_+()]{}") | {chr(c) for c in range(ord(":"), ord("[") + 1)}
-_MIMIC_REMOVED = set(".,?;*!%^&_+()[]{}")
 _DELETED = "\"/\\'"
 
 
@@ -31,27 +28,50 @@ def _replace_times(text: str, old: str, new: str, times: int) -> str:
     return text
 
 
-def _sentence(text: str, removed: set[str]) -> str:
+@dataclasses.dataclass(frozen=True)
+class CleaningRule:
+    """One dataset's cleaning: ``prepare`` runs first, list numbering is dropped, then ``after_numbering``; the
+    report is split into sentences at ``". "`` and ``removed`` characters are stripped from each sentence."""
+
+    removed: frozenset[str]
+    prepare: Callable[[str], str] = lambda text: text
+    after_numbering: Callable[[str], str] = lambda text: text
+
+
+def _mimic_prepare(text: str) -> str:
+    text = _replace_times(text.replace("\n", " "), "__", "_", 7)
+    return _replace_times(_replace_times(text, "  ", " ", 6), "..", ".", 8)
+
+
+# dataset -> its rule; the report specialist's ``dataset`` and GSCo's ``report_cleaning`` name an entry
+RULES: dict[str, CleaningRule] = {
+    "iu_xray": CleaningRule(frozenset(".,?;*!%^&_+()]{}") | {chr(c) for c in range(ord(":"), ord("[") + 1)},
+                            prepare=lambda text: _replace_times(text, "..", ".", 3)),
+    "mimic_cxr": CleaningRule(frozenset(".,?;*!%^&_+()[]{}"), prepare=_mimic_prepare,
+                              after_numbering=lambda text: text.replace(":", " :")),
+}
+
+
+def register_cleaning(name: str, rule: CleaningRule) -> CleaningRule:
+    if name in RULES or name == "none":
+        raise ValueError(f"report cleaning {name!r} exists already")
+    RULES[name] = rule
+    return rule
+
+
+def _sentence(text: str, removed: frozenset[str]) -> str:
     for ch in _DELETED:
         text = text.replace(ch, "")
     return "".join(ch for ch in text.strip().lower() if ch not in removed)
 
 
-def clean_report(report: str, dataset: Dataset = "iu_xray") -> str:
+def clean_report(report: str, dataset: str = "iu_xray") -> str:
     """The cleaned report, e.g. ``'The heart is normal. No effusion.'`` -> ``'the heart is normal . no effusion .'``."""
-    if dataset == "iu_xray":
-        text, removed = _replace_times(report, "..", ".", 3), _IU_REMOVED
-    elif dataset == "mimic_cxr":
-        text = report.replace("\n", " ")
-        text = _replace_times(text, "__", "_", 7)
-        text = _replace_times(text, "  ", " ", 6)
-        text = _replace_times(text, "..", ".", 8)
-        removed = _MIMIC_REMOVED
-    else:
-        raise ValueError(f"report cleaning: dataset {dataset!r} is not one of iu_xray, mimic_cxr")
+    if dataset not in RULES:
+        raise ValueError(f"report cleaning: dataset {dataset!r} is not one of {', '.join(RULES)}")
+    rule = RULES[dataset]
+    text = rule.prepare(report)
     for old, new in _NUMBERING:
         text = text.replace(old, new)
-    if dataset == "mimic_cxr":
-        text = text.replace(":", " :")
-    sentences = text.strip().lower().split(". ")
-    return " . ".join(_sentence(s, removed) for s in sentences) + " ."
+    sentences = rule.after_numbering(text).strip().lower().split(". ")
+    return " . ".join(_sentence(s, rule.removed) for s in sentences) + " ."

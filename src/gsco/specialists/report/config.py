@@ -14,7 +14,7 @@ from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 @dataclasses.dataclass
 class ReportConfig:
     # --- data (R2Gen layout) ---
-    dataset: Literal["iu_xray", "mimic_cxr"] = "iu_xray"  # which R2Gen cleaning rules the reports get
+    dataset: str = "iu_xray"  # which cleaning rule the reports get (report/clean.py RULES: iu_xray, mimic_cxr)
     annotation: str = "data/iu_xray/annotation.json"
     image_root: str = "data/iu_xray/images"
     output_dir: str = "outputs/report/iu_xray_shallow"
@@ -81,6 +81,10 @@ class ReportConfig:
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(f"key 'device': {self.device!r} is not valid; expected auto, cpu, cuda, cuda:N or mps")
         from gsco.metrics.report import REPORT_METRICS
+        from gsco.specialists.report.clean import RULES
+
+        if self.dataset not in RULES:
+            raise ConfigError(f"key 'dataset': {self.dataset!r} has no report cleaning rule; choose from {list(RULES)}")
 
         unknown = sorted(set(self.scorer_weights) - set(REPORT_METRICS))
         if unknown or not self.scorer_weights:
