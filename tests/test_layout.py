@@ -89,3 +89,12 @@ def test_a_registered_preset_family_is_what_generalist_load_builds(monkeypatch):
     assert all(torch.equal(weights[k], seed3[k]) for k in seed3)  # the registered builder's model (seed 3) ...
     assert not all(torch.equal(weights[k], seed0[k]) for k in seed0)  # ... not the shipped tiny preset (seed 0)
     assert len(generalist.answer([None], ["hi"], max_new_tokens=2)) == 1
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = []
+    for path in (SRC / "gsco").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, long

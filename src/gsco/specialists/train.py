@@ -12,9 +12,7 @@ what the uninterrupted run would have done.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import sys
 import time
 from typing import Callable
@@ -30,6 +28,7 @@ from gsco.specialists.build import (
 )
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import freeze_backbone
+from gsco.training import BestScore, History
 
 logger = logging.getLogger(__name__)
 
@@ -47,12 +46,6 @@ def _scheduler(cfg: SpecialistConfig, opt: torch.optim.Optimizer):
     if cfg.scheduler == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=cfg.milestones, gamma=cfg.gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-
-
-def _is_better(metric: str, value: float, best: float | None) -> bool:
-    if best is None or math.isnan(best):
-        return not math.isnan(value)
-    return value < best if metric == "val_loss" else value > best
 
 
 def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None = None) -> dict:
@@ -77,20 +70,22 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     opt = _optimizer(cfg, [p for p in model.parameters() if p.requires_grad])
     sched = _scheduler(cfg, opt)
     criterion = loss_function(info)
+    history, best = History(files.history), BestScore(maximize=cfg.selection_metric != "val_loss")
 
-    start_epoch, best, best_epoch, bad_epochs = 0, None, -1, 0
+    start_epoch = 0
     if cfg.resume and files.last.exists():
         state = torch.load(files.last, map_location="cpu", weights_only=True)
         if state.get("finished"):
             logger.info("%s already finished (%s); delete it to train again", files.name, files.last)
             return _summary(files, state["best"], state["best_epoch"])
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        start_epoch, best, best_epoch, bad_epochs = state["epoch"] + 1, state["best"], state["best_epoch"], state["bad_epochs"]
-        logger.info("resuming %s from epoch %d (best %s=%.4f at epoch %d)", files.name, start_epoch, cfg.selection_metric, best, best_epoch)
-    elif files.history.exists():
-        files.history.unlink()  # a fresh run: the old history belongs to another run
+        for part, obj in (("model", model), ("optimizer", opt), ("scheduler", sched)):
+            obj.load_state_dict(state[part])
+        start_epoch = state["epoch"] + 1
+        best = BestScore(best.maximize, state["best"], state["best_epoch"], state["bad_epochs"])
+        logger.info("resuming %s from epoch %d (best %s=%.4f at epoch %d)", files.name, start_epoch,
+                    cfg.selection_metric, best.score, best.epoch)
+    else:
+        history.clear()
     write_json(config_to_dict(cfg), files.config)
 
     logger.info(
@@ -105,77 +100,72 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     for epoch in range(start_epoch, cfg.epochs):
         generator.manual_seed(cfg.seed + epoch)
         torch.manual_seed(cfg.seed + epoch)
-        model.train()
-        if cfg.training_procedure == "linearProbing":
-            model.eval()  # frozen backbone: keep its BatchNorm statistics as they are
-            model.get_classifier().train()
-        total, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
-        for x, y in bar:
-            x = x.to(device, non_blocking=True)
-            y = y.to(device)
-            loss = criterion(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(x)
-            seen += len(x)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
+        train_loss = _train_epoch(cfg, model, train_loader, opt, criterion, device, epoch)
         lr = opt.param_groups[0]["lr"]
         sched.step()
-
-        y_val, logits = collect_logits(model, val_loader, device, "validation")
-        target = torch.as_tensor(y_val, dtype=torch.float32) if info.multi_label else torch.as_tensor(y_val).long()
-        val_loss = float(criterion(logits, target))
-        prob = probabilities(logits, info).numpy()
-        row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": total / max(seen, 1), "val_loss": val_loss,
-            "val_acc": accuracy(y_val, prob, info.task), "val_auc": auc(y_val, prob, info.task),
-            "seconds": round(time.time() - t0, 2),
-        }
-        score = row[cfg.selection_metric]
-        if _is_better(cfg.selection_metric, score, best):
-            best, best_epoch, bad_epochs = score, epoch + 1, 0
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": train_loss,
+               **_validation(model, val_loader, criterion, info, device), "seconds": round(time.time() - t0, 2)}
+        row["best"] = best.update(row[cfg.selection_metric], epoch + 1)
+        if row["best"]:
             atomic_torch_save(model.state_dict(), files.best)
-        else:
-            bad_epochs += 1
-        row["best"] = epoch + 1 == best_epoch
-        stop = cfg.early_stopping_patience > 0 and bad_epochs >= cfg.early_stopping_patience
+        stop = cfg.early_stopping_patience > 0 and best.bad_epochs >= cfg.early_stopping_patience
         # History first, then the resume state: a crash between the two re-runs this epoch, which rewrites the row.
-        _append_history(files.history, row)
-        atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "epoch": epoch, "best": best, "best_epoch": best_epoch, "bad_epochs": bad_epochs, "finished": False},
-            files.last,
-        )
+        history.append(row)
+        _save_state(files.last, model, epoch, best, finished=False, optimizer=opt, scheduler=sched)
         logger.info(
             "epoch %d/%d train_loss %.4f val_loss %.4f val_acc %.4f val_auc %.4f%s", epoch + 1, cfg.epochs,
-            row["train_loss"], val_loss, row["val_acc"], row["val_auc"], " *" if row["best"] else "",
+            row["train_loss"], row["val_loss"], row["val_acc"], row["val_auc"], " *" if row["best"] else "",
         )
         if on_epoch_end is not None:
             on_epoch_end(epoch, row)
         if stop:
-            logger.info("early stop: %s did not improve for %d epochs", cfg.selection_metric, bad_epochs)
+            logger.info("early stop: %s did not improve for %d epochs", cfg.selection_metric, best.bad_epochs)
             break
 
     atomic_torch_save(model.state_dict(), files.final)
-    atomic_torch_save(
-        {"model": model.state_dict(), "epoch": epoch, "best": best, "best_epoch": best_epoch, "finished": True},
-        files.last,
-    )
+    _save_state(files.last, model, epoch, best, finished=True)
     logger.info("trained in %.1f s", time.time() - t0)
-    return _summary(files, best, best_epoch)
+    return _summary(files, best.score, best.epoch)
 
 
-def _append_history(path, row: dict) -> None:
-    """One JSON row per epoch; rows of epochs at or after this one (from an interrupted run) are dropped."""
-    rows = []
-    if path.exists():
-        rows = [r for r in map(json.loads, path.read_text().splitlines()) if r["epoch"] < row["epoch"]]
-    rows.append({k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(path)
+def _save_state(path, model, epoch: int, best: BestScore, finished: bool, optimizer=None, scheduler=None) -> None:
+    """The resume state (``_last.pth``); a finished run keeps only the model and the best score."""
+    state = {"model": model.state_dict()}
+    if not finished:
+        state.update(optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict())
+    state.update(epoch=epoch, best=best.score, best_epoch=best.epoch)
+    if not finished:
+        state["bad_epochs"] = best.bad_epochs
+    atomic_torch_save({**state, "finished": finished}, path)
+
+
+def _train_epoch(cfg: SpecialistConfig, model, loader, opt, criterion, device, epoch: int) -> float:
+    """One pass over the training loader; the mean training loss."""
+    model.train()
+    if cfg.training_procedure == "linearProbing":
+        model.eval()  # frozen backbone: keep its BatchNorm statistics as they are
+        model.get_classifier().train()
+    total, seen = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr)
+    for x, y in bar:
+        x = x.to(device, non_blocking=True)
+        y = y.to(device)
+        loss = criterion(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(x)
+        seen += len(x)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1)
+
+
+def _validation(model, loader, criterion, info, device) -> dict:
+    y_val, logits = collect_logits(model, loader, device, "validation")
+    target = torch.as_tensor(y_val, dtype=torch.float32) if info.multi_label else torch.as_tensor(y_val).long()
+    prob = probabilities(logits, info).numpy()
+    return {"val_loss": float(criterion(logits, target)), "val_acc": accuracy(y_val, prob, info.task),
+            "val_auc": auc(y_val, prob, info.task)}
 
 
 def _summary(files, best: float | None, best_epoch: int) -> dict:

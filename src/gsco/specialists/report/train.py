@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from gsco.config import config_to_dict
 from gsco.specialists.report.config import ReportConfig, parse_report_cli
+from gsco.training import History
 
 logger = logging.getLogger(__name__)
 
@@ -52,13 +53,9 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming)."""
     from accelerate import Accelerator
 
-    from gsco.metrics.report import report_metrics
-    from gsco.runtime import append_rows, seed_everything
-    from gsco.specialists.report.data import ReportDataset, collate_studies, read_annotation
-    from gsco.specialists.report.evaluate import generate_reports, study_loader
-    from gsco.specialists.report.model import (
-        build_report_model, from_r2gengpt_key, load_trainable, save_report_checkpoint, to_r2gengpt_key,
-    )
+    from gsco.runtime import seed_everything
+    from gsco.specialists.report.data import ReportDataset, read_annotation
+    from gsco.specialists.report.model import build_report_model
 
     seed_everything(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
@@ -75,28 +72,15 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
                          "with drop_last: true no step would run (lower batch_size or set drop_last=false)")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-
-    state_file = out / "last_state.pt"
-    start_epoch, skip, step, best = 0, 0, 0, {"score": -math.inf, "checkpoint": None}
-    if cfg.resume and state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
-        load_trainable(model, {from_r2gengpt_key(k): v for k, v in state["model"].items()}, str(state_file))
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch, skip, step = state["epoch"], state["batches_done"], state["step"]
-        best = json.loads(state["best"])
-        torch.set_rng_state(state["rng"])
-        logger.info("resuming from %s: epoch %d, %d batches done, step %d", state_file, start_epoch + 1, skip, step)
-        if (out / "history.jsonl").is_file():  # epochs after the saved state are done again
-            kept = [line for line in (out / "history.jsonl").read_text().splitlines()
-                    if json.loads(line)["epoch"] <= start_epoch]
-            (out / "history.jsonl").write_text("".join(line + "\n" for line in kept))
+    state_file, history_file = out / "last_state.pt", History(out / "history.jsonl")
+    start_epoch, skip, step, best = _resume(cfg, model, optimizer, state_file, history_file)
     model, optimizer = accelerator.prepare(model, optimizer)
     core = accelerator.unwrap_model(model)
-    config_record = config_to_dict(cfg)
 
     def save_state(epoch: int, batches_done: int) -> None:
         if accelerator.is_main_process:
             from gsco.runtime import atomic_torch_save
+            from gsco.specialists.report.model import to_r2gengpt_key
 
             atomic_torch_save({"model": {to_r2gengpt_key(k): v.cpu() for k, v in core.trainable_state_dict().items()},
                                "optimizer": optimizer.state_dict(), "epoch": epoch, "batches_done": batches_done,
@@ -106,15 +90,7 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     for epoch in range(start_epoch, cfg.epochs):
         for group in optimizer.param_groups:
             group["lr"] = cosine_lr(cfg, epoch)
-        order = epoch_order(len(train_set), cfg.seed, epoch)
-        n_batches = len(order) // cfg.batch_size if cfg.drop_last else math.ceil(len(order) / cfg.batch_size)
-        sampler = torch.utils.data.BatchSampler(order[skip * cfg.batch_size:], cfg.batch_size, drop_last=cfg.drop_last)
-        # its own generator: starting an epoch must not draw from the global RNG (dropout, drop-path), or a resumed
-        # run would continue with other random numbers than the uninterrupted one
-        loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                                             collate_fn=collate_studies,
-                                             generator=torch.Generator().manual_seed(cfg.seed + epoch))
-        loader = accelerator.prepare_data_loader(loader)  # each process takes every world-th batch
+        loader, n_batches = _epoch_loader(cfg, train_set, accelerator, epoch, skip)
         model.train()
         losses = []
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", initial=skip, total=n_batches, leave=False,
@@ -143,35 +119,77 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
         record = {"epoch": epoch + 1, "step": step, "lr": cosine_lr(cfg, epoch),
                   "train_loss": float(sum(losses) / len(losses)) if losses else None}
         if accelerator.is_main_process and len(val_set):
-            val_file = out / "val" / f"epoch{epoch + 1}_reports.jsonl"
-            val_file.parent.mkdir(exist_ok=True)
-            val_file.unlink(missing_ok=True)
-            for rows in generate_reports(core, study_loader(val_set, cfg.val_batch_size, cfg.num_workers),
-                                         accelerator.device, cfg.generation_kwargs(), "validation reports",
-                                         cfg.truncate_references):
-                append_rows(val_file, rows)
-            written = [json.loads(line) for line in val_file.read_text().splitlines()]
-            metrics = report_metrics({r["id"]: r["annotation"] for r in written},
-                                     {r["id"]: r["answer"] for r in written}, cfg.tokenize, meteor=False)
-            score = validation_score(metrics, cfg.scorer_weights)
-            record.update(val=metrics, val_score=score)
-            if score > best["score"]:
-                name = (f"checkpoint_epoch{epoch}_step{step}_bleu{metrics['BLEU_4']:3f}_cider{metrics['CIDEr']:3f}"
-                        ".pth")
-                path = save_report_checkpoint(core, out / "checkpoints" / name, config_record, epoch, step)
-                best = {"score": score, "checkpoint": str(path), "epoch": epoch + 1, "step": step, "val": metrics}
-                (out / "best_checkpoint.json").write_text(json.dumps(best, indent=2) + "\n")
-                record["best"] = True
-            logger.info("epoch %d: train loss %s, val BLEU-4 %.4f CIDEr %.4f (score %.4f%s)", epoch + 1,
-                        f"{record['train_loss']:.4f}" if record["train_loss"] is not None else "n/a",
-                        metrics["BLEU_4"], metrics["CIDEr"], score, ", best" if record.get("best") else "")
+            best = _validate(cfg, core, val_set, out, epoch, step, best, record, accelerator.device)
         if accelerator.is_main_process:
-            with (out / "history.jsonl").open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            history_file.append(record)
         history.append(record)
         save_state(epoch + 1, 0)
         accelerator.wait_for_everyone()
     return {"history": history, "best": best}
+
+
+def _resume(cfg: ReportConfig, model, optimizer, state_file: Path, history: History) -> tuple[int, int, int, dict]:
+    """(epoch, batches of it done, step, best) from ``last_state.pt``, or a fresh start."""
+    from gsco.specialists.report.model import from_r2gengpt_key, load_trainable
+
+    if not (cfg.resume and state_file.is_file()):
+        return 0, 0, 0, {"score": -math.inf, "checkpoint": None}
+    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    load_trainable(model, {from_r2gengpt_key(k): v for k, v in state["model"].items()}, str(state_file))
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["rng"])
+    logger.info("resuming from %s: epoch %d, %d batches done, step %d", state_file, state["epoch"] + 1,
+                state["batches_done"], state["step"])
+    history.keep_until(state["epoch"])  # epochs after the saved state are done again
+    return state["epoch"], state["batches_done"], state["step"], json.loads(state["best"])
+
+
+def _epoch_loader(cfg: ReportConfig, train_set, accelerator, epoch: int, skip: int):
+    """The epoch's training batches (its fixed shuffled order, the first ``skip`` batches left out), and how many
+    batches the whole epoch has."""
+    from gsco.specialists.report.data import collate_studies
+
+    order = epoch_order(len(train_set), cfg.seed, epoch)
+    n_batches = len(order) // cfg.batch_size if cfg.drop_last else math.ceil(len(order) / cfg.batch_size)
+    sampler = torch.utils.data.BatchSampler(order[skip * cfg.batch_size:], cfg.batch_size, drop_last=cfg.drop_last)
+    # its own generator: starting an epoch must not draw from the global RNG (dropout, drop-path), or a resumed
+    # run would continue with other random numbers than the uninterrupted one
+    loader = torch.utils.data.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                                         collate_fn=collate_studies,
+                                         generator=torch.Generator().manual_seed(cfg.seed + epoch))
+    return accelerator.prepare_data_loader(loader), n_batches  # each process takes every world-th batch
+
+
+def _validate(cfg: ReportConfig, core, val_set, out: Path, epoch: int, step: int, best: dict, record: dict,
+              device) -> dict:
+    """Validation reports (``val/epoch{E}_reports.jsonl``) scored into ``record``; a better score saves an
+    R2GenGPT-named checkpoint and ``best_checkpoint.json``. Returns the best so far."""
+    from gsco.metrics.report import report_metrics
+    from gsco.runtime import append_rows
+    from gsco.specialists.report.evaluate import generate_reports, study_loader
+    from gsco.specialists.report.model import save_report_checkpoint
+
+    val_file = out / "val" / f"epoch{epoch + 1}_reports.jsonl"
+    val_file.parent.mkdir(exist_ok=True)
+    val_file.unlink(missing_ok=True)
+    for rows in generate_reports(core, study_loader(val_set, cfg.val_batch_size, cfg.num_workers), device,
+                                 cfg.generation_kwargs(), "validation reports", cfg.truncate_references):
+        append_rows(val_file, rows)
+    written = [json.loads(line) for line in val_file.read_text().splitlines()]
+    metrics = report_metrics({r["id"]: r["annotation"] for r in written}, {r["id"]: r["answer"] for r in written},
+                             cfg.tokenize, meteor=False)
+    score = validation_score(metrics, cfg.scorer_weights)
+    record.update(val=metrics, val_score=score)
+    if score > best["score"]:
+        name = f"checkpoint_epoch{epoch}_step{step}_bleu{metrics['BLEU_4']:3f}_cider{metrics['CIDEr']:3f}.pth"
+        path = save_report_checkpoint(core, out / "checkpoints" / name, config_to_dict(cfg), epoch, step)
+        best = {"score": score, "checkpoint": str(path), "epoch": epoch + 1, "step": step, "val": metrics}
+        (out / "best_checkpoint.json").write_text(json.dumps(best, indent=2) + "\n")
+        record["best"] = True
+    logger.info("epoch %d: train loss %s, val BLEU-4 %.4f CIDEr %.4f (score %.4f%s)", epoch + 1,
+                f"{record['train_loss']:.4f}" if record["train_loss"] is not None else "n/a",
+                metrics["BLEU_4"], metrics["CIDEr"], score, ", best" if record.get("best") else "")
+    return best
 
 
 def main(argv: list[str] | None = None) -> int:
