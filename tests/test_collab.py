@@ -478,7 +478,7 @@ def test_each_registered_arm_writes_its_hints_and_names_missing_evidence(arm, mu
         assert f"1 of 2 cases have no complete {key!r} (e.g. case x)" in reason
 
 
-def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypatch):
+def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypatch, capsys):
     from PIL import Image
 
     from gsco.collab import arms
@@ -506,3 +506,8 @@ def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypat
     samples = json.loads(write_hint_samples(cfg, tmp_path / "cases.json", tmp_path / "hints.json",
                                             arms=["rad_top2"]).read_text())
     assert len(samples) == 3 and "tumor,normal." in samples[0]["conversations"][0]["value"]
+    from gsco.collab import hint_samples
+
+    with pytest.raises(SystemExit):
+        hint_samples.main(["--help"])
+    assert "rad_top2 (the two most similar cases only)" in " ".join(capsys.readouterr().out.split())

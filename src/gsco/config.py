@@ -143,3 +143,20 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
+
+
+def config_from_cli(cls: type[T], description: str, default_config: str, argv: list[str] | None = None,
+                    errors: tuple[type[Exception], ...] = (ConfigError,), resolve=None) -> T:
+    """``[--config FILE] [key=value ...]`` -> a validated ``cls``; an error of ``errors`` exits with status 2 and one
+    line. ``resolve`` maps the config path before loading (e.g. to the repository's copy)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
+    args = parser.parse_args(argv)
+    try:
+        return load_config(cls, resolve(args.config) if resolve else args.config, parse_overrides(args.overrides))
+    except errors as exc:
+        parser.exit(2, f"error: {exc}\n")
+

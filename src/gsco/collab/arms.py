@@ -2,8 +2,8 @@
 
 An arm's prompt is the config's intro, then ``rad_sentence`` (with ``###RAD###``) when the arm writes RAD hints,
 then ``moed_sentence`` (with ``###MOED###``) when it writes MoED hints, then the outro. Prompt building, case
-filling, hint samples, config validation and the docs' arm lists all read :data:`ARMS`; adding an arm is one
-:func:`register_arm` call (tests run over every entry).
+filling, hint samples (whose ``--arms`` help lists each arm's ``about``) and config validation all read
+:data:`ARMS`; adding an arm is one :func:`register_arm` call (tests run over every entry).
 """
 
 from __future__ import annotations

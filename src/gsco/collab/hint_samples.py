@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.arms import generalist_arms
+from gsco.collab.arms import ARMS, generalist_arms
 from gsco.collab.run import GscoConfig, Task, fill_case, load_gsco_config, missing_evidence, read_cases
 from gsco.config import ConfigError
 
@@ -84,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (the prompt pieces)")
     parser.add_argument("--cases", required=True, help="training-split case file (build_cases on train results)")
     parser.add_argument("--out", required=True, help="sample file to write (JSON list, for train.sh DATA=)")
-    parser.add_argument("--arms", nargs="+", default=None, help=f"default: all of {' '.join(generalist_arms(report=False))}")
+    parser.add_argument("--arms", nargs="+", default=None, help="default: every arm the cases have evidence for: "
+                        + "; ".join(f"{a} ({ARMS[a].about})" for a in generalist_arms(report=False)))
     parser.add_argument("--per-case", type=int, default=None, help="arms drawn per case (default: every arm)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="GSCo config keys")

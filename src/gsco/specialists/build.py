@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gsco.config import ConfigError, load_config, parse_overrides
+from gsco.config import ConfigError, config_from_cli
 from gsco.data.datasets import ClassificationDataset, Preprocess, build_dataset
 from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
 from gsco.runtime import resolve_device, seed_everything, setup_logging
@@ -106,15 +105,9 @@ def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 def parse_cli(description: str, argv: list[str] | None = None) -> SpecialistConfig:
     """``[--config FILE] [key=value ...]`` -> a validated SpecialistConfig; a bad one exits with status 2."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="configs/config.yaml", help="YAML config (default: configs/config.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
-    args = parser.parse_args(argv)
+    cfg = config_from_cli(SpecialistConfig, description, "configs/config.yaml", argv, (ConfigError, DatasetError))
     setup_logging()
-    try:
-        return load_config(SpecialistConfig, args.config, parse_overrides(args.overrides))
-    except (ConfigError, DatasetError) as exc:
-        parser.exit(2, f"error: {exc}\n")
+    return cfg
 
 
 def run_cli(description: str, job: Callable[[SpecialistConfig], Any], report: Callable[[SpecialistConfig, Any], None],

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import sys
 from typing import Literal
 
-from gsco.config import ConfigError, load_config, parse_overrides
+from gsco.config import ConfigError, config_from_cli
 from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 
@@ -100,18 +99,10 @@ class ReportConfig:
                 "length_penalty": self.length_penalty, "do_sample": False}
 
 
-def parse_report_cli(description: str, argv: list[str] | None = None) -> ReportConfig | None:
-    import argparse
-
+def parse_report_cli(description: str, argv: list[str] | None = None) -> ReportConfig:
+    """``[--config FILE] [key=value ...]`` -> a validated ReportConfig; a bad one exits with status 2."""
     from gsco.runtime import repo_file, setup_logging
 
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default="configs/report/tiny.yaml", help="YAML config (configs/report/*.yaml)")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
-    args = parser.parse_args(argv)
+    cfg = config_from_cli(ReportConfig, description, "configs/report/tiny.yaml", argv, (ValueError,), repo_file)
     setup_logging()
-    try:
-        return load_config(ReportConfig, repo_file(args.config), parse_overrides(args.overrides))
-    except (ConfigError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return None
+    return cfg

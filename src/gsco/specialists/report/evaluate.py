@@ -155,8 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.specialists.report.config import parse_report_cli
 
     cfg = parse_report_cli("Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.", argv)
-    if cfg is None:
-        return 2
     try:
         result = evaluate_reports(cfg)
     except (ValueError, RuntimeError) as exc:

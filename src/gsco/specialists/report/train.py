@@ -194,8 +194,6 @@ def _validate(cfg: ReportConfig, core, val_set, out: Path, epoch: int, step: int
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_report_cli("Train the R2GenGPT-style report specialist.", argv)
-    if cfg is None:
-        return 2
     try:
         result = train_report_specialist(cfg)
     except (ValueError, RuntimeError) as exc:
