@@ -34,6 +34,11 @@ HINTS_PER_CASE ?= 2
 V2 := --config configs/specialists/medmnist_v2.yaml data_path=$(DATA_PATH) output_path=$(DEMO_OUT)/specialists \
 	dataset=breastmnist stem=default epochs=$(SPECIALIST_EPOCHS)
 SPECIALISTS := resnet18 mobilenetv3_small_100
+empty :=
+space := $(empty) $(empty)
+comma := ,
+# $(call LIST,a b) -> a,b: the items of a YAML list on the command line
+LIST = $(subst $(space),$(comma),$(strip $(1)))
 RESULTS = $(foreach a,$(SPECIALISTS),$(DEMO_OUT)/specialists/breastmnist_28_endToEnd_$(a)_s9930641_$(1)results.json)
 demo: install
 	@for arch in $(SPECIALISTS); do \
@@ -41,12 +46,12 @@ demo: install
 	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch && \
 	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch eval_split=train || exit 1; \
 	done
-	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --k 10 --results $(call RESULTS,) \
-		--out $(DEMO_OUT)/gsco/breastmnist_cases.json
-	$(PY) -m gsco.collab.build_cases --data-path $(DATA_PATH) --k 10 --results $(call RESULTS,train_) \
-		--out $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
-	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml --per-case $(HINTS_PER_CASE) \
-		--cases $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json --out $(DEMO_OUT)/gsco/train/hint_samples.json
+	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) k=10 specialists=[$(call LIST,$(call RESULTS,))] \
+		cases=$(DEMO_OUT)/gsco/breastmnist_cases.json
+	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) k=10 specialists=[$(call LIST,$(call RESULTS,train_))] \
+		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
+	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml arms_per_case=$(HINTS_PER_CASE) \
+		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json samples=$(DEMO_OUT)/gsco/train/hint_samples.json
 	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUTPUT_DIR=$(DEMO_OUT)/meddr \
 		bash train.sh num_train_epochs=$(MEDDR_EPOCHS) save_steps=100000
 	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \

@@ -410,8 +410,8 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     read = read_training_data(out)
     assert len(read) == 546 * 6 and read[0].image.is_file()
     # two arms per case, drawn with the seed: the documented command
-    run_documented("python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml --cases "
-                   "outputs/gsco/train/cases.json --out outputs/gsco/train/hint_samples.json --per-case 2",
+    run_documented("python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml "
+                   "cases=outputs/gsco/train/cases.json samples=outputs/gsco/train/hint_samples.json arms_per_case=2",
                    replace={"outputs/gsco/train/cases.json": str(cases_path),
                             "outputs/gsco/train/hint_samples.json": str(tmp_path / "two.json")})
     two = json.loads((tmp_path / "two.json").read_text())

@@ -59,7 +59,7 @@ def test_the_parser_reads_fenced_blocks_continuations_and_inline_commands():
 def tiny_model(tmp_path_factory):
     """``python -m gsco.meddr.presets``: the tiny preset saved as a model directory, standing in for MODEL=."""
     out = tmp_path_factory.mktemp("meddr") / "tiny"
-    proc = run_documented("python -m gsco.meddr.presets --preset tiny --dst outputs/meddr-tiny",
+    proc = run_documented("python -m gsco.meddr.presets preset=tiny out_dir=outputs/meddr-tiny",
                           replace={"outputs/meddr-tiny": str(out)})
     assert f"model: {out}" in proc.stdout and (out / "config.json").is_file()
     return out
@@ -90,8 +90,8 @@ def test_dataset_md_own_registry_command(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------------- MedDr
 @pytest.mark.parametrize("command", [
-    "python -m gsco.meddr.convert --src /path/to/MedDr_0401 --dst /path/to/meddr-hf --dtype bfloat16",
-    "python -m gsco.meddr.convert --src MedDr_0401 --dst meddr-hf",
+    "python -m gsco.meddr.convert original=/path/to/MedDr_0401 out_dir=/path/to/meddr-hf dtype=bfloat16",
+    "python -m gsco.meddr.convert original=MedDr_0401 out_dir=meddr-hf",
 ])
 @pytest.mark.e2e
 def test_convert_commands(tmp_path, command):
@@ -131,8 +131,8 @@ def test_meddr_reference_evaluation_commands(tiny_model, tmp_path, name, metafil
 
     root = tmp_path / "root"
     if name == "iu_xray":
-        run_documented("python -m gsco.data.r2gen --annotation data/iu_xray/annotation.json --split test "
-                       "--image-prefix images/ --out data/iu_xray/iu_mrg_meta.jsonl",
+        run_documented("python -m gsco.data.r2gen annotation=data/iu_xray/annotation.json split=test "
+                       "image_prefix=images/ metafile=data/iu_xray/iu_mrg_meta.jsonl",
                        replace={"data/iu_xray/annotation.json": str(shared_path("data", "iu_xray", "annotation.json")),
                                 "data/iu_xray/iu_mrg_meta.jsonl": str(tmp_path / "meta.jsonl")})
         rows = [json.loads(line) for line in (tmp_path / "meta.jsonl").read_text().splitlines()][:2]
@@ -154,8 +154,8 @@ def test_meddr_reference_evaluation_commands(tiny_model, tmp_path, name, metafil
 
 @pytest.mark.e2e
 def test_dataset_md_diagnosis_questions_then_meddr_diagnosis(tmp_path):
-    run_documented("python -m gsco.data.diagnosis_questions --dataset breastmnist --data-path ../shared/data/medmnist "
-                   "--out DIR", replace={"../shared/data/medmnist": str(shared_path("data", "medmnist")),
+    run_documented("python -m gsco.data.diagnosis_questions dataset=breastmnist data_path=../shared/data/medmnist "
+                   "out_dir=DIR", replace={"../shared/data/medmnist": str(shared_path("data", "medmnist")),
                                          "DIR": str(tmp_path / "q")})
     assert len((tmp_path / "q" / "breastmnist_test.jsonl").read_text().splitlines()) == 156
     run_documented("TASK=diagnosis bash inference_meddr.sh",
@@ -193,8 +193,8 @@ def gsco_workdir(tmp_path):
 @pytest.mark.e2e
 def test_readme_gsco_commands(gsco_workdir, tiny_model):
     specialists = gsco_workdir / "outputs" / "specialists"
-    run_documented("python -m gsco.collab.build_cases --results A_results.json B_results.json --rad-from 0 --k 10 "
-                   "--data-path ../shared/data/medmnist --out outputs/gsco/breastmnist_cases.json",
+    run_documented("python -m gsco.collab.build_cases specialists=[A_results.json,B_results.json] rad_from=0 k=10 "
+                   "data_path=../shared/data/medmnist cases=outputs/gsco/breastmnist_cases.json",
                    replace={"A_results.json": str(specialists / "breastmnist_28_endToEnd_resnet18_s9930641_results.json"),
                             "B_results.json": str(specialists / "breastmnist_28_endToEnd_mobilenetv3_small_100_s9930641"
                                                                 "_results.json"),
@@ -227,8 +227,8 @@ def test_readme_training_split_cases_command(gsco_workdir):
     y_true = np.load(shared_path("data", "medmnist", "breastmnist.npz"))["train_labels"].ravel()
     for name, seed in (("A", 0), ("B", 1)):
         fake_results(gsco_workdir / f"{name}_train_results.json", y_true, seed, split="train")
-    run_documented("python -m gsco.collab.build_cases --results A_train_results.json B_train_results.json "
-                   "--data-path DATA --out outputs/gsco/train/cases.json",
+    run_documented("python -m gsco.collab.build_cases specialists=[A_train_results.json,B_train_results.json] "
+                   "data_path=DATA cases=outputs/gsco/train/cases.json",
                    replace={"DATA": str(shared_path("data", "medmnist"))}, cwd=gsco_workdir)
     cases = json.loads((gsco_workdir / "outputs" / "gsco" / "train" / "cases.json").read_text())
     assert len(cases) == 546 and {c["split"] for c in cases} == {"train"}

@@ -40,7 +40,7 @@ def test_installed_package_builds_the_tiny_preset_and_answers_from_another_direc
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(elsewhere / "x.png")
-    saved = subprocess.run([str(python), "-m", "gsco.meddr.presets", "--preset", "tiny", "--dst", "model"],
+    saved = subprocess.run([str(python), "-m", "gsco.meddr.presets", "preset=tiny", "out_dir=model"],
                            cwd=elsewhere, capture_output=True, text=True, env=env)
     assert saved.returncode == 0, saved.stderr[-2000:]
     assert json.loads((elsewhere / "model" / "config.json").read_text())["model_type"] == "meddr"

@@ -163,8 +163,8 @@ def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     from gsco.meddr.evaluate import read_metafile
 
     out = tmp_path / "iu_test.jsonl"
-    run_documented("python -m gsco.data.r2gen --annotation data/iu_xray/annotation.json --split test "
-                   "--out data/iu_xray/test.jsonl",
+    run_documented("python -m gsco.data.r2gen annotation=data/iu_xray/annotation.json split=test "
+                   "metafile=data/iu_xray/test.jsonl",
                    replace={"data/iu_xray/annotation.json": str(shared_path("data", "iu_xray", "annotation.json")),
                             "data/iu_xray/test.jsonl": str(out)})
     rows = [json.loads(line) for line in out.read_text().splitlines()]

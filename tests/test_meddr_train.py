@@ -194,7 +194,7 @@ def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_mode
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["disc"]}]}],
         add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[Image.open(root / held_out["discs"][0]["image"])], return_tensors="pt")
-    run_documented("python -m gsco.meddr.merge_lora --adapter outputs/meddr-lora/adapter --dst outputs/meddr-merged",
+    run_documented("python -m gsco.meddr.merge_lora adapter=outputs/meddr-lora/adapter out_dir=outputs/meddr-merged",
                    replace={"outputs/meddr-lora/adapter": str(tmp_path / "adapter"),
                             "outputs/meddr-merged": str(tmp_path / "merged2")})
     again = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged2").eval()

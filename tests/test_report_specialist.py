@@ -380,13 +380,20 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     assert all(d == sorted(d) for d in retrieval["distances"])
 
     # the documented command (it once failed with a NameError that in-process calls could not see)
-    run_documented("python -m gsco.collab.build_cases --reports outputs/report/eval/test_reports.jsonl "
-                   "--retrieval outputs/report/eval/test_retrieval.json --annotation data/iu_xray/annotation.json "
-                   "--k 3 --out outputs/gsco/iu_xray_cases.json",
+    run_documented("python -m gsco.collab.build_cases --config configs/gsco/iu_xray.yaml "
+                   "specialists=[outputs/report/eval/test_reports.jsonl] annotation=data/iu_xray/annotation.json k=3 "
+                   "cases=outputs/gsco/iu_xray_cases.json",
                    replace={"outputs/report/eval": str(tmp_path / "eval"),
                             "data/iu_xray/annotation.json": str(root / "annotation.json"),
                             "outputs/gsco/iu_xray_cases.json": str(tmp_path / "cases.json")})
     cases_path = tmp_path / "cases.json"
+    # the former flags (read for one release) build the same file
+    from gsco.collab.build_cases import main as build_main
+
+    assert build_main(["--reports", str(tmp_path / "eval" / "test_reports.jsonl"), "--retrieval",
+                       str(tmp_path / "eval" / "test_retrieval.json"), "--annotation", str(root / "annotation.json"),
+                       "--k", "3", "--out", str(tmp_path / "cases_former.json")]) == 0
+    assert (tmp_path / "cases_former.json").read_text() == cases_path.read_text()
     cases = json.loads(cases_path.read_text())
     train_reports = {s["id"]: clean_report(s["report"]) for s in annotation["train"]}
     assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]

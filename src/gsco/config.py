@@ -89,14 +89,55 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     raise TypeError(f"unsupported config field type {tp!r}")
 
 
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """Turn ``["epochs=3", "architecture=resnet18"]`` into a dict; values are parsed as YAML scalars."""
+def _without_none(tp: Any) -> list[Any]:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _text_only(tp: Any) -> bool:
+    """Whether a key only takes text (str, a Literal of strings, or either or null)."""
+    return all(a is str or (typing.get_origin(a) is Literal and all(isinstance(c, str) for c in typing.get_args(a)))
+               for a in _without_none(tp))
+
+
+def _text_list(tp: Any) -> bool:
+    """Whether a key takes a list of text (``list[str]``, or it or null)."""
+    return any(typing.get_origin(a) is list and _text_only(typing.get_args(a)[0]) for a in _without_none(tp))
+
+
+def scalar_for(tp: Any, raw: str) -> Any:
+    """A command-line value for a key of type ``tp``. Text keys take the text as written (``question=no`` stays
+    "no", `` | `` keeps its spaces; ``null`` is null where allowed; a quoted value is read as YAML); a list of text
+    takes ``[a,b]`` as YAML and anything else as one item (``image=a.png``); other keys read YAML (``k=3``,
+    ``mean=null``)."""
+    quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+    nullable = tp is not None and type(None) in typing.get_args(tp)
+    if nullable and raw.strip() in ("null", "~", ""):
+        return None
+    if tp is not None and not quoted and _text_only(tp):
+        return raw
+    if tp is not None and not quoted and _text_list(tp) and not raw.lstrip().startswith("["):
+        return [raw]
+    return yaml.safe_load(raw) if raw.strip() else None
+
+
+def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
+    """Turn ``["epochs=3", "architecture=resnet18"]`` into a dict. Values are read as YAML scalars; with the config
+    class ``cls`` each is read for its key's type (:func:`scalar_for`), and a list key given twice collects both
+    (``image=a.png image=b.png``)."""
+    hints = typing.get_type_hints(cls) if cls is not None else {}
     out: dict[str, Any] = {}
     for arg in args:
         key, sep, raw = arg.partition("=")
+        key = key.strip()
         if not sep or not key:
             raise ConfigError(f"command-line override {arg!r}: expected key=value")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        value = scalar_for(hints.get(key), raw)
+        if key in out and isinstance(out[key], list) and isinstance(value, list) and _text_list(hints.get(key)):
+            out[key] = out[key] + value
+        else:
+            out[key] = value
     return out
 
 
@@ -131,6 +172,11 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
         take(data, str(path))
     take(overrides or {}, "command line")
 
+    missing = [name for name, f in fields.items() if name not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{path or 'command line'}: missing key(s) {', '.join(map(repr, missing))}; give "
+                          + " ".join(f"{m}=..." for m in missing))
     kwargs = {}
     for key, value in values.items():
         kwargs[key] = _coerce(value, hints[key], f"{sources[key]}: key {key!r}")
@@ -143,20 +189,3 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
 
 def config_to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def config_from_cli(cls: type[T], description: str, default_config: str, argv: list[str] | None = None,
-                    errors: tuple[type[Exception], ...] = (ConfigError,), resolve=None) -> T:
-    """``[--config FILE] [key=value ...]`` -> a validated ``cls``; an error of ``errors`` exits with status 2 and one
-    line. ``resolve`` maps the config path before loading (e.g. to the repository's copy)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default=default_config, help=f"YAML config (default: {default_config})")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="override any config key")
-    args = parser.parse_args(argv)
-    try:
-        return load_config(cls, resolve(args.config) if resolve else args.config, parse_overrides(args.overrides))
-    except errors as exc:
-        parser.exit(2, f"error: {exc}\n")
-

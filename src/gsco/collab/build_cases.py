@@ -1,13 +1,18 @@
 """Specialists' results -> a GSCo case file (the reference's format).
 
-    python -m gsco.collab.build_cases --results A_results.json B_results.json [--rad-from 0] [--k 10] \
-        --data-path ../shared/data/medmnist --out outputs/gsco/breastmnist_cases.json
-    python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml     (specialists, rad_from, k,
-        data_path and cases from the dataset's GSCo config; any flag given overrides it)
-    python -m gsco.collab.build_cases --reports OUT/test_reports.jsonl --retrieval OUT/test_retrieval.json \
-        --annotation data/iu_xray/annotation.json --k 3 --out outputs/gsco/iu_xray_cases.json   (report generation)
+    python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml \
+        [specialists=[A_results.json,B_results.json]] [rad_from=0] [k=10] [data_path=../shared/data/medmnist] \
+        [cases=outputs/gsco/breastmnist_cases.json]
+    python -m gsco.collab.build_cases --config configs/gsco/iu_xray.yaml specialists=[OUT/test_reports.jsonl] \
+        annotation=data/iu_xray/annotation.json [k=3]                            (report generation)
 
-Each ``--results`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
+The keys are the GSCo config's (``specialists``, ``rad_from``, ``k``, ``data_path``, ``cases``: the file written;
+for report generation ``report_cleaning``) plus ``annotation`` and ``retrieval`` for report cases. Without
+``--config`` the dataset's ``configs/gsco/<dataset>.yaml`` is read. The former flags ``--results``, ``--out``,
+``--data-path``, ``--rad-from``, ``--k``, ``--extra-datasets``, ``--reports``, ``--retrieval``, ``--annotation``
+and ``--cleaning`` are read for one release.
+
+Each ``specialists`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
 split — usually test; ``{…}_train_results.json`` (``eval_split=train``) gives training-split cases, the input of
 ``python -m gsco.collab.hint_samples``. The case file is a JSON list, one case per image, in split order:
 
@@ -25,15 +30,17 @@ beside it as PNG; for metafile datasets the original paths are kept.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import sys
 from pathlib import Path
 
+from gsco.cli import Alias, command
+from gsco.collab.run import GscoConfig, default_gsco_config
+from gsco.runtime import repo_file
 from gsco.data.registry import DatasetError, get_dataset_info
 from gsco.data.registry import labels_phrase
-from gsco.specialists.report.clean import RULES as CLEANING_RULES
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +80,7 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
 
     results = load_results([Path(p) for p in results_paths])
     if not 0 <= rad_from < len(results):
-        raise DatasetError(f"--rad-from {rad_from}: there are {len(results)} specialists (0-{len(results) - 1})")
+        raise DatasetError(f"key 'rad_from': {rad_from}, but there are {len(results)} specialists (0-{len(results) - 1})")
     rad_source = results[rad_from]
     top_n = len(rad_source["all_search_train_labels"][0]) if rad_source["all_search_train_labels"] else 0
     if not 1 <= k <= top_n:
@@ -84,7 +91,7 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     if data_path is None:
-        raise DatasetError(f"--data-path is needed to write the {split} images next to the case file")
+        raise DatasetError(f"key 'data_path' is needed to write the {split} images next to the case file")
     images = write_split_images(info, split, data_path, int(rad_source.get("img_size", 28)), out.parent)
     y_true = rad_source["y_true"]
     if len(images) != len(y_true):
@@ -120,55 +127,39 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gsco.runtime import setup_logging
-
-    parser = argparse.ArgumentParser(description="Specialists' results -> a GSCo case file.")
-    parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (specialists, rad_from, k, ...)")
-    parser.add_argument("--results", nargs="+", default=None, help="{...}_results.json of each specialist")
-    parser.add_argument("--out", default=None, help="case file to write (JSON)")
-    parser.add_argument("--data-path", default=None, help="where the dataset's files are (as data_path)")
-    parser.add_argument("--rad-from", type=int, default=None, help="which --results file's retrieval feeds RAD")
-    parser.add_argument("--k", type=int, default=None, help="similar training cases per test case (RAD)")
-    parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
-    report = parser.add_argument_group("report generation (instead of --results)")
-    report.add_argument("--reports", default=None, help="the report specialist's {split}_reports.jsonl")
-    report.add_argument("--retrieval", default=None, help="its {split}_retrieval.json")
-    report.add_argument("--annotation", default=None, help="the R2Gen annotation.json")
-    report.add_argument("--cleaning", default="iu_xray", choices=list(CLEANING_RULES), help="report cleaning rule")
-    args = parser.parse_args(argv)
-    setup_logging()
-    if args.reports or args.retrieval:
-        try:
-            if not (args.reports and args.retrieval and args.annotation and args.out):
-                raise DatasetError("report cases need --reports, --retrieval, --annotation and --out")
-            out = build_report_cases(args.reports, args.retrieval, args.annotation, args.out, args.k or 3,
-                                     args.cleaning)
-        except (DatasetError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"cases: {out}")
-        return 0
-    try:
-        settings = {"results": None, "out": None, "data_path": None, "rad_from": 0, "k": 10, "extra_datasets": None}
-        if args.config:
-            from gsco.collab.run import GscoConfig
-            from gsco.config import load_config
-            from gsco.runtime import repo_file
-
-            cfg = load_config(GscoConfig, repo_file(args.config))
-            settings.update(results=cfg.specialists, out=cfg.cases, data_path=cfg.data_path, rad_from=cfg.rad_from,
-                            k=cfg.k, extra_datasets=cfg.extra_datasets)
-        settings.update({k: v for k, v in vars(args).items() if k in settings and v is not None})
-        if not settings["results"] or not settings["out"]:
-            raise DatasetError("give --results and --out (or a --config whose specialists and cases name them)")
-        out = build_cases(settings["results"], settings["out"], settings["data_path"], settings["rad_from"],
-                          settings["k"], settings["extra_datasets"])
-    except (DatasetError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _build_and_print(cfg: BuildCasesConfig) -> None:
+    if cfg.task == "report":
+        if not cfg.specialists or len(cfg.specialists) != 1 or not cfg.annotation:
+            raise DatasetError("report cases need specialists=[the report specialist's {split}_reports.jsonl] and "
+                               "annotation=the R2Gen annotation.json")
+        reports = Path(cfg.specialists[0])
+        retrieval = cfg.retrieval or reports.with_name(reports.name.replace("_reports.jsonl", "_retrieval.json"))
+        out = build_report_cases(reports, retrieval, cfg.annotation, cfg.cases, cfg.k, cfg.report_cleaning)
+    else:
+        if not cfg.specialists:
+            raise DatasetError("key 'specialists': give the specialists' {...}_results.json files "
+                               "(specialists=[A_results.json,B_results.json])")
+        out = build_cases(cfg.specialists, cfg.cases, cfg.data_path, cfg.rad_from, cfg.k, cfg.extra_datasets)
     print(f"cases: {out}")
-    return 0
+
+
+@dataclasses.dataclass
+class BuildCasesConfig(GscoConfig):
+    """A GSCo config (``specialists``, ``rad_from``, ``k``, ``data_path``, ``cases``) plus report cases' inputs."""
+
+    annotation: str | None = None  # report cases: the R2Gen annotation.json (the studies and training reports)
+    retrieval: str | None = None  # report cases: {split}_retrieval.json (null: next to the reports file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    report = {"task": "report"}
+    aliases = {"--results": Alias("specialists"), "--out": Alias("cases"), "--data-path": Alias("data_path"),
+               "--rad-from": Alias("rad_from"), "--k": Alias("k"), "--extra-datasets": Alias("extra_datasets"),
+               "--reports": Alias("specialists", report), "--retrieval": Alias("retrieval", report),
+               "--annotation": Alias("annotation", report), "--cleaning": Alias("report_cleaning", report)}
+    return command(BuildCasesConfig, _build_and_print, description="Specialists' results -> a GSCo case file.",
+                   config=default_gsco_config, resolve=repo_file, aliases=aliases,
+                   errors=(DatasetError, ValueError))(argv)
 
 
 # ------------------------------------------------------------------------------------------- report generation

@@ -1,12 +1,15 @@
 """Training-split cases -> MedDr training samples that ask with the arms' prompts (hints included).
 
     python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml \
-        --cases outputs/gsco/train/breastmnist_train_cases.json --out outputs/gsco/train/hint_samples.json \
-        [--arms generalist moed rad moed_rad rad_counts moed_prob] [--per-case 2] [--seed 0]
+        cases=outputs/gsco/train/breastmnist_train_cases.json samples=outputs/gsco/train/hint_samples.json \
+        [arms=[generalist,moed,rad,moed_rad,rad_counts,moed_prob]] [arms_per_case=2] [seed=0]
+
+(the GSCo config's keys plus ``samples``, ``arms_per_case`` and ``seed``; the former flags ``--cases``, ``--out``,
+``--arms``, ``--per-case`` and ``--seed`` are read for one release.)
 
 Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fine-tuned to read the hints. The case
 file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
-(``predict ... eval_split=train``); each case becomes one sample per arm (or ``--per-case`` arms drawn at random),
+(``predict ... eval_split=train``); each case becomes one sample per arm (or ``arms_per_case`` arms drawn at random),
 whose question is exactly the prompt ``inference_gsco.sh`` asks at test time and whose answer is the label (a
 multi-label case's labels as words; for report cases, the cleaned reference report — built from the report
 specialist's evaluation with ``split=train``). Feed the file to ``train.sh`` (``DATA=...``).
@@ -17,7 +20,7 @@ often than on the test split; RAD hints leave each image out of its own neighbou
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from gsco.collab.arms import ARMS, generalist_arms
-from gsco.collab.run import GscoConfig, Task, fill_case, load_gsco_config, missing_evidence, read_cases
+from gsco.cli import Alias, command
+from gsco.collab.run import GscoConfig, Task, default_gsco_config, fill_case, missing_evidence, read_cases
 from gsco.config import ConfigError
+from gsco.runtime import repo_file
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +59,7 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     if not arms:
         raise ConfigError(f"{cases_path}: none of the arms can be asked with these cases")
     if per_case is not None and not 1 <= per_case <= len(arms):
-        raise ConfigError(f"--per-case {per_case}: must be between 1 and the number of arms ({len(arms)})")
+        raise ConfigError(f"key 'arms_per_case': {per_case} must be between 1 and the number of arms ({len(arms)})")
     tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
     if tested:
         raise ConfigError(f"{cases_path}: case {tested[0]} (and {len(tested) - 1} more) is from the test split; "
@@ -77,28 +82,34 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gsco.runtime import setup_logging
+@dataclasses.dataclass
+class HintSamplesConfig(GscoConfig):
+    """A GSCo config (the prompt pieces, ``cases``, ``arms``) plus what only hint samples need."""
 
-    parser = argparse.ArgumentParser(description="Training-split cases -> MedDr samples asked with the arms' prompts.")
-    parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml (the prompt pieces)")
-    parser.add_argument("--cases", required=True, help="training-split case file (build_cases on train results)")
-    parser.add_argument("--out", required=True, help="sample file to write (JSON list, for train.sh DATA=)")
-    parser.add_argument("--arms", nargs="+", default=None, help="default: every arm the cases have evidence for: "
-                        + "; ".join(f"{a} ({ARMS[a].about})" for a in generalist_arms(report=False)))
-    parser.add_argument("--per-case", type=int, default=None, help="arms drawn per case (default: every arm)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help="GSCo config keys")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        cfg = load_gsco_config(args.config, args.overrides)
-        out = write_hint_samples(cfg, args.cases, args.out, args.arms, args.per_case, args.seed)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    samples: str | None = None  # the sample file to write (JSON list, for train.sh DATA=)
+    arms_per_case: int | None = None  # arms drawn at random per case; null: every arm
+    seed: int = 0  # of that draw
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.samples:
+            raise ConfigError("key 'samples': give the sample file to write (samples=PATH.json)")
+        if self.arms_per_case is not None and self.arms_per_case < 1:
+            raise ConfigError(f"key 'arms_per_case': must be at least 1, got {self.arms_per_case}")
+
+
+def _write_and_print(cfg: HintSamplesConfig) -> None:
+    out = write_hint_samples(cfg, cfg.cases, cfg.samples, cfg.arms, cfg.arms_per_case, cfg.seed)
     print(f"samples: {out}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    arms = "; ".join(f"{a} ({ARMS[a].about})" for a in generalist_arms(report=False))  # read now: arms registered since
+    aliases = {"--cases": Alias("cases"), "--out": Alias("samples"), "--arms": Alias("arms"),
+               "--per-case": Alias("arms_per_case"), "--seed": Alias("seed")}
+    return command(HintSamplesConfig, _write_and_print, config=default_gsco_config, resolve=repo_file, aliases=aliases,
+                   description="Training-split cases -> MedDr samples asked with the arms' prompts. Arms (default: "
+                   f"every arm the cases have evidence for): {arms}")(argv)
 
 
 if __name__ == "__main__":

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Literal
 
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
-from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.cli import command
+from gsco.config import ConfigError, config_to_dict
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
-from gsco.runtime import repo_file, setup_logging, write_json
+from gsco.runtime import repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -340,12 +341,11 @@ def run(cfg: GscoConfig) -> dict:
 MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in ablation.json
 
 
-def load_gsco_config(config: str | None, overrides: list[str]) -> GscoConfig:
-    """``--config`` (default: ``configs/gsco/<dataset>.yaml``, dataset from the overrides or breastmnist) with
-    ``key=value`` overrides."""
-    parsed = parse_overrides(overrides)
-    path = config or str(repo_file(f"configs/gsco/{parsed.get('dataset', 'breastmnist')}.yaml"))
-    return load_config(GscoConfig, path, parsed)
+def default_gsco_config(values: dict) -> Path:
+    """The config a GSCo command reads without ``--config``: ``configs/gsco/<dataset>.yaml``, the dataset from the
+    command line (default: breastmnist; iu_xray for ``task=report``)."""
+    dataset = values.get("dataset") or ("iu_xray" if values.get("task") == "report" else "breastmnist")
+    return repo_file(f"configs/gsco/{dataset}.yaml")
 
 
 def ablation_markdown(result: dict) -> str:
@@ -376,22 +376,10 @@ def _skipped_lines(result: dict) -> list[str]:
     return ["", "Skipped arms:"] + [f"- {arm}: {why}" for arm, why in skipped.items()] if skipped else []
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="GSCo ablation arms on a case file.")
-    parser.add_argument("--config", default=None, help="configs/gsco/<dataset>.yaml")
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        cfg = load_gsco_config(args.config, args.overrides)
-        result = run(cfg)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _run_and_print(cfg: GscoConfig) -> None:
+    result = run(cfg)
     if not result:  # not the first data-parallel process
-        return 0
+        return
     print(ablation_markdown(result))
     print(f"cases: {result['cases']}")
     for arm, m in result["arms"].items():
@@ -402,7 +390,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"chart: {result['ablation_png']}")
     print(f"table: {Path(cfg.out_dir) / 'ablation.md'}")
     print(f"json: {Path(cfg.out_dir) / 'ablation.json'}")
-    return 0
+
+
+main = command(GscoConfig, _run_and_print, description="GSCo ablation arms on a case file.",
+               config=default_gsco_config, resolve=repo_file)
 
 
 if __name__ == "__main__":

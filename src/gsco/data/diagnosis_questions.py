@@ -1,7 +1,11 @@
 """A registered classification dataset as diagnosis questions: image files, a MedDr training sample file and an
 evaluation metafile.
 
-    python -m gsco.data.diagnosis_questions --dataset breastmnist --data-path ../shared/data/medmnist --out DIR
+    python -m gsco.data.diagnosis_questions dataset=breastmnist data_path=../shared/data/medmnist out_dir=DIR \
+        [img_size=28] [splits=[train,val,test]] [extra_datasets=my_registry.yaml]
+
+(or the same keys from ``--config FILE``; the former flags ``--dataset``, ``--data-path``, ``--out``, ``--img-size``,
+``--splits`` and ``--extra-datasets`` are read for one release.)
 
 Writes ``DIR/images/{split}_{index}.png`` once, ``DIR/{dataset}_{split}_conversations.json`` (training samples,
 ``{id, image, conversations}``) and ``DIR/{dataset}_{split}.jsonl`` (metafile rows ``{id, split, image, question,
@@ -12,7 +16,7 @@ metafile rows carry ``answer_type: multi-label``.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -98,24 +102,30 @@ def write_diagnosis_questions(dataset: str, data_path: str | Path, out: str | Pa
     return written
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="A classification dataset as MedDr diagnosis questions.")
-    parser.add_argument("--dataset", required=True)
-    parser.add_argument("--data-path", required=True)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--img-size", type=int, default=28)
-    parser.add_argument("--splits", nargs="+", default=["train", "val", "test"])
-    parser.add_argument("--extra-datasets", default=None, help="your registry YAML (as the config key)")
-    args = parser.parse_args(argv)
-    try:
-        written = write_diagnosis_questions(args.dataset, args.data_path, args.out, args.img_size,
-                                            tuple(args.splits), args.extra_datasets)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+@dataclasses.dataclass
+class DiagnosisQuestionsConfig:
+    dataset: str  # a registered classification dataset
+    data_path: str  # where its files are (as the specialist config's data_path)
+    out_dir: str  # images/, the training sample files and the metafiles are written here
+    img_size: int = 28
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val", "test"])
+    extra_datasets: str | None = None  # your registry YAML (as the specialist config's key)
+
+
+def _write_and_print(cfg: DiagnosisQuestionsConfig) -> None:
+    written = write_diagnosis_questions(cfg.dataset, cfg.data_path, cfg.out_dir, cfg.img_size, tuple(cfg.splits),
+                                        cfg.extra_datasets)
     for split, path in written.items():
-        print(f"{split}: {path} and {path.with_name(f'{args.dataset}_{split}.jsonl')}")
-    return 0
+        print(f"{split}: {path} and {path.with_name(f'{cfg.dataset}_{split}.jsonl')}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.cli import Alias, command
+
+    aliases = {"--dataset": Alias("dataset"), "--data-path": Alias("data_path"), "--out": Alias("out_dir"),
+               "--img-size": Alias("img_size"), "--splits": Alias("splits"), "--extra-datasets": Alias("extra_datasets")}
+    return command(DiagnosisQuestionsConfig, _write_and_print, aliases=aliases, errors=(DatasetError,),
+                   description="A classification dataset as MedDr diagnosis questions.")(argv)
 
 
 if __name__ == "__main__":

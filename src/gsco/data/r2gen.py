@@ -1,23 +1,28 @@
 """R2Gen/R2GenGPT annotation files (IU-Xray, MIMIC-CXR) -> MedDr evaluation metafiles.
 
-    python -m gsco.data.r2gen --annotation data/iu_xray/annotation.json --split test --out data/iu_xray/test.jsonl
+    python -m gsco.data.r2gen annotation=data/iu_xray/annotation.json split=test metafile=data/iu_xray/test.jsonl \
+        [views=each] [image_prefix=images/]
+
+(or the same keys from ``--config FILE``; the former flags ``--annotation``, ``--split``, ``--out``, ``--views`` and
+``--image-prefix`` are read for one release.)
 
 The annotation is ``{"train"|"val"|"test": [{id, report, image_path: [...], split}]}``.
 
-- ``--views each`` (default): one row per image, ``{id, split, image, text, question_id, answer}`` with ``id`` =
+- ``views=each`` (default): one row per image, ``{id, split, image, text, question_id, answer}`` with ``id`` =
   ``question_id`` = the row's number and ``answer`` the study's report — the layout of MedDr's own IU-Xray metafile
-  (sunanhe/MedDr ``data/iu_mrg_meta.jsonl``). With ``--image-prefix images/`` the IU-Xray test split comes out
+  (sunanhe/MedDr ``data/iu_mrg_meta.jsonl``). With ``image_prefix=images/`` the IU-Xray test split comes out
   byte-identical to that file (tested), so MedDr's report numbers are computed over the same 1,180 images.
-- ``--views first``: one row per study, ``{id, split, image, images, text, question_id, answer}``, ``image`` its
+- ``views=first``: one row per study, ``{id, split, image, images, text, question_id, answer}``, ``image`` its
   first view and ``id`` the study id.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Literal
 
 from gsco.data.registry import DatasetError
 
@@ -76,22 +81,27 @@ def r2gen_to_metafile(annotation: str | Path, split: str, out: str | Path, views
     return len(rows)
 
 
+@dataclasses.dataclass
+class R2GenMetafileConfig:
+    annotation: str  # the R2Gen annotation.json
+    metafile: str  # the JSONL to write (MedDr evaluation's metafile key)
+    split: Literal["train", "val", "test"] = "test"
+    views: Literal["each", "first"] = "each"  # each: one row per image (MedDr's IU-Xray metafile); first: per study
+    image_prefix: str = ""  # prepended to every image path (e.g. images/)
+
+
+def _write_and_print(cfg: R2GenMetafileConfig) -> None:
+    n = r2gen_to_metafile(cfg.annotation, cfg.split, cfg.metafile, cfg.views, cfg.image_prefix)
+    print(f"wrote {n} rows: {cfg.metafile}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="R2Gen annotation -> MedDr evaluation metafile (JSONL).")
-    parser.add_argument("--annotation", required=True)
-    parser.add_argument("--split", default="test", choices=SPLITS)
-    parser.add_argument("--out", required=True)
-    parser.add_argument("--views", default="each", choices=["each", "first"],
-                        help="each: one row per image (MedDr's IU-Xray metafile); first: one row per study")
-    parser.add_argument("--image-prefix", default="", help="prepended to every image path (e.g. images/)")
-    args = parser.parse_args(argv)
-    try:
-        n = r2gen_to_metafile(args.annotation, args.split, args.out, args.views, args.image_prefix)
-    except DatasetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"wrote {n} rows: {args.out}")
-    return 0
+    from gsco.cli import Alias, command
+
+    aliases = {"--annotation": Alias("annotation"), "--split": Alias("split"), "--out": Alias("metafile"),
+               "--views": Alias("views"), "--image-prefix": Alias("image_prefix")}
+    return command(R2GenMetafileConfig, _write_and_print, aliases=aliases, errors=(DatasetError,),
+                   description="R2Gen annotation -> MedDr evaluation metafile (JSONL).")(argv)
 
 
 if __name__ == "__main__":

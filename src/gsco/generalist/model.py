@@ -63,7 +63,7 @@ def check_model_argument(model: str | Path | None) -> Path | None:
         raise ModelLoadError(f"{path} has no config.json: not a transformers model directory")
     if json.loads(config_file.read_text()).get("model_type") == "internvl_chat":
         raise ModelLoadError(f"{path} is an original-format MedDr/InternVL-Chat checkpoint; convert it first: "
-                             f"python -m gsco.meddr.convert --src {path} --dst {path}-hf")
+                             f"python -m gsco.meddr.convert original={path} out_dir={path}-hf")
     return path
 
 
@@ -105,7 +105,7 @@ class Generalist:
     def _from_preset(cls, name: str, device: torch.device, dtype: torch.dtype) -> "Generalist":
         from gsco.generalist.registry import build_preset
 
-        logger.warning("MedDr preset %r with RANDOM weights: its answers are noise (pass --model DIR for a real "
+        logger.warning("MedDr preset %r with RANDOM weights: its answers are noise (give model=DIR for a real "
                        "model)", name)
         net, processor = build_preset(name, dtype=dtype)
         return cls(net.to(device), processor, device, f"{name} (random weights)")

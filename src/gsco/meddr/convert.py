@@ -1,6 +1,10 @@
 """Convert an original MedDr / InternVL-Chat-V1.2 checkpoint into a transformers model directory.
 
-    python -m gsco.meddr.convert --src /path/to/MedDr_0401 --dst /path/to/meddr-hf [--dtype bfloat16]
+    python -m gsco.meddr.convert original=/path/to/MedDr_0401 out_dir=/path/to/meddr-hf [dtype=bfloat16] \
+        [lora_alpha=32] [tokenizer=DIR] [overwrite=true]
+
+(or the same keys from ``--config FILE``; the former flags ``--src``, ``--dst``, ``--dtype``, ``--lora-alpha``,
+``--tokenizer`` and ``--overwrite`` are read for one release.)
 
 The original checkpoint ships no model code; the result loads with ``MedDrForConditionalGeneration`` (or
 ``AutoModelForImageTextToText`` once :mod:`gsco.meddr` is imported) and ``AutoProcessor``. The conversion streams:
@@ -14,7 +18,7 @@ the conversion with a message that names it.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import re
@@ -58,7 +62,7 @@ class ConversionError(ValueError):
 def read_original_config(src: Path) -> dict:
     path = src / "config.json"
     if not path.is_file():
-        raise ConversionError(f"{path} does not exist: --src must be an original MedDr/InternVL-Chat checkpoint")
+        raise ConversionError(f"{path} does not exist: key 'original' must be an original MedDr/InternVL-Chat checkpoint")
     cfg = json.loads(path.read_text())
     if cfg.get("model_type") != "internvl_chat":
         raise ConversionError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 'internvl_chat'")
@@ -393,7 +397,7 @@ def find_tokenizer_dir(src: Path, tokenizer: Path | None) -> Path:
     for candidate in ([tokenizer] if tokenizer else [src / "tokenizer", src]):
         if candidate.is_dir() and any((candidate / f).is_file() for f in ("tokenizer.json", "tokenizer.model")):
             return candidate
-    raise ConversionError(f"no tokenizer (tokenizer.json or tokenizer.model) in {tokenizer or src}; pass --tokenizer")
+    raise ConversionError(f"no tokenizer (tokenizer.json or tokenizer.model) in {tokenizer or src}; give tokenizer=DIR")
 
 
 def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: float | None = None,
@@ -408,7 +412,7 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: f
         raise ConversionError(f"--dtype {dtype!r}: expected auto or one of {sorted(DTYPES)}")
     if dst.exists() and any(dst.iterdir()):
         if not overwrite:
-            raise ConversionError(f"{dst} exists and is not empty; pass --overwrite to replace it")
+            raise ConversionError(f"{dst} exists and is not empty; give overwrite=true to replace it")
         shutil.rmtree(dst)
     tok = load_tokenizer(find_tokenizer_dir(src, Path(tokenizer) if tokenizer else None))
     image_token_id = tok.convert_tokens_to_ids(IMG_CONTEXT)
@@ -433,27 +437,30 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: f
     return dst
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gsco.runtime import setup_logging
+@dataclasses.dataclass
+class ConvertConfig:
+    original: str  # the original checkpoint directory (config.json, *.safetensors)
+    out_dir: str  # the transformers-format model directory to write
+    dtype: str = "auto"  # auto (keep the stored dtype), bfloat16, float16, float32
+    lora_alpha: float | None = None  # an unmerged LoRA's alpha (null: 2r, InternVL's recipe)
+    tokenizer: str | None = None  # tokenizer directory (null: ORIGINAL/tokenizer or ORIGINAL)
+    overwrite: bool = False  # replace a non-empty out_dir
 
-    parser = argparse.ArgumentParser(description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")
-    parser.add_argument("--src", required=True, help="original checkpoint directory (config.json, *.safetensors)")
-    parser.add_argument("--dst", required=True, help="output directory (transformers format)")
-    parser.add_argument("--dtype", default="auto", help="auto (keep the stored dtype), bfloat16, float16, float32")
-    parser.add_argument("--lora-alpha", type=float, default=None, help="LoRA alpha (default 2r, InternVL's recipe)")
-    parser.add_argument("--tokenizer", default=None, help="tokenizer directory (default: SRC/tokenizer or SRC)")
-    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --dst")
-    args = parser.parse_args(argv)
-    setup_logging()
+
+def _convert_and_print(cfg: ConvertConfig) -> None:
     import gsco.meddr  # noqa: F401  (registers the Auto classes the saved processor refers to)
 
-    try:
-        dst = convert(args.src, args.dst, args.dtype, args.lora_alpha, args.tokenizer, args.overwrite)
-    except ConversionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    dst = convert(cfg.original, cfg.out_dir, cfg.dtype, cfg.lora_alpha, cfg.tokenizer, cfg.overwrite)
     print(f"converted model: {dst}")
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.cli import Alias, command
+
+    aliases = {"--src": Alias("original"), "--dst": Alias("out_dir"), "--dtype": Alias("dtype"),
+               "--lora-alpha": Alias("lora_alpha"), "--tokenizer": Alias("tokenizer"), "--overwrite": Alias("overwrite")}
+    return command(ConvertConfig, _convert_and_print, aliases=aliases, errors=(ConversionError,),
+                   description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")(argv)
 
 
 if __name__ == "__main__":

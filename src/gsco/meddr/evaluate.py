@@ -27,9 +27,10 @@ from typing import Literal
 
 import yaml
 
-from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
+from gsco.cli import command
+from gsco.config import ConfigError, config_to_dict
 from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
-from gsco.runtime import read_predictions, repo_file, setup_logging, write_json
+from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -287,25 +288,16 @@ def evaluate(cfg: MedDrEvalConfig) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Evaluate MedDr (or another generalist) on a metafile.")
-    parser.add_argument("--config", default=str(repo_file("configs/meddr/eval.yaml")))
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        cfg = load_config(MedDrEvalConfig, args.config, parse_overrides(args.overrides))
-        result = evaluate(cfg)
-    except (ValueError, RuntimeError) as exc:  # ConfigError, unreadable model directory, Java missing, ...
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:
+    result = evaluate(cfg)  # ValueError / RuntimeError: an unreadable model directory, Java missing, ...
     if result:
         print(format_table(result))
         print(f"predictions: {cfg.predictions_file}")
         print(f"metrics: {cfg.metrics_file}")
-    return 0
+
+
+main = command(MedDrEvalConfig, _evaluate_and_print, description="Evaluate MedDr (or another generalist) on a metafile.",
+               config="configs/meddr/eval.yaml", resolve=repo_file)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,15 @@
 """Merge a MedDr LoRA adapter (peft format) into a standalone model directory.
 
-    python -m gsco.meddr.merge_lora --adapter OUTPUT_DIR/adapter --dst OUTPUT_DIR/merged [--base MODEL_DIR]
+    python -m gsco.meddr.merge_lora adapter=OUT_DIR/adapter out_dir=OUT_DIR/merged [base=MODEL_DIR]
 
-The base model is the adapter's ``base_model_name_or_path`` unless ``--base`` is given. The result loads with
-``demo.py --model DST`` and ``inference_meddr.sh`` like any converted MedDr.
+(or the same keys from ``--config FILE``; the former flags ``--adapter``, ``--dst`` and ``--base`` are read for one
+release.) The base model is the adapter's ``base_model_name_or_path`` unless ``base`` is given. The result loads
+with ``demo.py model=OUT_DIR`` and ``inference_meddr.sh`` like any converted MedDr.
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -28,7 +29,7 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
         raise ValueError(f"{adapter} is not a peft adapter directory (no adapter_config.json)")
     base = Path(base) if base else Path(json.loads(config_file.read_text())["base_model_name_or_path"])
     if not (base / "config.json").is_file():
-        raise ValueError(f"base model {base} does not exist; pass --base DIR")
+        raise ValueError(f"base model {base} does not exist; give base=DIR")
     # the base's stored dtype (bf16 for the published model: ~80 GB of CPU memory for the 40B merge)
     model = AutoModelForImageTextToText.from_pretrained(str(base), dtype="auto")
     merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
@@ -39,22 +40,23 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     return dst
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gsco.runtime import setup_logging
+@dataclasses.dataclass
+class MergeLoraConfig:
+    adapter: str  # the peft adapter directory (train.sh's OUT_DIR/adapter)
+    out_dir: str  # the merged model directory to write
+    base: str | None = None  # base model directory (null: the adapter's base_model_name_or_path)
 
-    parser = argparse.ArgumentParser(description="Merge a MedDr LoRA adapter into a standalone model directory.")
-    parser.add_argument("--adapter", required=True)
-    parser.add_argument("--dst", required=True)
-    parser.add_argument("--base", default=None, help="base model directory (default: from adapter_config.json)")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        dst = merge_lora(args.adapter, args.dst, args.base)
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"merged model: {dst}")
-    return 0
+
+def _merge_and_print(cfg: MergeLoraConfig) -> None:
+    print(f"merged model: {merge_lora(cfg.adapter, cfg.out_dir, cfg.base)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.cli import Alias, command
+
+    aliases = {"--adapter": Alias("adapter"), "--dst": Alias("out_dir"), "--base": Alias("base")}
+    return command(MergeLoraConfig, _merge_and_print, aliases=aliases, errors=(ValueError,),
+                   description="Merge a MedDr LoRA adapter into a standalone model directory.")(argv)
 
 
 if __name__ == "__main__":

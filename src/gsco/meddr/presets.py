@@ -141,22 +141,24 @@ def save_preset(name: str, dst: str | Path, seed: int = 0) -> Path:
     return dst
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
+@dataclasses.dataclass
+class SavePresetConfig:
+    out_dir: str  # the model directory to write
+    preset: str = "tiny"  # a shipped preset (tiny, meddr-40b) or a preset YAML's path
+    seed: int = 0  # of the random initialisation
 
-    parser = argparse.ArgumentParser(description="Save a MedDr preset (random weights) as a model directory.")
-    parser.add_argument("--preset", default="tiny", help=f"a shipped preset ({', '.join(known_presets())}) or a preset YAML's path")
-    parser.add_argument("--dst", required=True, help="model directory to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
-    args = parser.parse_args(argv)
-    try:
-        out = save_preset(args.preset, args.dst, args.seed)
-    except (ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"model: {out}")
-    return 0
+
+def _save_and_print(cfg: SavePresetConfig) -> None:
+    print(f"model: {save_preset(cfg.preset, cfg.out_dir, cfg.seed)}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    from gsco.cli import Alias, command
+
+    aliases = {"--preset": Alias("preset"), "--dst": Alias("out_dir"), "--seed": Alias("seed")}
+    return command(SavePresetConfig, _save_and_print, aliases=aliases, errors=(ValueError, OSError),
+                   description="Save a MedDr preset (random weights) as a model directory. Presets: "
+                   + ", ".join(known_presets()) + ".")(argv)
 
 
 if __name__ == "__main__":

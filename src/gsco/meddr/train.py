@@ -19,8 +19,9 @@ from typing import Literal
 
 import torch
 
-from gsco.config import ConfigError, config_to_dict, load_config, parse_overrides
-from gsco.runtime import repo_file, setup_logging, write_json
+from gsco.cli import command
+from gsco.config import ConfigError, config_to_dict
+from gsco.runtime import repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -250,26 +251,17 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
     return out / "final"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description="Fine-tune MedDr (LoRA or full).")
-    parser.add_argument("--config", default=str(repo_file("configs/meddr/finetune_tiny.yaml")))
-    parser.add_argument("overrides", nargs="*", metavar="key=value")
-    args = parser.parse_args(argv)
-    setup_logging()
-    try:
-        cfg = load_config(MedDrTrainConfig, args.config, parse_overrides(args.overrides))
-        result = train(cfg)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _train_and_print(cfg: MedDrTrainConfig) -> None:
+    result = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
         print(f"model: {result['final']}")
         if cfg.mode == "lora":
             print(f"adapter: {Path(cfg.output_dir) / 'adapter'}")
-    return 0
+
+
+main = command(MedDrTrainConfig, _train_and_print, description="Fine-tune MedDr (LoRA or full).",
+               config="configs/meddr/finetune_tiny.yaml", resolve=repo_file)
 
 
 if __name__ == "__main__":

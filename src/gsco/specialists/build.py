@@ -12,10 +12,9 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from gsco.config import ConfigError, config_from_cli
 from gsco.data.datasets import ClassificationDataset, Preprocess, build_dataset
 from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
-from gsco.runtime import resolve_device, seed_everything, setup_logging
+from gsco.runtime import resolve_device, seed_everything
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import create_specialist, mean_std
 
@@ -103,21 +102,13 @@ def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     return np.concatenate(labels), torch.cat(logits)
 
 
-def parse_cli(description: str, argv: list[str] | None = None) -> SpecialistConfig:
-    """``[--config FILE] [key=value ...]`` -> a validated SpecialistConfig; a bad one exits with status 2."""
-    cfg = config_from_cli(SpecialistConfig, description, "configs/config.yaml", argv, (ConfigError, DatasetError))
-    setup_logging()
-    return cfg
-
-
 def run_cli(description: str, job: Callable[[SpecialistConfig], Any], report: Callable[[SpecialistConfig, Any], None],
             argv: list[str] | None = None) -> int:
-    """Parse the command line, run ``job(cfg)``, print its outcome; bad input exits 1 with one clear line."""
-    cfg = parse_cli(description, argv)
-    try:
-        out = job(cfg)
-    except (DatasetError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    report(cfg, out)
-    return 0
+    """``[--config FILE] [key=value ...]`` (gsco.cli; FILE defaults to configs/config.yaml, the repository's copy when run elsewhere): run ``job(cfg)`` and
+    print its outcome with ``report``; bad input (a key, a missing file or dataset) is one line and status 2."""
+    from gsco.cli import command
+    from gsco.runtime import repo_file
+
+    main = command(SpecialistConfig, lambda cfg: report(cfg, job(cfg)), description=description,
+                   config="configs/config.yaml", resolve=repo_file, errors=(DatasetError, OSError, ValueError, RuntimeError))
+    return main(argv)

@@ -6,7 +6,7 @@ import dataclasses
 import re
 from typing import Literal
 
-from gsco.config import ConfigError, config_from_cli
+from gsco.config import ConfigError
 from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 
@@ -99,10 +99,10 @@ class ReportConfig:
                 "length_penalty": self.length_penalty, "do_sample": False}
 
 
-def parse_report_cli(description: str, argv: list[str] | None = None) -> ReportConfig:
-    """``[--config FILE] [key=value ...]`` -> a validated ReportConfig; a bad one exits with status 2."""
-    from gsco.runtime import repo_file, setup_logging
+def report_command(run, description: str):
+    """An entry point over ReportConfig (gsco.cli): ``[--config FILE] [key=value ...]``, FILE defaulting to
+    configs/report/tiny.yaml (the repository's copy when run elsewhere); bad input exits with status 2."""
+    from gsco.cli import command
+    from gsco.runtime import repo_file
 
-    cfg = config_from_cli(ReportConfig, description, "configs/report/tiny.yaml", argv, (ValueError,), repo_file)
-    setup_logging()
-    return cfg
+    return command(ReportConfig, run, description=description, config="configs/report/tiny.yaml", resolve=repo_file)

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gsco.config import ConfigError
-from gsco.specialists.report.config import ReportConfig
+from gsco.specialists.report.config import ReportConfig, report_command
 
 logger = logging.getLogger(__name__)
 
@@ -151,22 +151,17 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    from gsco.specialists.report.config import parse_report_cli
-
-    cfg = parse_report_cli("Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.", argv)
-    try:
-        result = evaluate_reports(cfg)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _evaluate_and_print(cfg: ReportConfig) -> None:
+    result = evaluate_reports(cfg)
     if not result:  # not the first data-parallel process
-        return 0
+        return
     for key, value in result["metrics"].items():
         print(f"{key:8s} {value:.4f}")
     print(f"reports: {result['reports']}")
     print(f"metrics: {Path(cfg.out_dir or cfg.output_dir) / f'{cfg.split}_metrics.json'}")
-    return 0
+
+
+main = report_command(_evaluate_and_print, "Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.")
 
 
 if __name__ == "__main__":

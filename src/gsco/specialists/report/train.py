@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
-from gsco.specialists.report.config import ReportConfig, parse_report_cli
+from gsco.specialists.report.config import ReportConfig, report_command
 from gsco.training import History
 
 logger = logging.getLogger(__name__)
@@ -192,18 +192,15 @@ def _validate(cfg: ReportConfig, core, val_set, out: Path, epoch: int, step: int
     return best
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg = parse_report_cli("Train the R2GenGPT-style report specialist.", argv)
-    try:
-        result = train_report_specialist(cfg)
-    except (ValueError, RuntimeError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def _train_and_print(cfg: ReportConfig) -> None:
+    result = train_report_specialist(cfg)
     best = result["best"]
     if best.get("checkpoint"):
         print(f"best checkpoint: {best['checkpoint']} (epoch {best['epoch']}, val score {best['score']:.4f})")
     print(f"history: {Path(cfg.output_dir) / 'history.jsonl'}")
-    return 0
+
+
+main = report_command(_train_and_print, "Train the R2GenGPT-style report specialist.")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,131 @@
+"""One command line for every entry point.
+
+    python -m gsco.<tool> [--config FILE] [key=value ...]
+
+A tool's settings are one config dataclass (:mod:`gsco.config`): ``FILE`` gives values and ``key=value`` overrides
+them, with keys named exactly as in the YAML. Former flags (``--data-path X``) are still read for one release as
+aliases of their key and listed under "former flags" in ``--help``. Exit status everywhere: 0 done, 2 bad input (one
+line on stderr naming the key or file and what was expected); anything else is a bug and shows its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
+
+from gsco.config import ConfigError, load_config, parse_overrides, scalar_for
+
+T = TypeVar("T")
+BAD_INPUT = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Alias:
+    """A former flag, read for one release: ``--flag VALUE`` is ``key=VALUE``, and ``implies`` sets further keys."""
+
+    key: str
+    implies: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+ConfigPath = str | Path | Callable[[dict], "str | Path | None"] | None
+
+
+def _kind(tp: Any) -> str:
+    """How a former flag of this type reads its value(s): 'switch' (no value), 'list' or 'one'."""
+    args = [a for a in typing.get_args(tp) if a is not type(None)] if typing.get_args(tp) else [tp]
+    if tp is bool or args == [bool]:
+        return "switch"
+    if typing.get_origin(tp) is list or any(typing.get_origin(a) is list for a in args):
+        return "list"
+    return "one"
+
+
+def _parser(cls: type, description: str, config: ConfigPath, aliases: Mapping[str, Alias]) -> argparse.ArgumentParser:
+    fields = [f.name for f in dataclasses.fields(cls)]
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="keys: " + ", ".join(fields) + "\nexit status: 0 done, 2 bad input (one line naming the key or file)")
+    shown = config if isinstance(config, (str, Path)) else ("chosen from the keys" if config else "none")
+    parser.add_argument("--config", default=None, metavar="FILE", help=f"YAML config (default: {shown})")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="set any key (see 'keys' below)")
+    hints = typing.get_type_hints(cls)
+    if aliases:
+        group = parser.add_argument_group("former flags (read for one release; write key=value instead)")
+        for flag, alias in aliases.items():
+            kind = _kind(hints[alias.key])
+            extra = "".join(f" {k}={v}" for k, v in alias.implies.items())
+            kwargs: dict[str, Any] = {"dest": "alias" + flag, "default": None,
+                                      "help": f"the same as {alias.key}=...{extra}"}
+            if kind == "switch":
+                kwargs.update(action="store_const", const="true", help=f"the same as {alias.key}=true{extra}")
+            elif kind == "list":
+                kwargs.update(action="extend", nargs="+", metavar="VALUE")
+            else:
+                kwargs.update(metavar="VALUE")
+            group.add_argument(flag, **kwargs)
+    return parser
+
+
+def _alias_values(cls: type, args: argparse.Namespace, aliases: Mapping[str, Alias]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for flag, alias in aliases.items():
+        given = getattr(args, "alias" + flag)
+        if given is None:
+            continue
+        tp = hints[alias.key]
+        if isinstance(given, list):
+            values[alias.key] = list(given)
+        else:
+            values[alias.key] = scalar_for(tp, given)
+        for key, value in alias.implies.items():
+            values.setdefault(key, value)
+    return values
+
+
+def parse(cls: type[T], argv: list[str] | None = None, *, description: str, config: ConfigPath = None,
+          aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None,
+          errors: tuple[type[Exception], ...] = (ConfigError,)) -> T:
+    """``[--config FILE] [key=value ...]`` (and the former flags) -> a validated ``cls``; bad input exits with
+    status 2 and one line. ``config`` is the default FILE, or a function of the overrides choosing it (or None: the
+    dataclass's defaults); ``resolve`` maps a FILE before it is read (e.g. to the repository's copy); ``errors``: what
+    the config's own validation may raise besides ConfigError (e.g. an unknown dataset)."""
+    aliases = aliases or {}
+    parser = _parser(cls, description, config, aliases)
+    args = parser.parse_intermixed_args(argv)
+    try:
+        values = _alias_values(cls, args, aliases)
+        values.update(parse_overrides(args.overrides, cls))
+        path = args.config or (config(values) if callable(config) else config)
+        if path is not None and resolve is not None:
+            path = resolve(str(path))
+        return load_config(cls, path, values)
+    except (ConfigError, *errors) as exc:
+        parser.exit(BAD_INPUT, f"error: {exc}\n")
+
+
+def command(cls: type[T], run: Callable[[T], int | None], *, description: str, config: ConfigPath = None,
+            aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None,
+            errors: tuple[type[Exception], ...] = (ValueError, RuntimeError)) -> Callable[[list[str] | None], int]:
+    """An entry point's ``main(argv) -> exit status``: parse as :func:`parse`, then ``run(cfg)`` (which prints what
+    it made); an error of ``errors`` (bad data, a missing file) is one ``error: ...`` line and status 2."""
+
+    def main(argv: list[str] | None = None) -> int:
+        from gsco.runtime import setup_logging
+
+        cfg = parse(cls, argv, description=description, config=config, aliases=aliases, resolve=resolve,
+                    errors=errors)
+        setup_logging()
+        try:
+            status = run(cfg)
+        except errors as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return BAD_INPUT
+        return int(status or 0)
+
+    main.__doc__ = description
+    return main

@@ -1,0 +1,157 @@
+"""One command line for every entry point (gsco.cli): found by scanning the package, so a new entry point is tested
+without writing a test — its --help, a bad key (status 2, one line naming it), and its former flags read as keys."""
+
+import dataclasses
+import importlib
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from gsco.config import ConfigError, parse_overrides
+
+SRC = REPO / "src"
+
+
+def entry_points() -> list[str]:
+    """Every ``python -m gsco....`` module (it runs ``main`` under ``__main__``), and demo.py."""
+    found = []
+    for path in sorted((SRC / "gsco").rglob("*.py")):
+        if 'if __name__ == "__main__"' in path.read_text():
+            found.append(".".join(path.relative_to(SRC).with_suffix("").parts))
+    return found + ["demo"]
+
+
+def load(name: str, monkeypatch):
+    if name != "demo":
+        return importlib.import_module(name)
+    spec = importlib.util.spec_from_file_location("demo", REPO / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "demo", module)  # its config dataclass looks its module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def status(main, argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as exc:  # argparse and config errors exit from the parser
+        return exc.code
+
+
+def test_every_entry_point_is_found():
+    names = entry_points()
+    assert {"gsco.specialists.train", "gsco.collab.build_cases", "gsco.meddr.convert", "gsco.data.r2gen",
+            "gsco.collab.hint_samples", "gsco.data.diagnosis_questions", "demo"} <= set(names)
+    assert len(names) >= 15
+
+
+def test_only_the_shared_parser_builds_an_argument_parser():
+    builders = [p for p in [*(SRC / "gsco").rglob("*.py"), REPO / "demo.py"]
+                if "ArgumentParser(" in p.read_text() and p != SRC / "gsco" / "cli.py"]
+    assert builders == []
+
+
+@pytest.mark.parametrize("name", entry_points())
+def test_entry_point_help_lists_its_keys(name, monkeypatch, capsys):
+    main = load(name, monkeypatch).main
+    assert status(main, ["--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--config FILE" in out and "key=value" in out and "keys:" in out and "exit status" in out
+
+
+@pytest.mark.parametrize("name", entry_points())
+def test_entry_point_bad_key_is_status_2_and_one_line(name, monkeypatch, capsys, tmp_path):
+    monkeypatch.chdir(tmp_path)  # nothing it could find by accident
+    main = load(name, monkeypatch).main
+    assert status(main, ["no_such_key=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown key 'no_such_key'" in err[0], err
+
+
+# module, the function main hands the config to, former flags, the same with keys
+FORMER_FLAGS = [
+    ("gsco.data.r2gen", "_write_and_print",
+     ["--annotation", "a.json", "--split", "val", "--out", "m.jsonl", "--views", "first", "--image-prefix", "images/"],
+     ["annotation=a.json", "split=val", "metafile=m.jsonl", "views=first", "image_prefix=images/"]),
+    ("gsco.data.diagnosis_questions", "_write_and_print",
+     ["--dataset", "breastmnist", "--data-path", "d", "--out", "o", "--img-size", "64", "--splits", "train", "test",
+      "--extra-datasets", "r.yaml"],
+     ["dataset=breastmnist", "data_path=d", "out_dir=o", "img_size=64", "splits=[train,test]", "extra_datasets=r.yaml"]),
+    ("gsco.meddr.convert", "_convert_and_print",
+     ["--src", "orig", "--dst", "hf", "--dtype", "bfloat16", "--lora-alpha", "32", "--tokenizer", "tok", "--overwrite"],
+     ["original=orig", "out_dir=hf", "dtype=bfloat16", "lora_alpha=32", "tokenizer=tok", "overwrite=true"]),
+    ("gsco.meddr.merge_lora", "_merge_and_print", ["--adapter", "a", "--dst", "m", "--base", "b"],
+     ["adapter=a", "out_dir=m", "base=b"]),
+    ("gsco.meddr.presets", "_save_and_print", ["--preset", "tiny", "--dst", "m", "--seed", "3"],
+     ["preset=tiny", "out_dir=m", "seed=3"]),
+    ("gsco.collab.build_cases", "_build_and_print",
+     ["--results", "a.json", "b.json", "--rad-from", "1", "--k", "5", "--data-path", "d", "--out", "c.json"],
+     ["specialists=[a.json,b.json]", "rad_from=1", "k=5", "data_path=d", "cases=c.json"]),
+    ("gsco.collab.build_cases", "_build_and_print",
+     ["--reports", "e/test_reports.jsonl", "--retrieval", "e/r.json", "--annotation", "ann.json", "--k", "3",
+      "--out", "c.json", "--cleaning", "mimic_cxr"],
+     ["task=report", "specialists=e/test_reports.jsonl", "retrieval=e/r.json", "annotation=ann.json", "k=3",
+      "cases=c.json", "report_cleaning=mimic_cxr"]),
+    ("gsco.collab.hint_samples", "_write_and_print",
+     ["--cases", "c.json", "--out", "s.json", "--arms", "moed", "rad", "--per-case", "2", "--seed", "4"],
+     ["cases=c.json", "samples=s.json", "arms=[moed,rad]", "arms_per_case=2", "seed=4"]),
+    ("demo", "answer_and_print",
+     ["--model", "m", "--image", "a.png", "--question", "Is it benign?", "--image", "b.png", "--question",
+      "What: no?", "--max-new-tokens", "5", "--device-map", "auto"],
+     ["model=m", "image=a.png", "question=Is it benign?", "image=b.png", "question=What: no?", "max_new_tokens=5",
+      "device_map=auto"]),
+]
+
+
+@pytest.mark.parametrize("name, runner, former, keys", FORMER_FLAGS, ids=[f"{c[0]}-{c[2][0]}" for c in FORMER_FLAGS])
+def test_former_flags_read_as_their_keys(name, runner, former, keys, monkeypatch):
+    module = load(name, monkeypatch)
+    seen = []
+    monkeypatch.setattr(module, runner, seen.append)
+    assert module.main(former) == 0 and module.main(keys) == 0
+    assert dataclasses.asdict(seen[0]) == dataclasses.asdict(seen[1])
+    # and a key given after a former flag wins
+    if name == "gsco.meddr.presets":
+        assert module.main([*former, "seed=9"]) == 0 and seen[-1].seed == 9
+
+
+def test_demo_keys_keep_their_text_and_pair_up(monkeypatch):
+    demo = load("demo", monkeypatch)
+    seen = []
+    monkeypatch.setattr(demo, "answer_and_print", seen.append)
+    assert demo.main(["image=a.png", "question=no", "image=b.png", "question=What is seen: a mass?"]) == 0
+    assert seen[0].image == ["a.png", "b.png"] and seen[0].question == ["no", "What is seen: a mass?"]
+
+
+def test_values_are_read_for_their_key_type():
+    from gsco.collab.run import GscoConfig
+
+    got = parse_overrides(["hint_separator= | ", "arms=[moed,rad]", "k=3", "options=null", "specialists=a.json",
+                           "intro='quoted'", "no_finding=no"], GscoConfig)
+    assert got == {"hint_separator": " | ", "arms": ["moed", "rad"], "k": 3, "options": None,
+                   "specialists": ["a.json"], "intro": "quoted", "no_finding": "no"}
+    assert parse_overrides(["k=3", "flag=no"]) == {"k": 3, "flag": False}  # without a class: YAML, as before
+
+
+def test_a_missing_required_key_names_it(monkeypatch, capsys):
+    from gsco.data.r2gen import main
+
+    assert status(main, ["annotation=a.json"]) == 2
+    assert "missing key(s) 'metafile'; give metafile=..." in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="missing key"):
+        from gsco.config import load_config
+        from gsco.meddr.merge_lora import MergeLoraConfig
+
+        load_config(MergeLoraConfig, None, {"adapter": "a"})
+
+
+def test_run_errors_are_status_2_and_one_line(tmp_path, capsys):
+    from gsco.meddr.convert import main
+
+    assert main([f"original={tmp_path / 'none'}", f"out_dir={tmp_path / 'hf'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "key 'original'" in err[0]
+    assert not Path(tmp_path / "hf").exists()
