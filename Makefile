@@ -44,16 +44,16 @@ demo: install
 	@for arch in $(SPECIALISTS); do \
 	  $(PY) -m gsco.specialists.train $(V2) architecture=$$arch && \
 	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch && \
-	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch eval_split=train || exit 1; \
+	  $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch split=train || exit 1; \
 	done
-	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) k=10 specialists=[$(call LIST,$(call RESULTS,))] \
+	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) rad_k=10 specialists=[$(call LIST,$(call RESULTS,))] \
 		cases=$(DEMO_OUT)/gsco/breastmnist_cases.json
-	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) k=10 specialists=[$(call LIST,$(call RESULTS,train_))] \
+	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) rad_k=10 specialists=[$(call LIST,$(call RESULTS,train_))] \
 		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
 	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml arms_per_case=$(HINTS_PER_CASE) \
 		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json samples=$(DEMO_OUT)/gsco/train/hint_samples.json
-	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUTPUT_DIR=$(DEMO_OUT)/meddr \
-		bash train.sh num_train_epochs=$(MEDDR_EPOCHS) save_steps=100000
+	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUT_DIR=$(DEMO_OUT)/meddr \
+		bash train.sh epochs=$(MEDDR_EPOCHS) save_steps=100000
 	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \
 		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24
 	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"

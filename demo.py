@@ -6,7 +6,7 @@
     python demo.py model=DIR pairs=questions.jsonl            # {"image": ..., "question": ...} per line
 
 Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, max_new_tokens, num_beams,
-batch_size, device, dtype, device_map. The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
+eval_batch_size, device, dtype, device_map. The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
 ``--max-new-tokens``, ...) are read for one release. Answers go to stdout, one per line (newlines inside an answer
 are kept as "\\n"); logs go to stderr. A converted MedDr directory comes from
 `python -m gsco.meddr.convert original=ORIGINAL out_dir=DIR`.
@@ -46,13 +46,15 @@ def read_pairs(path: Path) -> list[tuple[str | None, str]]:
 
 @dataclasses.dataclass
 class DemoConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"batch_size": "eval_batch_size"}
     model: str | None = None  # model directory, or a MedDr preset name (null: tiny)
     image: list[str] = dataclasses.field(default_factory=list)  # image files, paired with the questions in order
     question: list[str] = dataclasses.field(default_factory=list)
     pairs: str | None = None  # JSONL file of {image, question} rows
     max_new_tokens: int = 256
     num_beams: int = 1
-    batch_size: int = 8
+    eval_batch_size: int = 8  # questions per generate() call
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
     device_map: str | None = None  # e.g. auto: shard a large model over the visible GPUs
@@ -67,7 +69,7 @@ def answer_and_print(cfg: DemoConfig) -> None:
     images = [None if image is None else open_image(image) for image, _ in pairs]  # fail before loading
     generalist = Generalist.load(cfg.model, cfg.device, cfg.dtype, cfg.device_map)
     answers = generalist.answer(images, [q for _, q in pairs], max_new_tokens=cfg.max_new_tokens,
-                                num_beams=cfg.num_beams, batch_size=cfg.batch_size)
+                                num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size)
     for answer in answers:
         print(answer.replace("\n", "\\n"))
 
@@ -91,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.cli import Alias, command
 
     aliases = {f"--{key.replace('_', '-')}": Alias(key) for key in
-               ("model", "image", "question", "pairs", "max_new_tokens", "num_beams", "batch_size", "device", "dtype",
-                "device_map")}
+               ("model", "image", "question", "pairs", "max_new_tokens", "num_beams", "device", "dtype",
+                "device_map")} | {"--batch-size": Alias("eval_batch_size")}
     return command(DemoConfig, answer_and_print, description=__doc__.split("\n\n")[0], aliases=aliases)(argv)
 
 

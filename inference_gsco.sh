@@ -23,7 +23,7 @@ args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
 [[ -n "${CASES:-}" ]] && args+=("cases=${CASES}")
 [[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
 [[ -n "${OUT_DIR:-}" ]] && args+=("out_dir=${OUT_DIR}")
-[[ -n "${BATCH_SIZE:-}" ]] && args+=("batch_size=${BATCH_SIZE}")
+[[ -n "${BATCH_SIZE:-}" ]] && args+=("eval_batch_size=${BATCH_SIZE}")
 [[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then

@@ -23,7 +23,7 @@ args=(--config "${CONFIG:-$HERE/configs/meddr/eval.yaml}")
 [[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
 [[ -n "${TASK:-}" ]] && args+=("task=${TASK}")
 [[ -n "${OUT_DIR:-}" ]] && args+=("out_dir=${OUT_DIR}")
-[[ -n "${BATCH_SIZE:-}" ]] && args+=("batch_size=${BATCH_SIZE}")
+[[ -n "${BATCH_SIZE:-}" ]] && args+=("eval_batch_size=${BATCH_SIZE}")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then
   exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.meddr.evaluate "${args[@]}" "$@"

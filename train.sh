@@ -6,7 +6,7 @@
 #   MODEL          preset (tiny) or model directory (a converted MedDr)
 #   DATA           sample file (JSON list / JSONL of {id, image, conversations}) or InternVL meta file
 #   IMAGE_ROOT     images of a sample file are relative to this
-#   OUTPUT_DIR     checkpoints, final/ (standalone model), adapter/ (LoRA)
+#   OUT_DIR        checkpoints, final/ (standalone model), adapter/ (LoRA); OUTPUT_DIR, its earlier name, still works
 #   MODE           lora | full
 #   DEEPSPEED      DeepSpeed config (configs/deepspeed/zero2.json, zero3.json, zero3_offload.json); empty: none
 #   GPUS           GPUs per node (default: all visible; 0 on a machine without GPUs -> single CPU process)
@@ -15,7 +15,7 @@
 #   PER_DEVICE_BATCH_SIZE   gradient accumulation = BATCH_SIZE / (PER_DEVICE_BATCH_SIZE x GPUS x NNODES)
 #   PYTHON
 # Extra key=value arguments are passed to `python -m gsco.meddr.train` (same keys as the YAML).
-# Re-running the same command resumes from the last checkpoint in OUTPUT_DIR.
+# Re-running the same command resumes from the last checkpoint in OUT_DIR.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
@@ -32,7 +32,8 @@ args=(--config "${CONFIG:-$HERE/configs/meddr/finetune_tiny.yaml}")
 [[ -n "${MODEL:-}" ]] && args+=("model=${MODEL}")
 [[ -n "${DATA:-}" ]] && args+=("data=${DATA}")
 [[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
-[[ -n "${OUTPUT_DIR:-}" ]] && args+=("output_dir=${OUTPUT_DIR}")
+OUT_DIR="${OUT_DIR:-${OUTPUT_DIR:-}}"
+[[ -n "${OUT_DIR}" ]] && args+=("out_dir=${OUT_DIR}")
 [[ -n "${MODE:-}" ]] && args+=("mode=${MODE}")
 if [[ -n "${DEEPSPEED+x}" ]]; then
   if [[ -n "$DEEPSPEED" ]]; then args+=("deepspeed=${DEEPSPEED}"); else args+=("deepspeed=null"); fi

@@ -11,9 +11,9 @@ DATA=${DATA_PATH:-../shared/data/medmnist}
 EPOCHS=${EPOCHS:-20}
 "$PY" -m gsco.data.diagnosis_questions --dataset breastmnist --data-path "$DATA" --out "$OUT/questions"
 # configs/meddr/finetune_tiny.yaml's defaults (MODE=full), only the epochs set here
-/usr/bin/time -f "train wall %e s, cpu %U+%S s" env PYTHON="$PY" GPUS=0 MODE=full OUTPUT_DIR="$OUT/train" \
+/usr/bin/time -f "train wall %e s, cpu %U+%S s" env PYTHON="$PY" GPUS=0 MODE=full OUT_DIR="$OUT/train" \
   DATA="$OUT/questions/breastmnist_train_conversations.json" bash train.sh \
-  num_train_epochs="$EPOCHS" logging_steps=20 save_steps=100000
+  epochs="$EPOCHS" logging_steps=20 save_steps=100000
 PYTHON="$PY" MODEL="$OUT/train/final" METAFILE="$OUT/questions/breastmnist_test.jsonl" TASK=diagnosis \
   OUT_DIR="$OUT/eval" bash inference_meddr.sh max_new_tokens=24 device=cpu
 "$PY" - "$OUT" <<'PYEOF'

@@ -89,11 +89,11 @@ FORMER_FLAGS = [
      ["preset=tiny", "out_dir=m", "seed=3"]),
     ("gsco.collab.build_cases", "_build_and_print",
      ["--results", "a.json", "b.json", "--rad-from", "1", "--k", "5", "--data-path", "d", "--out", "c.json"],
-     ["specialists=[a.json,b.json]", "rad_from=1", "k=5", "data_path=d", "cases=c.json"]),
+     ["specialists=[a.json,b.json]", "rad_from=1", "rad_k=5", "data_path=d", "cases=c.json"]),
     ("gsco.collab.build_cases", "_build_and_print",
      ["--reports", "e/test_reports.jsonl", "--retrieval", "e/r.json", "--annotation", "ann.json", "--k", "3",
       "--out", "c.json", "--cleaning", "mimic_cxr"],
-     ["task=report", "specialists=e/test_reports.jsonl", "retrieval=e/r.json", "annotation=ann.json", "k=3",
+     ["task=report", "specialists=e/test_reports.jsonl", "retrieval=e/r.json", "annotation=ann.json", "rad_k=3",
       "cases=c.json", "report_cleaning=mimic_cxr"]),
     ("gsco.collab.hint_samples", "_write_and_print",
      ["--cases", "c.json", "--out", "s.json", "--arms", "moed", "rad", "--per-case", "2", "--seed", "4"],
@@ -155,3 +155,53 @@ def test_run_errors_are_status_2_and_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "key 'original'" in err[0]
     assert not Path(tmp_path / "hf").exists()
+
+
+def config_classes():
+    import demo  # noqa: F401  (imported by load() in the tests above; here for its DemoConfig)
+    from gsco.collab.run import GscoConfig
+    from gsco.meddr.evaluate import MedDrEvalConfig
+    from gsco.meddr.train import MedDrTrainConfig
+    from gsco.specialists.config import SpecialistConfig
+    from gsco.specialists.report.config import ReportConfig
+
+    return [GscoConfig, MedDrEvalConfig, MedDrTrainConfig, SpecialistConfig, ReportConfig, demo.DemoConfig]
+
+
+def _other_value(cls, key):
+    import typing
+
+    field = {f.name: f for f in dataclasses.fields(cls)}[key]
+    tp = typing.get_type_hints(cls)[key]
+    if typing.get_origin(tp) is typing.Literal:
+        return next(c for c in typing.get_args(tp) if c != field.default)
+    if isinstance(field.default, bool):
+        return not field.default
+    if isinstance(field.default, (int, float)):
+        return field.default + 1
+    return f"{field.default}_other"
+
+
+@pytest.fixture
+def demo_importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_earlier_key_names_still_load_with_a_warning(index, demo_importable, caplog):
+    from gsco.config import load_config, renamed_keys
+
+    cls = config_classes()[index]
+    fields = {f.name for f in dataclasses.fields(cls)}
+    renamed = renamed_keys(cls)
+    assert renamed and set(renamed.values()) <= fields and not set(renamed) & fields
+    for old, new in renamed.items():
+        value = _other_value(cls, new)
+        caplog.clear()
+        assert getattr(load_config(cls, None, {old: value}), new) == value
+        assert f"key {old!r} is now {new!r}" in caplog.text
+        with pytest.raises(ConfigError, match=f"keys {old!r} and {new!r} are one key"):
+            load_config(cls, None, {old: value, new: value})
+    # on the command line too, read for the new key's type
+    old, new = next(iter(renamed.items()))
+    assert parse_overrides([f"{old}={_other_value(cls, new)}"], cls)[old] == _other_value(cls, new)

@@ -116,7 +116,7 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     (tmp_path / "pcam200_meta.json").write_text(json.dumps(cases))
     env = {**os.environ, "PYTHON": sys.executable, "DATASET": "pcam200", "CASES": str(tmp_path / "pcam200_meta.json"),
            "IMAGE_ROOT": str(tmp_path / "imgs"), "OUT_DIR": str(tmp_path / "out")}
-    cmd = ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6", "batch_size=2"]
+    cmd = ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=6", "eval_batch_size=2"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [json.loads(line) for line in (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text().splitlines()]
@@ -194,8 +194,8 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
     common = {"dataset": "pcam200", "options": ["normal", "tumor"], "modality": "pathology", "model": str(model),
               "cases": str(tmp_path / "cases.json"), "device": "cpu", "max_new_tokens": 5,
               "arms": ["generalist", "moed_rad"]}
-    one = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b1"), "batch_size": 1}))
-    four = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b4"), "batch_size": 4}))
+    one = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b1"), "eval_batch_size": 1}))
+    four = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b4"), "eval_batch_size": 4}))
     assert one["arms"]["moed_rad"]["n"] == four["arms"]["moed_rad"]["n"] == 4
     for arm in ("generalist", "moed_rad"):
         assert (tmp_path / "b1" / f"{arm}_predictions.jsonl").read_text() == \
@@ -213,7 +213,7 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     a = fake_results(tmp_path / "a.json", y_true, 0)
     b = fake_results(tmp_path / "b.json", y_true, 1)
     cfg = yaml.safe_load((REPO / "configs/gsco/breastmnist.yaml").read_text())
-    cfg.update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, k=3,
+    cfg.update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, rad_k=3,
                data_path=str(data.parent), cases=str(tmp_path / "cases.json"))
     (tmp_path / "gsco.yaml").write_text(yaml.safe_dump(cfg))
     assert build_main(["--config", str(tmp_path / "gsco.yaml")]) == 0

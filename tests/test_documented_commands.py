@@ -167,7 +167,7 @@ def test_dataset_md_diagnosis_questions_then_meddr_diagnosis(tmp_path):
 
 @pytest.mark.e2e
 def test_bash_train_sh_as_shipped_runs(tmp_path):
-    proc = run_documented("bash train.sh", append=[f"output_dir={tmp_path}", "max_steps=2", "save_steps=100"])
+    proc = run_documented("bash train.sh", append=[f"out_dir={tmp_path}", "max_steps=2", "save_steps=100"])
     assert f"model: {tmp_path / 'final'}" in proc.stdout and (tmp_path / "adapter" / "adapter_config.json").is_file()
 
 
@@ -193,7 +193,7 @@ def gsco_workdir(tmp_path):
 @pytest.mark.e2e
 def test_readme_gsco_commands(gsco_workdir, tiny_model):
     specialists = gsco_workdir / "outputs" / "specialists"
-    run_documented("python -m gsco.collab.build_cases specialists=[A_results.json,B_results.json] rad_from=0 k=10 "
+    run_documented("python -m gsco.collab.build_cases specialists=[A_results.json,B_results.json] rad_from=0 rad_k=10 "
                    "data_path=../shared/data/medmnist cases=outputs/gsco/breastmnist_cases.json",
                    replace={"A_results.json": str(specialists / "breastmnist_28_endToEnd_resnet18_s9930641_results.json"),
                             "B_results.json": str(specialists / "breastmnist_28_endToEnd_mobilenetv3_small_100_s9930641"
@@ -213,7 +213,7 @@ def test_readme_gsco_commands(gsco_workdir, tiny_model):
         proc = run_documented(command, cwd=gsco_workdir,
                               replace={TINY_MODEL: str(tiny_model),
                                        **({"outputs/demo/gsco": "outputs/gsco"} if "demo" in command else {})},
-                              append=[f"out_dir={out}", "device=cpu", "max_new_tokens=3", "batch_size=52",
+                              append=[f"out_dir={out}", "device=cpu", "max_new_tokens=3", "eval_batch_size=52",
                                       f"arms=[{','.join(arms)}]"])
         table = json.loads((out / "ablation.json").read_text())
         assert list(table["arms"]) == arms and table["n_cases"] == 156

@@ -41,7 +41,7 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     # README: the training split, predicted for hint fine-tuning (each image left out of its own neighbours)
     from doc_commands import run_documented
 
-    run_documented("python -m gsco.specialists.predict --config configs/specialists/medmnist_v2.yaml eval_split=train",
+    run_documented("python -m gsco.specialists.predict --config configs/specialists/medmnist_v2.yaml split=train",
                    append=[f"data_path={data}", f"output_path={tmp_path}", "device=cpu", "stem=default"])
     train_res = json.loads((tmp_path / f"{stem}_train_results.json").read_text())
     ids = np.array(train_res["all_search_train_ids"])

@@ -38,7 +38,7 @@ def cfg_of(metafile, out_dir, **kw):
 
 @pytest.fixture(scope="module")
 def uninterrupted(iu_xray, tmp_path_factory):
-    cfg = cfg_of(iu_xray, tmp_path_factory.mktemp("full"), batch_size=8)
+    cfg = cfg_of(iu_xray, tmp_path_factory.mktemp("full"), eval_batch_size=8)
     result = evaluate(cfg)
     return cfg.predictions_file.read_text(), result
 
@@ -56,14 +56,14 @@ def test_predictions_have_the_reference_keys_and_metrics_are_written(uninterrupt
 
 @pytest.mark.e2e
 def test_batch_one_writes_the_same_file(uninterrupted, iu_xray, tmp_path):
-    cfg = cfg_of(iu_xray, tmp_path, batch_size=1)
+    cfg = cfg_of(iu_xray, tmp_path, eval_batch_size=1)
     evaluate(cfg)
     assert cfg.predictions_file.read_text() == uninterrupted[0]
 
 
 @pytest.mark.e2e
 def test_a_rerun_after_a_cut_mid_write_completes_the_same_file(uninterrupted, iu_xray, tmp_path):
-    cfg = cfg_of(iu_xray, tmp_path, batch_size=4)
+    cfg = cfg_of(iu_xray, tmp_path, eval_batch_size=4)
     lines = uninterrupted[0].splitlines(keepends=True)
     cfg.predictions_file.parent.mkdir(parents=True, exist_ok=True)
     cfg.predictions_file.write_text("".join(lines[:5]) + lines[5][:17])  # 5 rows and a torn sixth
@@ -149,7 +149,7 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     proc = run_documented("GPUS=4 MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh",
                           replace={"GPUS=4": "GPUS=2", "/path/to/meddr-hf": "tiny",
                                    "data/iu_xray/test.jsonl": str(iu_xray)},
-                          append=[f"out_dir={tmp_path}", "batch_size=8", "device=cpu", "max_new_tokens=12",
+                          append=[f"out_dir={tmp_path}", "eval_batch_size=8", "device=cpu", "max_new_tokens=12",
                                   "meteor=false"])
     assert "4 of 12 questions already answered; 4 to go on rank 1/2" in proc.stderr
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]

@@ -66,7 +66,7 @@ def accuracy(model_dir, root, rows):
 
 def full_finetuning(data, out):
     """README's full fine-tuning command with finetune_tiny.yaml's defaults, on ``data``."""
-    proc = run_documented("MODE=full DATA=my_samples.json OUTPUT_DIR=outputs/ft bash train.sh",
+    proc = run_documented("MODE=full DATA=my_samples.json OUT_DIR=outputs/ft bash train.sh",
                           replace={"my_samples.json": str(data), "outputs/ft": str(out)})
     assert f"model: {out / 'final'}" in proc.stdout
     return out / "final"
@@ -179,8 +179,8 @@ def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_mode
 
     root, held_out = task
     assert accuracy(square_model, root, held_out["discs"]) <= 0.5
-    result = train(cfg_of(data=str(root / "discs.json"), output_dir=str(tmp_path), mode="lora",
-                          model=str(square_model), learning_rate=5e-3, num_train_epochs=8.0))
+    result = train(cfg_of(data=str(root / "discs.json"), out_dir=str(tmp_path), mode="lora",
+                          model=str(square_model), learning_rate=5e-3, epochs=8.0))
     assert accuracy(result["final"], root, held_out["discs"]) >= 0.9
     adapter_config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert adapter_config["r"] == 16 and adapter_config["lora_alpha"] == 32
@@ -226,9 +226,9 @@ def test_interrupted_training_resumes_to_the_same_end(task, tmp_path):
 
     common = {"data": str(root / "squares.json"), "mode": "lora", "max_steps": 20, "save_steps": 5,
               "logging_steps": 1}
-    full = train(cfg_of(output_dir=str(tmp_path / "a"), **common))
-    train(cfg_of(output_dir=str(tmp_path / "b"), **common), callbacks=[StopAt()])
-    resumed = train(cfg_of(output_dir=str(tmp_path / "b"), **common))
+    full = train(cfg_of(out_dir=str(tmp_path / "a"), **common))
+    train(cfg_of(out_dir=str(tmp_path / "b"), **common), callbacks=[StopAt()])
+    resumed = train(cfg_of(out_dir=str(tmp_path / "b"), **common))
 
     def losses(result):
         return {h["step"]: h["loss"] for h in result["log_history"] if "loss" in h}
@@ -259,7 +259,7 @@ def test_train_sh_computes_accumulation_from_all_nodes(task, tmp_path):
     proc = run_documented(
         "GPUS=8 NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 BATCH_SIZE=256 PER_DEVICE_BATCH_SIZE=4 "
         "CONFIG=configs/meddr/finetune_meddr_lora.yaml MODEL=/path/to/base-hf DATA=meta.json "
-        "DEEPSPEED=configs/deepspeed/zero3.json OUTPUT_DIR=outputs/meddr-lora bash train.sh",
+        "DEEPSPEED=configs/deepspeed/zero3.json OUT_DIR=outputs/meddr-lora bash train.sh",
         replace={"GPUS=8": "GPUS=0", "MASTER_ADDR=10.0.0.1": "MASTER_ADDR=127.0.0.1", "BATCH_SIZE=256": "BATCH_SIZE=16",
                  "/path/to/base-hf": "tiny", "meta.json": str(root / "squares.json"),
                  "DEEPSPEED=configs/deepspeed/zero3.json": "DEEPSPEED=", "outputs/meddr-lora": str(tmp_path)},
@@ -285,7 +285,7 @@ def test_lora_under_deepspeed_zero3_saves_whole_changed_adapter_weights(task, tm
 
     root, _ = task
     run_documented("DEEPSPEED=configs/deepspeed/zero3.json bash train.sh", env={"MASTER_PORT": "29517"},
-                   append=[f"output_dir={tmp_path}", f"data={root / 'squares.json'}", "max_steps=4", "save_steps=2",
+                   append=[f"out_dir={tmp_path}", f"data={root / 'squares.json'}", "max_steps=4", "save_steps=2",
                            "learning_rate=1e-2"])
     weights = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
     lora = {k: v for k, v in weights.items() if "lora_" in k}

@@ -93,7 +93,7 @@ def test_meddr_reference_configs_decode_as_inference_meddr_py(name, dataset):
     assert cfg.min_new_tokens == ref.MEDDR_GENERATION["min_new_tokens"]
     assert cfg.length_penalty == ref.MEDDR_GENERATION["length_penalty"]
     assert cfg.num_beams == ref.MEDDR_NUM_BEAMS_OVER_30B  # MedDr has 40B parameters
-    assert cfg.batch_size == 1 and cfg.row_question is False and cfg.system is None
+    assert cfg.eval_batch_size == 1 and cfg.row_question is False and cfg.system is None
     assert generation_kwargs(cfg) == {"min_new_tokens": 1}  # length_penalty 1 is transformers' own default
 
 
@@ -126,7 +126,7 @@ def test_meddr_lora_recipe_is_train_sh():
     assert cfg.lora_dropout == ref.MEDDR_LLM_LORA["dropout"]
     assert sorted(cfg.lora_modules) == sorted(ref.MEDDR_LLM_LORA["targets"]) == sorted(LLM_LORA_MODULES)
     assert cfg.learning_rate == float(flags["learning_rate"])
-    assert cfg.num_train_epochs == float(flags["num_train_epochs"])
+    assert cfg.epochs == float(flags["num_train_epochs"])
     assert cfg.weight_decay == float(flags["weight_decay"])
     assert cfg.warmup_ratio == float(flags["warmup_ratio"])
     assert cfg.lr_scheduler_type == flags["lr_scheduler_type"]
@@ -136,7 +136,7 @@ def test_meddr_lora_recipe_is_train_sh():
     assert cfg.bf16 == "true" and truth[flags["bf16"]]
     assert cfg.save_steps == int(flags["save_steps"]) and cfg.save_total_limit == int(flags["save_total_limit"])
     assert cfg.logging_steps == int(flags["logging_steps"])
-    assert cfg.dataloader_num_workers == int(flags["dataloader_num_workers"])
+    assert cfg.num_workers == int(flags["dataloader_num_workers"])
     assert cfg.max_grad_norm == 1.0 and cfg.seed == 42  # transformers' TrainingArguments defaults, which it keeps
     assert json.loads((REPO / cfg.deepspeed).read_text())["zero_optimization"]["stage"] == 3
     env = ref.MEDDR_TRAIN_SH_ENV
@@ -215,7 +215,7 @@ def test_r2gengpt_recipes_are_its_scripts(name, script):
     flags = ref.script_flags(script)
     defaults = ref.R2GENGPT_DEFAULTS
     cfg = load_config(ReportConfig, REPO / f"configs/report/{name}.yaml")
-    assert cfg.batch_size == int(flags["batch_size"]) and cfg.val_batch_size == int(flags["val_batch_size"])
+    assert cfg.batch_size == int(flags["batch_size"]) and cfg.eval_batch_size == int(flags["val_batch_size"])
     assert cfg.max_length == int(flags["max_length"]) and cfg.epochs == int(flags["max_epochs"])
     assert cfg.min_new_tokens == int(flags["min_new_tokens"]) and cfg.max_new_tokens == int(flags["max_new_tokens"])
     assert cfg.repetition_penalty == float(flags["repetition_penalty"])
@@ -223,8 +223,8 @@ def test_r2gengpt_recipes_are_its_scripts(name, script):
     assert cfg.learning_rate == float(flags.get("learning_rate", defaults["learning_rate"]))
     assert cfg.max_grad_norm == (float(flags["gradient_clip_val"]) if "gradient_clip_val" in flags else None)
     assert cfg.mode == "shallow" and flags["freeze_vm"] == "True" and flags["vis_use_lora"] == "False"
-    assert cfg.beam_size == defaults["beam_size"] and cfg.end_sym == defaults["end_sym"]
-    assert (cfg.vis_lora_r, cfg.vis_lora_alpha, cfg.llm_r, cfg.llm_alpha, cfg.lora_dropout) == (
+    assert cfg.num_beams == defaults["beam_size"] and cfg.end_sym == defaults["end_sym"]
+    assert (cfg.vis_lora_r, cfg.vis_lora_alpha, cfg.llm_lora_r, cfg.llm_lora_alpha, cfg.lora_dropout) == (
         defaults["vis_r"], defaults["vis_alpha"], defaults["llm_r"], defaults["llm_alpha"], defaults["lora_dropout"])
     assert cfg.scorer_weights == dict(zip(("BLEU_4", "CIDEr"), defaults["weights"]))
     assert autocast_precision(cfg.precision, cuda=True) == "bf16" and defaults["precision"] == "bf16-mixed"

@@ -250,7 +250,7 @@ def tiny_overrides(root) -> list[str]:
     tiny = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
     tiny.update(annotation=str(root / "annotation.json"), image_root=str(root / "images"), device="cpu",
                 learning_rate=3e-3, truncate_references=False)  # tiny_cfg's settings
-    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tiny.items() if k != "output_dir"]
+    return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tiny.items() if k != "run_dir"]
 
 
 def tiny_cfg(root, out, **overrides):
@@ -259,7 +259,7 @@ def tiny_cfg(root, out, **overrides):
     from gsco.specialists.report.config import ReportConfig
 
     return load_config(ReportConfig, REPO / "configs/report/tiny.yaml", {
-        "annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "output_dir": str(out),
+        "annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "run_dir": str(out),
         "device": "cpu", "learning_rate": 3e-3, **overrides})
 
 
@@ -338,7 +338,7 @@ def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained,
             "bash inference_specialist.sh",
             replace={"ckpt.pth": best, "data/iu_xray/annotation.json": str(root / "annotation.json"),
                      "data/iu_xray/images": str(root / "images"), "outputs/report/eval": str(out)},
-            append=[*tiny_overrides(root), "val_batch_size=1"])
+            append=[*tiny_overrides(root), "eval_batch_size=1"])
 
     env = documented_env()
     whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True, cwd=REPO)
@@ -372,7 +372,7 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     run_documented("TASK=report CONFIG=configs/report/iu_xray_shallow.yaml CHECKPOINT=ckpt.pth "
                    "OUT_DIR=outputs/report/eval bash inference_specialist.sh",
                    replace={"ckpt.pth": best, "outputs/report/eval": str(tmp_path / "eval")},
-                   append=[*tiny_overrides(root), "search_top_n=5", "val_batch_size=3"])
+                   append=[*tiny_overrides(root), "search_top_n=5", "eval_batch_size=3"])
     retrieval = json.loads((tmp_path / "eval" / "test_retrieval.json").read_text())
     train_ids = {s["id"] for s in annotation["train"]}
     assert retrieval["ids"] == [s["id"] for s in annotation["test"]]
@@ -381,7 +381,7 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
 
     # the documented command (it once failed with a NameError that in-process calls could not see)
     run_documented("python -m gsco.collab.build_cases --config configs/gsco/iu_xray.yaml "
-                   "specialists=[outputs/report/eval/test_reports.jsonl] annotation=data/iu_xray/annotation.json k=3 "
+                   "specialists=[outputs/report/eval/test_reports.jsonl] annotation=data/iu_xray/annotation.json rad_k=3 "
                    "cases=outputs/gsco/iu_xray_cases.json",
                    replace={"outputs/report/eval": str(tmp_path / "eval"),
                             "data/iu_xray/annotation.json": str(root / "annotation.json"),
@@ -444,7 +444,7 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     run_documented("torchrun --standalone --nproc_per_node 2 -m gsco.specialists.report.train --config "
                    "configs/report/iu_xray_shallow.yaml vision_model=/models/swin-base-patch4-window7-224 "
                    "llm=/models/Llama-2-7b-chat-hf", env={"OMP_NUM_THREADS": "1"},
-                   append=[*tiny_overrides(root), f"output_dir={tmp_path}", "epochs=2"])
+                   append=[*tiny_overrides(root), f"run_dir={tmp_path}", "epochs=2"])
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [(h["epoch"], h["step"]) for h in history] == [(1, 1), (2, 2)]  # 2 batches per epoch, one per process
     best = json.loads((tmp_path / "best_checkpoint.json").read_text())
@@ -458,7 +458,7 @@ def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file
     from gsco.specialists.report.evaluate import evaluate_reports
 
     root = trained[0]
-    one = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path / "one"), val_batch_size=2,
+    one = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path / "one"), eval_batch_size=2,
                                     search_top_n=0))
     reports = Path(one["reports"]).read_text()
     lines = reports.splitlines(keepends=True)
@@ -468,7 +468,7 @@ def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file
     proc = run_documented("TASK=report GPUS=4 CONFIG=configs/report/iu_xray_shallow.yaml CHECKPOINT=ckpt.pth "
                           "OUT_DIR=outputs/report/eval bash inference_specialist.sh", env={"OMP_NUM_THREADS": "1"},
                           replace={"GPUS=4": "GPUS=2", "ckpt.pth": best, "outputs/report/eval": str(tmp_path / "two")},
-                          append=[*tiny_overrides(root), "val_batch_size=2", "search_top_n=0"])
+                          append=[*tiny_overrides(root), "eval_batch_size=2", "search_top_n=0"])
     assert "1 of 6 studies already written, 5 to go (rank 1 of 2" in proc.stderr
     assert (tmp_path / "two" / "test_reports.jsonl").read_text() == reports
     assert not list((tmp_path / "two").glob("*.rank*.jsonl"))
@@ -549,6 +549,6 @@ def test_readme_report_training_command(trained, tmp_path):
     root = trained[0]
     proc = run_documented("python -m gsco.specialists.report.train --config configs/report/iu_xray_shallow.yaml "
                           "vision_model=/models/swin-base-patch4-window7-224 llm=/models/Llama-2-7b-chat-hf",
-                          append=[*tiny_overrides(root), f"output_dir={tmp_path}", "epochs=1", "limit=8"])
+                          append=[*tiny_overrides(root), f"run_dir={tmp_path}", "epochs=1", "limit=8"])
     history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
     assert [(h["epoch"], h["step"]) for h in history] == [(1, 1)] and "best checkpoint:" in proc.stdout

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from gsco.config import ConfigError, load_config, parse_overrides, scalar_for
+from gsco.config import ConfigError, load_config, parse_overrides, renamed_keys, scalar_for
 
 T = TypeVar("T")
 BAD_INPUT = 2
@@ -46,9 +46,13 @@ def _kind(tp: Any) -> str:
 
 def _parser(cls: type, description: str, config: ConfigPath, aliases: Mapping[str, Alias]) -> argparse.ArgumentParser:
     fields = [f.name for f in dataclasses.fields(cls)]
+    renamed = renamed_keys(cls)
+    epilog = "keys: " + ", ".join(fields)
+    if renamed:
+        epilog += "\nearlier key names, still read: " + ", ".join(f"{old} -> {new}" for old, new in renamed.items())
     parser = argparse.ArgumentParser(
         description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="keys: " + ", ".join(fields) + "\nexit status: 0 done, 2 bad input (one line naming the key or file)")
+        epilog=epilog + "\nexit status: 0 done, 2 bad input (one line naming the key or file)")
     shown = config if isinstance(config, (str, Path)) else ("chosen from the keys" if config else "none")
     parser.add_argument("--config", default=None, metavar="FILE", help=f"YAML config (default: {shown})")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help="set any key (see 'keys' below)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import types
 import typing
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -109,7 +111,7 @@ def _text_list(tp: Any) -> bool:
 def scalar_for(tp: Any, raw: str) -> Any:
     """A command-line value for a key of type ``tp``. Text keys take the text as written (``question=no`` stays
     "no", `` | `` keeps its spaces; ``null`` is null where allowed; a quoted value is read as YAML); a list of text
-    takes ``[a,b]`` as YAML and anything else as one item (``image=a.png``); other keys read YAML (``k=3``,
+    takes ``[a,b]`` as YAML and anything else as one item (``image=a.png``); other keys read YAML (``rad_k=3``,
     ``mean=null``)."""
     quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
     nullable = tp is not None and type(None) in typing.get_args(tp)
@@ -127,18 +129,26 @@ def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
     class ``cls`` each is read for its key's type (:func:`scalar_for`), and a list key given twice collects both
     (``image=a.png image=b.png``)."""
     hints = typing.get_type_hints(cls) if cls is not None else {}
+    renamed = renamed_keys(cls) if cls is not None else {}
     out: dict[str, Any] = {}
     for arg in args:
         key, sep, raw = arg.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"command-line override {arg!r}: expected key=value")
-        value = scalar_for(hints.get(key), raw)
-        if key in out and isinstance(out[key], list) and isinstance(value, list) and _text_list(hints.get(key)):
+        tp = hints.get(renamed.get(key, key))
+        value = scalar_for(tp, raw)
+        if key in out and isinstance(out[key], list) and isinstance(value, list) and _text_list(tp):
             out[key] = out[key] + value
         else:
             out[key] = value
     return out
+
+
+def renamed_keys(cls: type) -> dict[str, str]:
+    """A config class's earlier key names -> their names now (its ``RENAMED``, inherited): a config file or override
+    that uses an earlier name still loads, with a warning that names the new one."""
+    return dict(getattr(cls, "RENAMED", {}))
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
@@ -148,8 +158,17 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
+    renamed = renamed_keys(cls)
+
     def take(mapping: dict[str, Any], origin: str) -> None:
         for key, value in mapping.items():
+            if key in renamed:
+                new = renamed[key]
+                if new in mapping:
+                    raise ConfigError(f"{origin}: keys {key!r} and {new!r} are one key (its earlier name and its "
+                                      f"name); give {new!r} only")
+                logger.warning("%s: key %r is now %r (the earlier name is still read)", origin, key, new)
+                key = new
             if key not in fields:
                 close = difflib.get_close_matches(str(key), fields, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""

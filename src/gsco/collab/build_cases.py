@@ -1,19 +1,19 @@
 """Specialists' results -> a GSCo case file (the reference's format).
 
     python -m gsco.collab.build_cases --config configs/gsco/breastmnist.yaml \
-        [specialists=[A_results.json,B_results.json]] [rad_from=0] [k=10] [data_path=../shared/data/medmnist] \
+        [specialists=[A_results.json,B_results.json]] [rad_from=0] [rad_k=10] [data_path=../shared/data/medmnist] \
         [cases=outputs/gsco/breastmnist_cases.json]
     python -m gsco.collab.build_cases --config configs/gsco/iu_xray.yaml specialists=[OUT/test_reports.jsonl] \
-        annotation=data/iu_xray/annotation.json [k=3]                            (report generation)
+        annotation=data/iu_xray/annotation.json [rad_k=3]                         (report generation)
 
-The keys are the GSCo config's (``specialists``, ``rad_from``, ``k``, ``data_path``, ``cases``: the file written;
+The keys are the GSCo config's (``specialists``, ``rad_from``, ``rad_k``, ``data_path``, ``cases``: the file written;
 for report generation ``report_cleaning``) plus ``annotation`` and ``retrieval`` for report cases. Without
 ``--config`` the dataset's ``configs/gsco/<dataset>.yaml`` is read. The former flags ``--results``, ``--out``,
 ``--data-path``, ``--rad-from``, ``--k``, ``--extra-datasets``, ``--reports``, ``--retrieval``, ``--annotation``
 and ``--cleaning`` are read for one release.
 
 Each ``specialists`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
-split — usually test; ``{…}_train_results.json`` (``eval_split=train``) gives training-split cases, the input of
+split — usually test; ``{…}_train_results.json`` (``split=train``) gives training-split cases, the input of
 ``python -m gsco.collab.hint_samples``. The case file is a JSON list, one case per image, in split order:
 
     {"id", "image", "label", "split", "rad": [label names of the k most similar training cases, nearest first],
@@ -134,18 +134,18 @@ def _build_and_print(cfg: BuildCasesConfig) -> None:
                                "annotation=the R2Gen annotation.json")
         reports = Path(cfg.specialists[0])
         retrieval = cfg.retrieval or reports.with_name(reports.name.replace("_reports.jsonl", "_retrieval.json"))
-        out = build_report_cases(reports, retrieval, cfg.annotation, cfg.cases, cfg.k, cfg.report_cleaning)
+        out = build_report_cases(reports, retrieval, cfg.annotation, cfg.cases, cfg.rad_k, cfg.report_cleaning)
     else:
         if not cfg.specialists:
             raise DatasetError("key 'specialists': give the specialists' {...}_results.json files "
                                "(specialists=[A_results.json,B_results.json])")
-        out = build_cases(cfg.specialists, cfg.cases, cfg.data_path, cfg.rad_from, cfg.k, cfg.extra_datasets)
+        out = build_cases(cfg.specialists, cfg.cases, cfg.data_path, cfg.rad_from, cfg.rad_k, cfg.extra_datasets)
     print(f"cases: {out}")
 
 
 @dataclasses.dataclass
 class BuildCasesConfig(GscoConfig):
-    """A GSCo config (``specialists``, ``rad_from``, ``k``, ``data_path``, ``cases``) plus report cases' inputs."""
+    """A GSCo config (``specialists``, ``rad_from``, ``rad_k``, ``data_path``, ``cases``) plus report cases' inputs."""
 
     annotation: str | None = None  # report cases: the R2Gen annotation.json (the studies and training reports)
     retrieval: str | None = None  # report cases: {split}_retrieval.json (null: next to the reports file)
@@ -154,7 +154,7 @@ class BuildCasesConfig(GscoConfig):
 def main(argv: list[str] | None = None) -> int:
     report = {"task": "report"}
     aliases = {"--results": Alias("specialists"), "--out": Alias("cases"), "--data-path": Alias("data_path"),
-               "--rad-from": Alias("rad_from"), "--k": Alias("k"), "--extra-datasets": Alias("extra_datasets"),
+               "--rad-from": Alias("rad_from"), "--k": Alias("rad_k"), "--extra-datasets": Alias("extra_datasets"),
                "--reports": Alias("specialists", report), "--retrieval": Alias("retrieval", report),
                "--annotation": Alias("annotation", report), "--cleaning": Alias("report_cleaning", report)}
     return command(BuildCasesConfig, _build_and_print, description="Specialists' results -> a GSCo case file.",

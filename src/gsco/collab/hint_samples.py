@@ -9,7 +9,7 @@
 
 Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fine-tuned to read the hints. The case
 file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
-(``predict ... eval_split=train``); each case becomes one sample per arm (or ``arms_per_case`` arms drawn at random),
+(``predict ... split=train``); each case becomes one sample per arm (or ``arms_per_case`` arms drawn at random),
 whose question is exactly the prompt ``inference_gsco.sh`` asks at test time and whose answer is the label (a
 multi-label case's labels as words; for report cases, the cleaned reference report — built from the report
 specialist's evaluation with ``split=train``). Feed the file to ``train.sh`` (``DATA=...``).
@@ -63,7 +63,7 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
     if tested:
         raise ConfigError(f"{cases_path}: case {tested[0]} (and {len(tested) - 1} more) is from the test split; "
-                          "fine-tune on training-split cases (predict ... eval_split=train, then build_cases)")
+                          "fine-tune on training-split cases (predict ... split=train, then build_cases)")
     root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
     out.parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)

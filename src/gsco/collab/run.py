@@ -38,13 +38,15 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass
 class GscoConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
     dataset: str = "breastmnist"
     task: Literal["diagnosis", "report"] = "diagnosis"
     extra_datasets: str | None = None
     # building the case file (python -m gsco.collab.build_cases --config ...)
     specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
     rad_from: int = 0  # which of them retrieves the similar training cases (RAD)
-    k: int = 10  # similar cases per test case
+    rad_k: int = 10  # similar cases per test case (RAD hints)
     data_path: str | None = None  # where the dataset's files are (the test images are written beside the cases)
     # running the arms
     cases: str = "outputs/gsco/breastmnist_cases.json"
@@ -68,15 +70,15 @@ class GscoConfig:
     report_tokenize: Literal["none", "ptb"] = "none"
     meteor: bool = True  # METEOR needs Java
     arms: list[str] | None = None  # null: every arm
-    batch_size: int = 8
+    eval_batch_size: int = 8  # questions per generate() call
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
     device: str = "auto"
     dtype: str = "auto"
     device_map: str | None = None
 
     def validate(self) -> None:
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ConfigError("keys batch_size and max_new_tokens must be at least 1")
+        if self.eval_batch_size < 1 or self.max_new_tokens < 1:
+            raise ConfigError("keys eval_batch_size and max_new_tokens must be at least 1")
         from gsco.specialists.report.clean import RULES
 
         if self.report_cleaning not in (*RULES, "none"):
@@ -257,7 +259,7 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
     from gsco.generalist.resumable import answer_resumably, chunks
 
     def ask(todo: list[dict]):
-        for chunk in chunks(todo, cfg.batch_size, f"arm {arm}"):
+        for chunk in chunks(todo, cfg.eval_batch_size, f"arm {arm}"):
             batch, images = [], []
             for case in chunk:
                 path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]

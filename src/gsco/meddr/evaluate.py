@@ -39,6 +39,8 @@ TASKS = ("report", "vqa", "diagnosis")
 
 @dataclasses.dataclass
 class MedDrEvalConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"batch_size": "eval_batch_size"}
     model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
     metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"
     image_root: str | None = None  # default: the metafile's folder
@@ -52,7 +54,7 @@ class MedDrEvalConfig:
     system: str | None = None  # system message; null: the chat template's own ("Answer the questions.")
     # a row's question stands alone when the prompt has no {question}; false: the prompt always (inference_meddr.py)
     row_question: bool = True
-    batch_size: int = 8
+    eval_batch_size: int = 8
     max_new_tokens: int = 256
     min_new_tokens: int | None = None  # null: no minimum (the reference: 1)
     num_beams: int = 1
@@ -65,7 +67,7 @@ class MedDrEvalConfig:
     score_only: bool = False  # only (re)compute metrics from an existing predictions file
 
     def validate(self) -> None:
-        for key in ("batch_size", "max_new_tokens", "num_beams"):
+        for key in ("eval_batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
         if self.min_new_tokens is not None and not 0 <= self.min_new_tokens <= self.max_new_tokens:
@@ -168,7 +170,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     def ask(todo: list[Item]):
         rank, world = distributed_context()
         generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype, cfg.device_map)
-        for chunk in chunks(todo, cfg.batch_size, "answering"):
+        for chunk in chunks(todo, cfg.eval_batch_size, "answering"):
             batch, images = [], []
             for it in chunk:
                 try:

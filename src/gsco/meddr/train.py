@@ -1,11 +1,11 @@
 """Fine-tune MedDr (LoRA or full) with transformers' Trainer, on one CPU or under DeepSpeed on many GPUs.
 
     python -m gsco.meddr.train --config configs/meddr/finetune_tiny.yaml [key=value ...]
-    bash train.sh                        (env MODEL, DATA, IMAGE_ROOT, OUTPUT_DIR, MODE, DEEPSPEED, GPUS, NNODES, ...)
+    bash train.sh                        (env MODEL, DATA, IMAGE_ROOT, OUT_DIR, MODE, DEEPSPEED, GPUS, NNODES, ...)
 
-Writes ``{output_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes from the last one),
-``{output_dir}/final/`` (a standalone model directory: with LoRA, the adapter merged in) and, in LoRA mode,
-``{output_dir}/adapter/`` (the unmerged adapter in peft format; ``python -m gsco.meddr.merge_lora`` merges it).
+Writes ``{out_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes from the last one),
+``{out_dir}/final/`` (a standalone model directory: with LoRA, the adapter merged in) and, in LoRA mode,
+``{out_dir}/adapter/`` (the unmerged adapter in peft format; ``python -m gsco.meddr.merge_lora`` merges it).
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 @dataclasses.dataclass
 class MedDrTrainConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
     model: str | None = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
     data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
-    output_dir: str = "outputs/meddr-train"
+    out_dir: str = "outputs/meddr-train"
     mode: Literal["lora", "full"] = "lora"
     deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
     # optimisation (the MedDr recipe: lr 1e-5, 2 epochs, global batch 128, warmup 3 %, weight decay 0.05)
     learning_rate: float = 1e-5
-    num_train_epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides num_train_epochs
+    epochs: float = 2.0
+    max_steps: int = -1  # > 0 overrides epochs
     per_device_train_batch_size: int = 4
     gradient_accumulation_steps: int = 1
     warmup_ratio: float = 0.03
@@ -66,7 +68,7 @@ class MedDrTrainConfig:
     save_total_limit: int = 2
     seed: int = 42
     resume: bool = True
-    dataloader_num_workers: int = 0
+    num_workers: int = 0
 
     def validate(self) -> None:
         for key in ("model", "data"):
@@ -99,7 +101,7 @@ def lora_target_pattern(modules: list[str]) -> str:
 
 def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     """The directory training starts from: ``model`` as given, or a preset built once and saved to
-    ``{output_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
+    ``{out_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
     the TrainingArguments exist: under ZeRO-3 a model built afterwards would be partitioned into empty tensors."""
     import gsco.meddr  # noqa: F401
 
@@ -108,7 +110,7 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     path = check_model_argument(cfg.model)
     if path is not None:
         return path
-    base = Path(cfg.output_dir) / "base"
+    base = Path(cfg.out_dir) / "base"
     if not (base / "config.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
         from gsco.meddr.presets import save_preset
 
@@ -156,7 +158,7 @@ def training_arguments(cfg: MedDrTrainConfig):
 
     bf16 = torch.cuda.is_available() if cfg.bf16 == "auto" else cfg.bf16 == "true"
     return TrainingArguments(
-        output_dir=cfg.output_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.num_train_epochs,
+        output_dir=cfg.out_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
         weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
@@ -164,7 +166,7 @@ def training_arguments(cfg: MedDrTrainConfig):
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
-        dataloader_num_workers=cfg.dataloader_num_workers, remove_unused_columns=False, report_to="none",
+        dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
         deepspeed=str(repo_file(cfg.deepspeed)) if cfg.deepspeed else None, disable_tqdm=False,
     )
 
@@ -198,7 +200,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     directory, the global step, the mean training loss and the Trainer's log history."""
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -218,10 +220,10 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
         model.enable_input_require_grads()
     trainer = MedDrTrainer(model=model, args=args, train_dataset=dataset, callbacks=callbacks,
                            data_collator=ConversationCollator(processor.tokenizer.pad_token_id))
-    resume = last_checkpoint(cfg.output_dir) if cfg.resume else None
+    resume = last_checkpoint(cfg.out_dir) if cfg.resume else None
     if resume:
         logger.info("resuming from %s", resume)
-    write_json(config_to_dict(cfg), Path(cfg.output_dir) / "train_config.json")
+    write_json(config_to_dict(cfg), Path(cfg.out_dir) / "train_config.json")
     result = trainer.train(resume_from_checkpoint=resume)
     final = save_outputs(trainer, processor, cfg, base)
     return {"final": final, "global_step": trainer.state.global_step, "train_loss": result.training_loss,
@@ -230,7 +232,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
 
 def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
     """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format)."""
-    out = Path(cfg.output_dir)
+    out = Path(cfg.out_dir)
     model = trainer.model
     if cfg.mode == "lora":
         trainer.save_model(str(out / "adapter"))  # every rank: under ZeRO-3 this gathers the partitions
@@ -257,7 +259,7 @@ def _train_and_print(cfg: MedDrTrainConfig) -> None:
         print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
         print(f"model: {result['final']}")
         if cfg.mode == "lora":
-            print(f"adapter: {Path(cfg.output_dir) / 'adapter'}")
+            print(f"adapter: {Path(cfg.out_dir) / 'adapter'}")
 
 
 main = command(MedDrTrainConfig, _train_and_print, description="Fine-tune MedDr (LoRA or full).",

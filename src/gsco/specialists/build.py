@@ -79,7 +79,7 @@ def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) ->
                                   pretrained=cfg.pretrained)
     mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else mean_std(model)
     preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
-    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.eval_split)
+    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split)
     return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
 
 

@@ -13,6 +13,8 @@ PROCEDURES = ("endToEnd", "linearProbing", "kNN")
 
 @dataclasses.dataclass
 class SpecialistConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"eval_split": "split"}
     # --- the reference's keys ---
     data_path: str = "data/medmnist"
     output_path: str = "outputs/specialists"
@@ -56,7 +58,7 @@ class SpecialistConfig:
     checkpoint: str | None = None
     # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;
     # train retrieval leaves each image's own entry out) — train/val predictions are what hint fine-tuning reads
-    eval_split: Literal["test", "val", "train"] = "test"
+    split: Literal["test", "val", "train"] = "test"
     extra_datasets: str | None = None
 
     def validate(self) -> None:

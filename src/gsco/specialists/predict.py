@@ -1,15 +1,15 @@
 """Evaluate a trained specialist on the test split and build its retrieval index (the inputs of MoED and RAD).
 
     python -m gsco.specialists.predict [--config configs/config.yaml] [key=value ...]
-    python -m gsco.specialists.predict ... eval_split=train      (the training split: hints to fine-tune on)
+    python -m gsco.specialists.predict ... split=train      (the training split: hints to fine-tune on)
 
-Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``eval_split`` val/train) with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
+Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``split`` val/train) with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
 ``y_true``, ``y_pred``, ``y_logits``, ``checkpoint_file``, ``all_search_sims``, ``all_search_train_ids``,
 ``all_search_train_labels`` — plus ``y_prob`` and a description of the run; ``{run}_roc.png``,
 ``{run}_confusion.png`` and the retrieval index ``{run}_index.safetensors``.
 
 ``all_search_sims`` holds cosine **distances** (1 - cos, smaller is closer), as the reference's files do, for the
-``search_top_n`` nearest training images of each test image, nearest first. With ``eval_split=train`` each
+``search_top_n`` nearest training images of each test image, nearest first. With ``split=train`` each
 training image's own entry is left out of its neighbours (and of its kNN vote); its predictions are in-sample.
 """
 
@@ -83,7 +83,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     model.to(run.device).eval()
 
     kinds = tuple(dict.fromkeys([cfg.retrieval_features] + (["pooled"] if knn else [])))
-    split = cfg.eval_split
+    split = cfg.split
     on_train = split == "train"  # the training images search among the others (leave-one-out)
     train_labels, train_logits, train_feats = extract_features(run, "train", kinds, with_logits=on_train and not knn)
     if on_train:

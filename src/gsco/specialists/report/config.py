@@ -12,11 +12,14 @@ from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 @dataclasses.dataclass
 class ReportConfig:
+    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
+    RENAMED = {"output_dir": "run_dir", "val_batch_size": "eval_batch_size", "beam_size": "num_beams",
+               "tokenize": "report_tokenize", "llm_r": "llm_lora_r", "llm_alpha": "llm_lora_alpha"}
     # --- data (R2Gen layout) ---
     dataset: str = "iu_xray"  # which cleaning rule the reports get (report/clean.py RULES: iu_xray, mimic_cxr)
     annotation: str = "data/iu_xray/annotation.json"
     image_root: str = "data/iu_xray/images"
-    output_dir: str = "outputs/report/iu_xray_shallow"
+    run_dir: str = "outputs/report/iu_xray_shallow"
     limit: int | None = None  # first N studies of each split (smoke runs)
     # --- model (R2GenGPT) ---
     vision_model: str = "tiny"  # local SwinModel folder (Swin-B 224) or "tiny"
@@ -32,12 +35,12 @@ class ReportConfig:
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     train_llm: bool = False  # beyond R2GenGPT (LLM always frozen): only for the tiny preset's random LLM
     llm_use_lora: bool = False  # R2GenGPT's option: LoRA on the LLM (q_proj, v_proj)
-    llm_r: int = 16
-    llm_alpha: int = 16
+    llm_lora_r: int = 16
+    llm_lora_alpha: int = 16
     # --- training ---
     epochs: int = 15
     batch_size: int = 8
-    val_batch_size: int = 12
+    eval_batch_size: int = 12
     learning_rate: float = 1e-4
     min_learning_rate: float = 1e-6  # the cosine schedule's floor (per epoch, as R2GenGPT)
     weight_decay: float = 0.01
@@ -50,26 +53,26 @@ class ReportConfig:
     num_workers: int = 0
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
     scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})
-    tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
+    report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
     # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized
     # targets); true reproduces that, false (default) scores against the whole cleaned report
     truncate_references: bool = False
     resume: bool = True
     # --- decoding (R2GenGPT's IU-Xray evaluation) ---
-    beam_size: int = 3
+    num_beams: int = 3
     min_new_tokens: int = 40
     max_new_tokens: int = 100
     repetition_penalty: float = 2.0
     length_penalty: float = 2.0
     # --- evaluation ---
-    checkpoint: str | None = None  # null: the best checkpoint of output_dir (best_checkpoint.json)
+    checkpoint: str | None = None  # null: the best checkpoint of run_dir (best_checkpoint.json)
     split: Literal["train", "val", "test"] = "test"
-    out_dir: str | None = None  # null: output_dir
+    out_dir: str | None = None  # null: run_dir
     meteor: bool = True  # METEOR needs Java
     search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "val_batch_size", "max_length", "beam_size", "max_new_tokens",
+        for key in ("epochs", "batch_size", "eval_batch_size", "max_length", "num_beams", "max_new_tokens",
                     "save_every_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
@@ -94,7 +97,7 @@ class ReportConfig:
         return ReportModelSettings(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
 
     def generation_kwargs(self) -> dict:
-        return {"num_beams": self.beam_size, "min_new_tokens": self.min_new_tokens,
+        return {"num_beams": self.num_beams, "min_new_tokens": self.min_new_tokens,
                 "max_new_tokens": self.max_new_tokens, "repetition_penalty": self.repetition_penalty,
                 "length_penalty": self.length_penalty, "do_sample": False}
 

@@ -81,7 +81,7 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
     else:
         train = ReportDataset(read_annotation(cfg.annotation, "train")[: cfg.limit], cfg.image_root, processor,
                               cfg.dataset)
-    train_ids, train_feats = study_features(model, study_loader(train, cfg.val_batch_size, cfg.num_workers), device,
+    train_ids, train_feats = study_features(model, study_loader(train, cfg.eval_batch_size, cfg.num_workers), device,
                                             "training features")
     index = RetrievalIndex(train_feats, torch.arange(len(train_ids))).to(device)
     if cfg.split == "train":
@@ -89,7 +89,7 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
         top_n = min(cfg.search_top_n, len(index) - 1)
         dist, idx = index.search_leave_one_out(feats, top_n)
     else:
-        ids, feats = study_features(model, study_loader(queries, cfg.val_batch_size, cfg.num_workers), device,
+        ids, feats = study_features(model, study_loader(queries, cfg.eval_batch_size, cfg.num_workers), device,
                                     f"{cfg.split} features")
         dist, idx = index.search(feats, min(cfg.search_top_n, len(index)))
     return write_json({"ids": ids, "train_ids": [[train_ids[j] for j in row] for row in idx.tolist()],
@@ -97,8 +97,8 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
                        "distance": "cosine distance (1 - cosine similarity); smaller is more similar"}, path)
 
 
-def best_checkpoint(output_dir: str | Path) -> Path:
-    record = Path(output_dir) / "best_checkpoint.json"
+def best_checkpoint(run_dir: str | Path) -> Path:
+    record = Path(run_dir) / "best_checkpoint.json"
     if not record.is_file():
         raise ConfigError(f"key 'checkpoint' is null and {record} does not exist: train first, or name a checkpoint "
                           "(an R2GenGPT .pth loads too)")
@@ -114,10 +114,10 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
 
     seed_everything(cfg.seed)
     rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file
-    out_dir = Path(cfg.out_dir or cfg.output_dir)
+    out_dir = Path(cfg.out_dir or cfg.run_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(process_device(cfg.device, rank, world))
-    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.output_dir)
+    checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.run_dir)
     model, processor = build_report_model(cfg.model_settings(), device)
     load_report_checkpoint(model, checkpoint)
     model.to(device)
@@ -126,7 +126,7 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     out = out_dir / f"{cfg.split}_reports.jsonl"
 
     def ask(todo: list[int]):  # indices into rows (and the dataset)
-        loader = study_loader(dataset, cfg.val_batch_size, cfg.num_workers, todo)
+        loader = study_loader(dataset, cfg.eval_batch_size, cfg.num_workers, todo)
         yield from generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports",
                                     cfg.truncate_references)
 
@@ -141,7 +141,7 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
     written = {r["id"]: r for r in read_predictions(out)}
     answered = [str(r["id"]) for r in rows if str(r["id"]) in written]
     metrics = report_metrics({i: written[i]["annotation"] for i in answered},
-                             {i: written[i]["answer"] for i in answered}, cfg.tokenize, cfg.meteor)
+                             {i: written[i]["answer"] for i in answered}, cfg.report_tokenize, cfg.meteor)
     result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows), "n_answered": len(answered),
               "reports": str(out), "metrics": metrics}
     if cfg.search_top_n > 0:
@@ -158,7 +158,7 @@ def _evaluate_and_print(cfg: ReportConfig) -> None:
     for key, value in result["metrics"].items():
         print(f"{key:8s} {value:.4f}")
     print(f"reports: {result['reports']}")
-    print(f"metrics: {Path(cfg.out_dir or cfg.output_dir) / f'{cfg.split}_metrics.json'}")
+    print(f"metrics: {Path(cfg.out_dir or cfg.run_dir) / f'{cfg.split}_metrics.json'}")
 
 
 main = report_command(_evaluate_and_print, "Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.")

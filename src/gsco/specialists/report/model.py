@@ -68,8 +68,8 @@ class ReportModelSettings:
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     train_llm: bool = False  # beyond R2GenGPT (whose LLM is always frozen): for toy LLMs from random init only
     llm_use_lora: bool = False  # R2GenGPT's --llm_use_lora: LoRA on the LLM's q_proj/v_proj (peft's Llama default)
-    llm_r: int = 16
-    llm_alpha: int = 16
+    llm_lora_r: int = 16
+    llm_lora_alpha: int = 16
 
 
 def tiny_tokenizer():
@@ -150,7 +150,7 @@ class ReportGenerator(nn.Module):
             from peft import LoraConfig, TaskType, get_peft_model
 
             llama_model = get_peft_model(llama_model, LoraConfig(
-                task_type=TaskType.CAUSAL_LM, r=settings.llm_r, lora_alpha=settings.llm_alpha,
+                task_type=TaskType.CAUSAL_LM, r=settings.llm_lora_r, lora_alpha=settings.llm_lora_alpha,
                 lora_dropout=settings.lora_dropout, target_modules=["q_proj", "v_proj"]))
         self.visual_encoder = visual_encoder
         self.llama_model = llama_model

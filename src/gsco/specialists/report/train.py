@@ -4,7 +4,7 @@ every epoch, the best checkpoint kept by ``scorer_weights`` (BLEU-4 + CIDEr, hal
     python -m gsco.specialists.report.train --config configs/report/tiny.yaml [key=value ...]
     torchrun --nproc_per_node 2 -m gsco.specialists.report.train --config configs/report/iu_xray_shallow.yaml
 
-Data parallelism, mixed precision and device placement come from accelerate. Writes to ``output_dir``:
+Data parallelism, mixed precision and device placement come from accelerate. Writes to ``run_dir``:
 ``checkpoints/checkpoint_epoch{E}_step{S}_bleu{B}_cider{C}.pth`` (R2GenGPT's name and layout: trainable parameters
 only), ``best_checkpoint.json``, ``history.jsonl`` (one line per epoch), ``val/epoch{E}_reports.jsonl`` and
 ``last_state.pt`` — the resume state (trainable weights, optimizer, schedule, position in the epoch, RNG), written
@@ -60,7 +60,7 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     seed_everything(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=autocast_precision(cfg.precision, cuda=not cpu))
-    out = Path(cfg.output_dir)
+    out = Path(cfg.run_dir)
     (out / "checkpoints").mkdir(parents=True, exist_ok=True)
     model, processor = build_report_model(cfg.model_settings(), accelerator.device)
     train_rows = read_annotation(cfg.annotation, "train")[: cfg.limit]
@@ -172,12 +172,12 @@ def _validate(cfg: ReportConfig, core, val_set, out: Path, epoch: int, step: int
     val_file = out / "val" / f"epoch{epoch + 1}_reports.jsonl"
     val_file.parent.mkdir(exist_ok=True)
     val_file.unlink(missing_ok=True)
-    for rows in generate_reports(core, study_loader(val_set, cfg.val_batch_size, cfg.num_workers), device,
+    for rows in generate_reports(core, study_loader(val_set, cfg.eval_batch_size, cfg.num_workers), device,
                                  cfg.generation_kwargs(), "validation reports", cfg.truncate_references):
         append_rows(val_file, rows)
     written = [json.loads(line) for line in val_file.read_text().splitlines()]
     metrics = report_metrics({r["id"]: r["annotation"] for r in written}, {r["id"]: r["answer"] for r in written},
-                             cfg.tokenize, meteor=False)
+                             cfg.report_tokenize, meteor=False)
     score = validation_score(metrics, cfg.scorer_weights)
     record.update(val=metrics, val_score=score)
     if score > best["score"]:
@@ -197,7 +197,7 @@ def _train_and_print(cfg: ReportConfig) -> None:
     best = result["best"]
     if best.get("checkpoint"):
         print(f"best checkpoint: {best['checkpoint']} (epoch {best['epoch']}, val score {best['score']:.4f})")
-    print(f"history: {Path(cfg.output_dir) / 'history.jsonl'}")
+    print(f"history: {Path(cfg.run_dir) / 'history.jsonl'}")
 
 
 main = report_command(_train_and_print, "Train the R2GenGPT-style report specialist.")
