@@ -50,10 +50,10 @@ class DemoConfig:
     RENAMED = {"batch_size": "eval_batch_size"}
     model: str | None = None  # model directory, or a MedDr preset name (null: tiny)
     image: list[str] = dataclasses.field(default_factory=list)  # image files, paired with the questions in order
-    question: list[str] = dataclasses.field(default_factory=list)
+    question: list[str] = dataclasses.field(default_factory=list)  # the questions, one per image (or none)
     pairs: str | None = None  # JSONL file of {image, question} rows
-    max_new_tokens: int = 256
-    num_beams: int = 1
+    max_new_tokens: int = 256  # answer length limit
+    num_beams: int = 1  # 1: greedy
     eval_batch_size: int = 8  # questions per generate() call
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32

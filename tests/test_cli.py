@@ -59,7 +59,13 @@ def test_entry_point_help_lists_its_keys(name, monkeypatch, capsys):
     main = load(name, monkeypatch).main
     assert status(main, ["--help"]) == 0
     out = capsys.readouterr().out
-    assert "--config FILE" in out and "key=value" in out and "keys:" in out and "exit status" in out
+    assert "--config FILE" in out and "key=value" in out and "exit status" in out
+    # every key with its default and its meaning, written once beside its field in the config dataclass
+    lines = out[out.index("keys (default; meaning):"):].splitlines()
+    keys = [i for i, line in enumerate(lines) if line.startswith("  ") and not line.startswith("   ") and " = " in line]
+    assert keys, out
+    undocumented = [lines[i].split(" = ")[0].strip() for i in keys if not lines[i + 1].startswith(" " * 6)]
+    assert undocumented == [], f"{name}: keys without a meaning in their dataclass: {undocumented}"
 
 
 @pytest.mark.parametrize("name", entry_points())

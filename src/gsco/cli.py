@@ -13,11 +13,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
+import textwrap
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from gsco.config import ConfigError, load_config, parse_overrides, renamed_keys, scalar_for
+import yaml
+
+from gsco.config import ConfigError, key_docs, load_config, parse_overrides, renamed_keys, scalar_for
 
 T = TypeVar("T")
 BAD_INPUT = 2
@@ -44,10 +47,29 @@ def _kind(tp: Any) -> str:
     return "one"
 
 
+def _default(field: dataclasses.Field) -> str:
+    if field.default is not dataclasses.MISSING:
+        value = field.default
+    elif field.default_factory is not dataclasses.MISSING:
+        value = field.default_factory()
+    else:
+        return "required"
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def _key_lines(cls: type) -> list[str]:
+    """``  key = default`` and its meaning (from the dataclass, :func:`gsco.config.key_docs`), wrapped."""
+    docs = key_docs(cls)
+    lines = []
+    for field in dataclasses.fields(cls):
+        lines.append(f"  {field.name} = {_default(field)}")
+        lines += textwrap.wrap(docs.get(field.name, ""), 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
+    return lines
+
+
 def _parser(cls: type, description: str, config: ConfigPath, aliases: Mapping[str, Alias]) -> argparse.ArgumentParser:
-    fields = [f.name for f in dataclasses.fields(cls)]
     renamed = renamed_keys(cls)
-    epilog = "keys: " + ", ".join(fields)
+    epilog = "keys (default; meaning):\n" + "\n".join(_key_lines(cls))
     if renamed:
         epilog += "\nearlier key names, still read: " + ", ".join(f"{old} -> {new}" for old, new in renamed.items())
     parser = argparse.ArgumentParser(

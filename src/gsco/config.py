@@ -145,6 +145,36 @@ def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
     return out
 
 
+def key_docs(cls: type) -> dict[str, str]:
+    """Each key's meaning, written once beside its field in the config dataclass: the field's trailing comment, else
+    the comment block right above it (section headers ``# --- ... ---`` excluded; inherited fields included).
+    ``--help`` lists them."""
+    import inspect
+    import re
+
+    docs: dict[str, str] = {}
+    for klass in reversed([k for k in cls.__mro__ if dataclasses.is_dataclass(k)]):
+        try:
+            lines = inspect.getsource(klass).splitlines()
+        except (OSError, TypeError):
+            continue
+        block: list[str] = []
+        for line in lines:
+            comment = re.match(r"^    # (?!---)(.*)$", line)
+            field = re.match(r"^    (\w+): ", line)
+            if comment:
+                block.append(comment.group(1).strip())
+            elif field:
+                trailing = re.search(r"\s{2}# (.*)$", line)
+                doc = trailing.group(1) if trailing else " ".join(block)
+                if doc:
+                    docs[field.group(1)] = doc.strip()
+                block = []
+            else:
+                block = []
+    return docs
+
+
 def renamed_keys(cls: type) -> dict[str, str]:
     """A config class's earlier key names -> their names now (its ``RENAMED``, inherited): a config file or override
     that uses an earlier name still loads, with a warning that names the new one."""

@@ -40,41 +40,43 @@ logger = logging.getLogger(__name__)
 class GscoConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
-    dataset: str = "breastmnist"
-    task: Literal["diagnosis", "report"] = "diagnosis"
-    extra_datasets: str | None = None
-    # building the case file (python -m gsco.collab.build_cases --config ...)
+    dataset: str = "breastmnist"  # a registered dataset: its options, modality and label kind
+    task: Literal["diagnosis", "report"] = "diagnosis"  # diagnosis (single- or multi-label) or report generation
+    extra_datasets: str | None = None  # your own dataset registry YAML (DATASET.md)
+    # --- building the case file (python -m gsco.collab.build_cases) ---
     specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
     rad_from: int = 0  # which of them retrieves the similar training cases (RAD)
     rad_k: int = 10  # similar cases per test case (RAD hints)
     data_path: str | None = None  # where the dataset's files are (the test images are written beside the cases)
-    # running the arms
-    cases: str = "outputs/gsco/breastmnist_cases.json"
+    # --- running the arms ---
+    cases: str = "outputs/gsco/breastmnist_cases.json"  # the case file (build_cases writes it, the arms read it)
     image_root: str | None = None  # case images are relative to this (default: the case file's folder)
-    out_dir: str = "outputs/gsco"
-    model: str | None = "tiny"
+    out_dir: str = "outputs/gsco"  # {arm}_predictions.jsonl, ablation.md / .json, confusion matrices
+    arms: list[str] | None = None  # null: every arm (the specialists', their vote, the generalist's)
+    # --- the prompt ---
     options: list[str] | None = None  # null: the dataset's label names from the registry
     modality: str | None = None  # null: the registry's modality
     multi_label: bool | None = None  # null: the registry's task
     no_finding: str = NO_FINDING  # multi-label: the answer (and hint) for a case with none of the labels
-    intro: str = INTRO
-    rad_sentence: str = "The diagnoses of the most similar cases are ###RAD###."
-    moed_sentence: str = "The diagnoses of the specialist models are ###MOED###."
+    intro: str = INTRO  # the first sentence(s); {modality} and {options} are filled in
+    rad_sentence: str = "The diagnoses of the most similar cases are ###RAD###."  # RAD arms: ###RAD### -> hints
+    moed_sentence: str = "The diagnoses of the specialist models are ###MOED###."  # MoED arms: ###MOED### -> hints
     outro: str | None = None  # null: "only one option" (single-label) or "every diagnosis that applies" (multi-label)
     # reference: the sentences as the lines of the reference's triple-quoted prompt whose newlines become spaces, so
     # the prompt starts and ends with a space (inference_gsco.py); stripped: no space before or after
     prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
-    # report generation: answers cleaned as R2Gen cleans references, then scored like the report specialist
-    report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
-    report_tokenize: Literal["none", "ptb"] = "none"
-    meteor: bool = True  # METEOR needs Java
-    arms: list[str] | None = None  # null: every arm
+    # --- the generalist ---
+    model: str | None = "tiny"  # model directory (a converted MedDr, any image-text-to-text model) or a preset
     eval_batch_size: int = 8  # questions per generate() call
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
+    device_map: str | None = None  # auto: shard one large model over the visible GPUs
+    # --- scoring report generation: answers cleaned as R2Gen cleans references, then scored like the specialist ---
+    report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
+    report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned text as it is (R2GenGPT); ptb: PTB
+    meteor: bool = True  # METEOR needs Java
 
     def validate(self) -> None:
         if self.eval_batch_size < 1 or self.max_new_tokens < 1:

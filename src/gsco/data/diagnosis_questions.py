@@ -107,8 +107,8 @@ class DiagnosisQuestionsConfig:
     dataset: str  # a registered classification dataset
     data_path: str  # where its files are (as the specialist config's data_path)
     out_dir: str  # images/, the training sample files and the metafiles are written here
-    img_size: int = 28
-    splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val", "test"])
+    img_size: int = 28  # selects {dataset}_{img_size}.npz (28: {dataset}.npz)
+    splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "val", "test"])  # splits to write
     extra_datasets: str | None = None  # your registry YAML (as the specialist config's key)
 
 

@@ -85,7 +85,7 @@ def r2gen_to_metafile(annotation: str | Path, split: str, out: str | Path, views
 class R2GenMetafileConfig:
     annotation: str  # the R2Gen annotation.json
     metafile: str  # the JSONL to write (MedDr evaluation's metafile key)
-    split: Literal["train", "val", "test"] = "test"
+    split: Literal["train", "val", "test"] = "test"  # the annotation's split to convert
     views: Literal["each", "first"] = "each"  # each: one row per image (MedDr's IU-Xray metafile); first: per study
     image_prefix: str = ""  # prepended to every image path (e.g. images/)
 

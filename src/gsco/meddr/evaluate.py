@@ -41,29 +41,34 @@ TASKS = ("report", "vqa", "diagnosis")
 class MedDrEvalConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
+    # --- the generalist ---
     model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
-    metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
+    device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
+    # --- data ---
+    metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"  # JSONL rows {id, image, question_id, answer, ...}
     image_root: str | None = None  # default: the metafile's folder
-    task: Literal["report", "vqa", "diagnosis"] = "report"
-    out_dir: str = "outputs/meddr"
+    task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
     split: str | None = None  # keep rows of this split only (null: all rows)
     limit: int | None = None  # first N rows (after the split filter)
-    prompts: str = "configs/meddr/prompts.yaml"
+    out_dir: str = "outputs/meddr"  # {metafile stem}_predictions.jsonl (appended; a re-run resumes) and _metrics.json
+    # --- the prompt ---
+    prompts: str = "configs/meddr/prompts.yaml"  # the prompts file (per task, named sets)
     prompt_set: str = "default"  # a key under the task in the prompts file
     options: list[str] | None = None  # diagnosis options when rows do not list them
     system: str | None = None  # system message; null: the chat template's own ("Answer the questions.")
     # a row's question stands alone when the prompt has no {question}; false: the prompt always (inference_meddr.py)
     row_question: bool = True
-    eval_batch_size: int = 8
-    max_new_tokens: int = 256
+    # --- generation ---
+    eval_batch_size: int = 8  # questions per generate() call
+    max_new_tokens: int = 256  # answer length limit
     min_new_tokens: int | None = None  # null: no minimum (the reference: 1)
-    num_beams: int = 1
+    num_beams: int = 1  # 1: greedy
     length_penalty: float = 1.0  # beam search only
-    device: str = "auto"
-    dtype: str = "auto"
-    device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
-    report_tokenize: Literal["ptb", "none"] = "ptb"
-    meteor: bool = True
+    # --- scoring ---
+    report_tokenize: Literal["ptb", "none"] = "ptb"  # report metrics: PTB tokenization (pycocoevalcap) or as is
+    meteor: bool = True  # METEOR needs Java
     score_only: bool = False  # only (re)compute metrics from an existing predictions file
 
     def validate(self) -> None:

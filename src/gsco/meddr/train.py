@@ -32,43 +32,44 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 class MedDrTrainConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
+    # --- model and data ---
     model: str | None = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
     data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
-    out_dir: str = "outputs/meddr-train"
-    mode: Literal["lora", "full"] = "lora"
-    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
-    # optimisation (the MedDr recipe: lr 1e-5, 2 epochs, global batch 128, warmup 3 %, weight decay 0.05)
-    learning_rate: float = 1e-5
-    epochs: float = 2.0
-    max_steps: int = -1  # > 0 overrides epochs
-    per_device_train_batch_size: int = 4
-    gradient_accumulation_steps: int = 1
-    warmup_ratio: float = 0.03
-    weight_decay: float = 0.05
-    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    max_grad_norm: float = 1.0
-    max_seq_length: int = 2048
-    overlong: Literal["truncate", "skip"] = "truncate"
-    bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
-    gradient_checkpointing: bool = True
-    group_by_length: bool = True
-    # what trains
-    freeze_vision: bool = True
-    freeze_projector: bool = False
+    max_seq_length: int = 2048  # tokens per sample, the image's included
+    overlong: Literal["truncate", "skip"] = "truncate"  # what happens to a sample longer than max_seq_length
+    system: str | None = None  # system message of the chat template (null: its own)
+    out_dir: str = "outputs/meddr-train"  # checkpoint-*/, final/ (standalone model), adapter/ (LoRA)
+    # --- what trains ---
+    mode: Literal["lora", "full"] = "lora"  # lora: adapters on the LLM (merged into final/); full: the weights
+    freeze_vision: bool = True  # keep the vision tower's weights
+    freeze_projector: bool = False  # keep the MLP projector's weights
     freeze_llm: bool = False  # full mode only (in LoRA mode the LLM's own weights are always frozen)
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_modules: list[str] = dataclasses.field(default_factory=lambda: list(LLM_LORA_MODULES))
-    system: str | None = None
-    # bookkeeping
-    logging_steps: int = 10
-    save_steps: int = 500
-    save_total_limit: int = 2
-    seed: int = 42
-    resume: bool = True
-    num_workers: int = 0
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: int = 32  # LoRA scale alpha (alpha / r multiplies the update; InternVL: 2r)
+    lora_dropout: float = 0.05  # dropout on the LoRA input
+    lora_modules: list[str] = dataclasses.field(default_factory=lambda: list(LLM_LORA_MODULES))  # LLM linear layers
+    # --- optimisation (the MedDr recipe: lr 1e-5, 2 epochs, global batch 128, warmup 3 %, weight decay 0.05) ---
+    learning_rate: float = 1e-5  # peak learning rate (AdamW)
+    epochs: float = 2.0  # passes over the data (fractions allowed)
+    max_steps: int = -1  # > 0 overrides epochs
+    per_device_train_batch_size: int = 4  # samples per GPU (or CPU process) per step
+    gradient_accumulation_steps: int = 1  # steps accumulated per update (train.sh computes it from BATCH_SIZE)
+    warmup_ratio: float = 0.03  # fraction of the updates spent warming up
+    weight_decay: float = 0.05  # AdamW weight decay
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # after warmup
+    max_grad_norm: float = 1.0  # gradient clipping
+    bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = True  # recompute activations in the backward pass (less memory, slower)
+    group_by_length: bool = True  # batches of similar-length samples (less padding; see finetune_tiny.yaml)
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
+    # --- bookkeeping ---
+    logging_steps: int = 10  # log the loss every N updates
+    save_steps: int = 500  # checkpoint every N updates
+    save_total_limit: int = 2  # checkpoints kept
+    seed: int = 42  # data order and initialisation
+    resume: bool = True  # continue from the last checkpoint in out_dir
+    num_workers: int = 0  # DataLoader workers
 
     def validate(self) -> None:
         for key in ("model", "data"):

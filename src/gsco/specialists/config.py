@@ -16,50 +16,52 @@ class SpecialistConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"eval_split": "split"}
     # --- the reference's keys ---
-    data_path: str = "data/medmnist"
-    output_path: str = "outputs/specialists"
-    epochs: int = 100
-    learning_rate: float = 1e-4
-    batch_size: int = 64
-    batch_size_eval: int = 256
-    device: str = "auto"
-    dataset: str = "breastmnist"
-    img_size: Literal[28, 64, 128, 224] = 28
-    training_procedure: Literal["endToEnd", "linearProbing", "kNN"] = "endToEnd"
-    architecture: str = "resnet18"
-    k: int = 11
-    seed: int = 9930641
-    search_top_n: int = 10
+    data_path: str = "data/medmnist"  # folder with {dataset}.npz (28 px) / {dataset}_{size}.npz; nothing downloads
+    output_path: str = "outputs/specialists"  # checkpoints, results JSON, plots, retrieval index
+    epochs: int = 100  # maximum epochs (early stopping may end sooner)
+    learning_rate: float = 1e-4  # the optimizer's learning rate
+    batch_size: int = 64  # training batch size
+    batch_size_eval: int = 256  # evaluation / feature-extraction batch size
+    device: str = "auto"  # auto (CUDA if present, else CPU), cpu, cuda, cuda:N
+    dataset: str = "breastmnist"  # any registered dataset (DATASET.md), or one of extra_datasets
+    img_size: Literal[28, 64, 128, 224] = 28  # selects {dataset}_{img_size}.npz (28: {dataset}.npz)
+    training_procedure: Literal["endToEnd", "linearProbing", "kNN"] = "endToEnd"  # linearProbing: frozen backbone
+    architecture: str = "resnet18"  # any timm model name, e.g. vgg16, densenet121, vit_base_patch16_224
+    k: int = 11  # neighbours of the kNN procedure
+    seed: int = 9930641  # the reference's seeds: 9930641, 115149041, 252139603
+    search_top_n: int = 10  # training cases retrieved per image (RAD), stored in the results and the index
     # --- added ---
+    # pad: zero-pad centred to 224 (MedMNIST+); native: as stored; resize: bilinear to 224
     preprocess: Literal["pad", "native", "resize"] = "pad"
-    as_rgb: bool = True
-    stem: Literal["default", "cifar"] = "default"
+    as_rgb: bool = True  # grey images repeated to 3 channels (false: the model takes the dataset's channels)
+    stem: Literal["default", "cifar"] = "default"  # cifar: ResNets only, 3x3 stride-1 first conv, no max-pool (v2)
     # mean/std of Normalize; null: the architecture's (timm's pretrained config, ImageNet's for most), as MedMNIST+
     mean: list[float] | None = None
-    std: list[float] | None = None
+    std: list[float] | None = None  # see mean; give both or neither
     # start from ImageNet weights (MedMNIST+ and the GSCo reference: timm.create_model(..., pretrained=True)),
     # through timm's own loading (its Hugging Face cache) or from pretrained_path; false: random initialisation
     pretrained: bool = True
-    pretrained_path: str | None = None
-    num_workers: int = 0
-    optimizer: Literal["adamw", "adam"] = "adamw"
-    weight_decay: float = 0.01
-    scheduler: Literal["cosine", "multistep", "none"] = "cosine"
-    milestones: list[int] = dataclasses.field(default_factory=lambda: [50, 75])
-    gamma: float = 0.1
+    pretrained_path: str | None = None  # local timm/ImageNet weights (.pth/.bin/.safetensors)
+    num_workers: int = 0  # DataLoader workers (raise on GPU machines)
+    optimizer: Literal["adamw", "adam"] = "adamw"  # the optimizer
+    weight_decay: float = 0.01  # AdamW's default
+    scheduler: Literal["cosine", "multistep", "none"] = "cosine"  # cosine over epochs, or milestones x gamma
+    milestones: list[int] = dataclasses.field(default_factory=lambda: [50, 75])  # multistep: epochs where lr drops
+    gamma: float = 0.1  # multistep: the factor at each milestone
+    # the best checkpoint: lowest validation loss, or highest validation AUC / ACC
     selection_metric: Literal["val_loss", "val_auc", "val_acc"] = "val_loss"
-    early_stopping_patience: int = 5
-    resume: bool = True
-    deterministic: bool = True
-    retrieval_features: Literal["flatten", "pooled"] = "flatten"
+    early_stopping_patience: int = 5  # stop after this many epochs without improvement; 0: never
+    resume: bool = True  # continue an interrupted run from {run}_last.pth
+    deterministic: bool = True  # deterministic algorithms and seeded shuffling
+    retrieval_features: Literal["flatten", "pooled"] = "flatten"  # flatten: forward_features flattened (reference)
     # kNN procedure: how neighbours are found (MedMNIST+: sklearn NearestNeighbors, Euclidean on pre-logits)
     knn_metric: Literal["euclidean", "cosine"] = "euclidean"
-    save_index: bool = True
-    checkpoint: str | None = None
+    save_index: bool = True  # write the retrieval index ({run}_index.safetensors)
+    checkpoint: str | None = None  # predict: the checkpoint to evaluate (null: {output_path}/{run}_best.pth)
     # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;
     # train retrieval leaves each image's own entry out) — train/val predictions are what hint fine-tuning reads
     split: Literal["test", "val", "train"] = "test"
-    extra_datasets: str | None = None
+    extra_datasets: str | None = None  # your own dataset registry YAML (DATASET.md, "Adding a dataset")
 
     def validate(self) -> None:
         positive = ("epochs", "batch_size", "batch_size_eval", "k", "search_top_n")

@@ -17,56 +17,58 @@ class ReportConfig:
                "tokenize": "report_tokenize", "llm_r": "llm_lora_r", "llm_alpha": "llm_lora_alpha"}
     # --- data (R2Gen layout) ---
     dataset: str = "iu_xray"  # which cleaning rule the reports get (report/clean.py RULES: iu_xray, mimic_cxr)
-    annotation: str = "data/iu_xray/annotation.json"
-    image_root: str = "data/iu_xray/images"
-    run_dir: str = "outputs/report/iu_xray_shallow"
+    annotation: str = "data/iu_xray/annotation.json"  # R2Gen annotation: {train|val|test: [{id, report, image_path}]}
+    image_root: str = "data/iu_xray/images"  # image_path entries are relative to this
+    run_dir: str = "outputs/report/iu_xray_shallow"  # the training run: checkpoints, history, best_checkpoint.json
     limit: int | None = None  # first N studies of each split (smoke runs)
     # --- model (R2GenGPT) ---
     vision_model: str = "tiny"  # local SwinModel folder (Swin-B 224) or "tiny"
     llm: str = "tiny"  # local Llama folder with its tokenizer (Llama-2-7B-chat) or "tiny"
-    mode: Literal["shallow", "delta", "deep"] = "shallow"
-    vis_lora_r: int = 16
-    vis_lora_alpha: int = 16
-    lora_dropout: float = 0.1
-    global_only: bool = False
-    prompt: str = DEFAULT_PROMPT
+    mode: Literal["shallow", "delta", "deep"] = "shallow"  # Swin frozen / LoRA on Swin / Swin trained
+    vis_lora_r: int = 16  # delta mode: LoRA rank on Swin's query/value
+    vis_lora_alpha: int = 16  # delta mode: LoRA alpha on Swin
+    lora_dropout: float = 0.1  # dropout of every LoRA (Swin's and the LLM's)
+    global_only: bool = False  # true: only Swin's pooled feature, not its patch tokens
+    prompt: str = DEFAULT_PROMPT  # the instruction after the image (R2GenGPT's)
     end_sym: str | None = None  # null: the tokenizer's eos (</s>)
     max_length: int = 60  # target tokens per report
+    # the LLM's weights: auto = fp16 on CUDA (R2GenGPT), fp32 on CPU
     llm_dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     train_llm: bool = False  # beyond R2GenGPT (LLM always frozen): only for the tiny preset's random LLM
     llm_use_lora: bool = False  # R2GenGPT's option: LoRA on the LLM (q_proj, v_proj)
-    llm_lora_r: int = 16
-    llm_lora_alpha: int = 16
+    llm_lora_r: int = 16  # llm_use_lora: LoRA rank
+    llm_lora_alpha: int = 16  # llm_use_lora: LoRA alpha
     # --- training ---
-    epochs: int = 15
-    batch_size: int = 8
-    eval_batch_size: int = 12
-    learning_rate: float = 1e-4
+    epochs: int = 15  # training epochs
+    batch_size: int = 8  # training studies per step, per process
+    eval_batch_size: int = 12  # studies per generate() call (validation, evaluation, retrieval)
+    learning_rate: float = 1e-4  # AdamW, cosine down to min_learning_rate
     min_learning_rate: float = 1e-6  # the cosine schedule's floor (per epoch, as R2GenGPT)
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = None
-    seed: int = 42
+    weight_decay: float = 0.01  # AdamW weight decay
+    max_grad_norm: float | None = None  # gradient clipping (null: none)
+    seed: int = 42  # data order and initialisation
     device: str = "auto"  # evaluation: the device; training: cpu forces the CPU, else accelerate places each process
     # autocast: auto = bf16 on CUDA (R2GenGPT's --precision default 'bf16-mixed'), none on CPU; fp16 is an option
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     drop_last: bool = True  # the training loader drops the last partial batch (R2GenGPT's DataModule)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader workers
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
+    # validation score that picks the best checkpoint: weights of report metrics (R2GenGPT: BLEU-4 and CIDEr)
     scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
     # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized
     # targets); true reproduces that, false (default) scores against the whole cleaned report
     truncate_references: bool = False
-    resume: bool = True
+    resume: bool = True  # continue an interrupted run from its last saved state
     # --- decoding (R2GenGPT's IU-Xray evaluation) ---
-    num_beams: int = 3
-    min_new_tokens: int = 40
-    max_new_tokens: int = 100
-    repetition_penalty: float = 2.0
-    length_penalty: float = 2.0
+    num_beams: int = 3  # beam search width
+    min_new_tokens: int = 40  # shortest report, in tokens
+    max_new_tokens: int = 100  # longest report, in tokens
+    repetition_penalty: float = 2.0  # > 1 discourages repeats
+    length_penalty: float = 2.0  # beam scores: > 1 favours longer reports
     # --- evaluation ---
     checkpoint: str | None = None  # null: the best checkpoint of run_dir (best_checkpoint.json)
-    split: Literal["train", "val", "test"] = "test"
+    split: Literal["train", "val", "test"] = "test"  # the split evaluated ({split}_reports.jsonl, _metrics.json)
     out_dir: str | None = None  # null: run_dir
     meteor: bool = True  # METEOR needs Java
     search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
