@@ -5,6 +5,7 @@ import dataclasses
 import importlib
 import importlib.util
 import sys
+import typing
 from pathlib import Path
 
 import pytest
@@ -211,3 +212,73 @@ def test_earlier_key_names_still_load_with_a_warning(index, demo_importable, cap
     # on the command line too, read for the new key's type
     old, new = next(iter(renamed.items()))
     assert parse_overrides([f"{old}={_other_value(cls, new)}"], cls)[old] == _other_value(cls, new)
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_sections_hold_existing_keys_once(index, demo_importable):
+    from gsco.config import config_sections
+
+    cls = config_classes()[index]
+    sections = config_sections(cls)
+    fields = [f.name for f in dataclasses.fields(cls)]
+    keys = [k for ks in sections.values() for k in ks]
+    assert len(keys) == len(set(keys)) and set(keys) <= set(fields) and not set(sections) & set(fields)
+
+
+SHIPPED_SECTIONED = ["configs/gsco/breastmnist.yaml", "configs/gsco/chestmnist.yaml", "configs/gsco/pcam200.yaml",
+                     "configs/gsco/iu_xray.yaml", "configs/meddr/eval.yaml", "configs/meddr/reference/iu_xray.yaml",
+                     "configs/meddr/reference/pmcvqa.yaml", "configs/meddr/reference/pcam200.yaml",
+                     "configs/meddr/finetune_tiny.yaml", "configs/meddr/finetune_meddr_lora.yaml",
+                     "configs/report/tiny.yaml", "configs/report/iu_xray_shallow.yaml",
+                     "configs/report/mimic_cxr_shallow.yaml"]
+
+
+@pytest.mark.parametrize("path", SHIPPED_SECTIONED)
+def test_shipped_configs_use_their_sections_and_load_as_flat_keys(path, tmp_path):
+    """A config holding several parts shows them as sections; the same keys written flat load to the same config,
+    and ``section.key=value`` overrides a key as ``key=value`` does."""
+    import yaml
+
+    from gsco.collab.run import GscoConfig
+    from gsco.config import config_sections, load_config
+    from gsco.meddr.evaluate import MedDrEvalConfig
+    from gsco.meddr.train import MedDrTrainConfig
+    from gsco.specialists.report.config import ReportConfig
+
+    cls = {"gsco": GscoConfig, "report": ReportConfig}.get(path.split("/")[1]) or (
+        MedDrTrainConfig if "finetune" in path else MedDrEvalConfig)
+    sections = config_sections(cls)
+    data = yaml.safe_load((REPO / path).read_text())
+    in_sections = [k for k, v in data.items() if k in sections]
+    assert in_sections and all(isinstance(data[k], dict) for k in in_sections)
+    flat = {}
+    for key, value in data.items():
+        flat.update(value if key in sections else {key: value})
+    outside = [k for k in flat if any(k in keys for keys in sections.values()) and k in data]
+    assert outside == [], f"{path}: keys outside their section: {outside}"
+    (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
+    required = {"model": "x", "data": "y"} if cls is MedDrTrainConfig else {}
+    assert load_config(cls, REPO / path, required) == load_config(cls, tmp_path / "flat.yaml", required)
+    hints = typing.get_type_hints(cls)
+    section, key = next((s, k) for s, ks in sections.items() for k in ks if hints[k] is int)
+    dotted = load_config(cls, REPO / path, {**required, **parse_overrides([f"{section}.{key}=7"], cls)})
+    assert getattr(dotted, key) == 7 == getattr(load_config(cls, REPO / path, {**required, key: 7}), key)
+
+
+def test_a_key_in_the_wrong_section_or_given_twice_is_named(tmp_path):
+    from gsco.collab.run import GscoConfig
+    from gsco.config import load_config
+
+    (tmp_path / "a.yaml").write_text("prompt:\n  max_new_tokens: 3\n")
+    with pytest.raises(ConfigError, match=r"prompt.max_new_tokens: key 'max_new_tokens' is not in section 'prompt'; "
+                                          r"it goes in section 'generation'"):
+        load_config(GscoConfig, tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("generation:\n  max_new_tokens: 3\nmax_new_tokens: 4\n")
+    with pytest.raises(ConfigError, match="key 'max_new_tokens' is given twice"):
+        load_config(GscoConfig, tmp_path / "b.yaml")
+    (tmp_path / "c.yaml").write_text("generation: 3\n")
+    with pytest.raises(ConfigError, match="section 'generation' must be a mapping of its keys"):
+        load_config(GscoConfig, tmp_path / "c.yaml")
+    cfg = load_config(GscoConfig, None, parse_overrides(["generation.max_new_tokens=5", "prompt.intro=Hi: no"],
+                                                        GscoConfig))
+    assert cfg.max_new_tokens == 5 and cfg.intro == "Hi: no"

@@ -213,8 +213,9 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     a = fake_results(tmp_path / "a.json", y_true, 0)
     b = fake_results(tmp_path / "b.json", y_true, 1)
     cfg = yaml.safe_load((REPO / "configs/gsco/breastmnist.yaml").read_text())
-    cfg.update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, rad_k=3,
-               data_path=str(data.parent), cases=str(tmp_path / "cases.json"))
+    cfg["build"].update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, rad_k=3,
+                        data_path=str(data.parent))
+    cfg["cases"] = str(tmp_path / "cases.json")
     (tmp_path / "gsco.yaml").write_text(yaml.safe_dump(cfg))
     assert build_main(["--config", str(tmp_path / "gsco.yaml")]) == 0
     cases = json.loads((tmp_path / "cases.json").read_text())

@@ -247,7 +247,12 @@ def tiny_overrides(root) -> list[str]:
 
     from conftest import REPO
 
-    tiny = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
+    from gsco.specialists.report.config import ReportConfig
+
+    shipped = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
+    tiny = {}  # its sections' keys, flat: key=value reaches a key in any section
+    for key, value in shipped.items():
+        tiny.update(value if key in ReportConfig.SECTIONS else {key: value})
     tiny.update(annotation=str(root / "annotation.json"), image_root=str(root / "images"), device="cpu",
                 learning_rate=3e-3, truncate_references=False)  # tiny_cfg's settings
     return [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in tiny.items() if k != "run_dir"]

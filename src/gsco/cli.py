@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
-from gsco.config import ConfigError, key_docs, load_config, parse_overrides, renamed_keys, scalar_for
+from gsco.config import ConfigError, config_sections, key_docs, load_config, parse_overrides, renamed_keys, scalar_for
 
 T = TypeVar("T")
 BAD_INPUT = 2
@@ -60,8 +60,12 @@ def _default(field: dataclasses.Field) -> str:
 def _key_lines(cls: type) -> list[str]:
     """``  key = default`` and its meaning (from the dataclass, :func:`gsco.config.key_docs`), wrapped."""
     docs = key_docs(cls)
-    lines = []
+    section_of = {key: name for name, keys in config_sections(cls).items() for key in keys}
+    lines, section = [], None
     for field in dataclasses.fields(cls):
+        if section_of.get(field.name) != section:
+            section = section_of.get(field.name)
+            lines.append(f" {section}: (section)" if section else " (top level)")
         lines.append(f"  {field.name} = {_default(field)}")
         lines += textwrap.wrap(docs.get(field.name, ""), 100, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return lines

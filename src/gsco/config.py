@@ -130,13 +130,15 @@ def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
     (``image=a.png image=b.png``)."""
     hints = typing.get_type_hints(cls) if cls is not None else {}
     renamed = renamed_keys(cls) if cls is not None else {}
+    sections = config_sections(cls) if cls is not None else {}
     out: dict[str, Any] = {}
     for arg in args:
         key, sep, raw = arg.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ConfigError(f"command-line override {arg!r}: expected key=value")
-        tp = hints.get(renamed.get(key, key))
+        name = key.split(".", 1)[1] if key.split(".", 1)[0] in sections else key  # section.key
+        tp = hints.get(renamed.get(name, name))
         value = scalar_for(tp, raw)
         if key in out and isinstance(out[key], list) and isinstance(value, list) and _text_list(tp):
             out[key] = out[key] + value
@@ -175,6 +177,13 @@ def key_docs(cls: type) -> dict[str, str]:
     return docs
 
 
+def config_sections(cls: type) -> dict[str, tuple[str, ...]]:
+    """A config class's sections (its ``SECTIONS``: name -> keys, inherited). In a YAML file a section is a mapping
+    of its keys (``generation: {max_new_tokens: 64}``); on the command line ``generation.max_new_tokens=64``. Keys
+    are unique across sections, so ``max_new_tokens=64`` works as well; keys outside every section sit at the top."""
+    return {name: tuple(keys) for name, keys in getattr(cls, "SECTIONS", {}).items()}
+
+
 def renamed_keys(cls: type) -> dict[str, str]:
     """A config class's earlier key names -> their names now (its ``RENAMED``, inherited): a config file or override
     that uses an earlier name still loads, with a warning that names the new one."""
@@ -189,24 +198,47 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     sources: dict[str, str] = {}
 
     renamed = renamed_keys(cls)
+    sections = config_sections(cls)
+    section_of = {key: name for name, keys in sections.items() for key in keys}
+
+    def entries(mapping: dict[str, Any], origin: str):
+        """(key, value, where, section) of a mapping whose sections hold their keys, flattened."""
+        for key, value in mapping.items():
+            key = str(key)
+            if key in sections:
+                if not isinstance(value, dict):
+                    raise ConfigError(f"{origin}: section {key!r} must be a mapping of its keys "
+                                      f"({', '.join(sections[key])}), got {value!r}")
+                for sub, sub_value in value.items():
+                    yield str(sub), sub_value, f"{origin}: {key}.{sub}", key
+            elif "." in key and key.split(".", 1)[0] in sections:
+                section, sub = key.split(".", 1)
+                yield sub, value, f"{origin}: {key}", section
+            else:
+                yield key, value, origin, None
 
     def take(mapping: dict[str, Any], origin: str) -> None:
-        for key, value in mapping.items():
+        given: dict[str, str] = {}
+        for key, value, where, section in entries(mapping, origin):
             if key in renamed:
                 new = renamed[key]
-                if new in mapping:
-                    raise ConfigError(f"{origin}: keys {key!r} and {new!r} are one key (its earlier name and its "
-                                      f"name); give {new!r} only")
-                logger.warning("%s: key %r is now %r (the earlier name is still read)", origin, key, new)
+                logger.warning("%s: key %r is now %r (the earlier name is still read)", where, key, new)
                 key = new
             if key not in fields:
-                close = difflib.get_close_matches(str(key), fields, n=1)
+                close = difflib.get_close_matches(key, fields, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(
-                    f"{origin}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(fields))}"
-                )
+                raise ConfigError(f"{where}: unknown key {key!r}{hint}; valid keys: {', '.join(sorted(fields))}")
+            if section is not None and section_of.get(key) != section:
+                home = f"in section {section_of[key]!r}" if key in section_of else "at the top level"
+                raise ConfigError(f"{where}: key {key!r} is not in section {section!r}; it goes {home}")
+            if key in given:
+                earlier = [old for old, new in renamed.items() if new == key]
+                raise ConfigError(f"{where}: key {key!r} is given twice (also {given[key]})" + (
+                    f"; keys {earlier[0]!r} and {key!r} are one key (its earlier name and its name), give {key!r}"
+                    " only" if earlier else ""))
+            given[key] = where
             values[key] = value
-            sources[key] = origin
+            sources[key] = where
 
     if path is not None:
         path = Path(path)

@@ -40,20 +40,29 @@ logger = logging.getLogger(__name__)
 class GscoConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
+    # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
+    SECTIONS = {
+        "build": ("specialists", "rad_from", "rad_k", "data_path"),
+        "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
+            "outro", "prompt_style", "hint_separator"),
+        "generalist": ("model", "device", "dtype", "device_map"),
+        "generation": ("eval_batch_size", "max_new_tokens"),
+        "scoring": ("report_cleaning", "report_tokenize", "meteor"),
+    }
+    # --- what and where ---
     dataset: str = "breastmnist"  # a registered dataset: its options, modality and label kind
     task: Literal["diagnosis", "report"] = "diagnosis"  # diagnosis (single- or multi-label) or report generation
     extra_datasets: str | None = None  # your own dataset registry YAML (DATASET.md)
-    # --- building the case file (python -m gsco.collab.build_cases) ---
-    specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
-    rad_from: int = 0  # which of them retrieves the similar training cases (RAD)
-    rad_k: int = 10  # similar cases per test case (RAD hints)
-    data_path: str | None = None  # where the dataset's files are (the test images are written beside the cases)
-    # --- running the arms ---
     cases: str = "outputs/gsco/breastmnist_cases.json"  # the case file (build_cases writes it, the arms read it)
     image_root: str | None = None  # case images are relative to this (default: the case file's folder)
     out_dir: str = "outputs/gsco"  # {arm}_predictions.jsonl, ablation.md / .json, confusion matrices
     arms: list[str] | None = None  # null: every arm (the specialists', their vote, the generalist's)
-    # --- the prompt ---
+    # --- build: the case file (python -m gsco.collab.build_cases) ---
+    specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
+    rad_from: int = 0  # which of them retrieves the similar training cases (RAD)
+    rad_k: int = 10  # similar cases per test case (RAD hints)
+    data_path: str | None = None  # where the dataset's files are (the test images are written beside the cases)
+    # --- prompt ---
     options: list[str] | None = None  # null: the dataset's label names from the registry
     modality: str | None = None  # null: the registry's modality
     multi_label: bool | None = None  # null: the registry's task
@@ -66,14 +75,15 @@ class GscoConfig:
     # the prompt starts and ends with a space (inference_gsco.py); stripped: no space before or after
     prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
-    # --- the generalist ---
+    # --- generalist: the model that answers ---
     model: str | None = "tiny"  # model directory (a converted MedDr, any image-text-to-text model) or a preset
-    eval_batch_size: int = 8  # questions per generate() call
-    max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
     device_map: str | None = None  # auto: shard one large model over the visible GPUs
-    # --- scoring report generation: answers cleaned as R2Gen cleans references, then scored like the specialist ---
+    # --- generation ---
+    eval_batch_size: int = 8  # questions per generate() call
+    max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
+    # --- scoring report generation: answers cleaned as R2Gen cleans references, then scored as the specialist's ---
     report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned text as it is (R2GenGPT); ptb: PTB
     meteor: bool = True  # METEOR needs Java

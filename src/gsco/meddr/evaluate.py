@@ -41,7 +41,19 @@ TASKS = ("report", "vqa", "diagnosis")
 class MedDrEvalConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
-    # --- the generalist ---
+    # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
+    SECTIONS = {
+        "generalist": ("model", "device", "dtype", "device_map"),
+        "data": ("metafile", "image_root", "split", "limit"),
+        "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
+        "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty"),
+        "scoring": ("report_tokenize", "meteor"),
+    }
+    # --- what and where ---
+    task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
+    out_dir: str = "outputs/meddr"  # {metafile stem}_predictions.jsonl (appended; a re-run resumes) and _metrics.json
+    score_only: bool = False  # only (re)compute metrics from an existing predictions file
+    # --- generalist: the model that answers ---
     model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
@@ -49,11 +61,9 @@ class MedDrEvalConfig:
     # --- data ---
     metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"  # JSONL rows {id, image, question_id, answer, ...}
     image_root: str | None = None  # default: the metafile's folder
-    task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
     split: str | None = None  # keep rows of this split only (null: all rows)
     limit: int | None = None  # first N rows (after the split filter)
-    out_dir: str = "outputs/meddr"  # {metafile stem}_predictions.jsonl (appended; a re-run resumes) and _metrics.json
-    # --- the prompt ---
+    # --- prompt ---
     prompts: str = "configs/meddr/prompts.yaml"  # the prompts file (per task, named sets)
     prompt_set: str = "default"  # a key under the task in the prompts file
     options: list[str] | None = None  # diagnosis options when rows do not list them
@@ -69,7 +79,6 @@ class MedDrEvalConfig:
     # --- scoring ---
     report_tokenize: Literal["ptb", "none"] = "ptb"  # report metrics: PTB tokenization (pycocoevalcap) or as is
     meteor: bool = True  # METEOR needs Java
-    score_only: bool = False  # only (re)compute metrics from an existing predictions file
 
     def validate(self) -> None:
         for key in ("eval_batch_size", "max_new_tokens", "num_beams"):

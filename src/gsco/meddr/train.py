@@ -32,16 +32,28 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 class MedDrTrainConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
-    # --- model and data ---
+    # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
+    SECTIONS = {
+        "samples": ("max_seq_length", "overlong", "system"),
+        "tuning": ("freeze_vision", "freeze_projector", "freeze_llm", "lora_r", "lora_alpha", "lora_dropout",
+            "lora_modules"),
+        "training": ("learning_rate", "epochs", "max_steps", "per_device_train_batch_size",
+            "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "max_grad_norm",
+            "bf16", "gradient_checkpointing", "group_by_length"),
+        "bookkeeping": ("logging_steps", "save_steps", "save_total_limit", "seed", "resume", "num_workers"),
+    }
+    # --- what and where ---
     model: str | None = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
     data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
+    out_dir: str = "outputs/meddr-train"  # checkpoint-*/, final/ (standalone model), adapter/ (LoRA)
+    mode: Literal["lora", "full"] = "lora"  # lora: adapters on the LLM (merged into final/); full: the weights
+    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
+    # --- samples: how each sample is read ---
     max_seq_length: int = 2048  # tokens per sample, the image's included
     overlong: Literal["truncate", "skip"] = "truncate"  # what happens to a sample longer than max_seq_length
     system: str | None = None  # system message of the chat template (null: its own)
-    out_dir: str = "outputs/meddr-train"  # checkpoint-*/, final/ (standalone model), adapter/ (LoRA)
-    # --- what trains ---
-    mode: Literal["lora", "full"] = "lora"  # lora: adapters on the LLM (merged into final/); full: the weights
+    # --- tuning: what trains ---
     freeze_vision: bool = True  # keep the vision tower's weights
     freeze_projector: bool = False  # keep the MLP projector's weights
     freeze_llm: bool = False  # full mode only (in LoRA mode the LLM's own weights are always frozen)
@@ -49,7 +61,7 @@ class MedDrTrainConfig:
     lora_alpha: int = 32  # LoRA scale alpha (alpha / r multiplies the update; InternVL: 2r)
     lora_dropout: float = 0.05  # dropout on the LoRA input
     lora_modules: list[str] = dataclasses.field(default_factory=lambda: list(LLM_LORA_MODULES))  # LLM linear layers
-    # --- optimisation (the MedDr recipe: lr 1e-5, 2 epochs, global batch 128, warmup 3 %, weight decay 0.05) ---
+    # --- training (the MedDr recipe: lr 1e-5, 2 epochs, warmup 3 %, weight decay 0.05) ---
     learning_rate: float = 1e-5  # peak learning rate (AdamW)
     epochs: float = 2.0  # passes over the data (fractions allowed)
     max_steps: int = -1  # > 0 overrides epochs
@@ -62,7 +74,6 @@ class MedDrTrainConfig:
     bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
     gradient_checkpointing: bool = True  # recompute activations in the backward pass (less memory, slower)
     group_by_length: bool = True  # batches of similar-length samples (less padding; see finetune_tiny.yaml)
-    deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
     # --- bookkeeping ---
     logging_steps: int = 10  # log the loss every N updates
     save_steps: int = 500  # checkpoint every N updates

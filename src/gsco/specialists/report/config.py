@@ -15,11 +15,27 @@ class ReportConfig:
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "run_dir", "val_batch_size": "eval_batch_size", "beam_size": "num_beams",
                "tokenize": "report_tokenize", "llm_r": "llm_lora_r", "llm_alpha": "llm_lora_alpha"}
+    # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
+    SECTIONS = {
+        "data": ("dataset", "annotation", "image_root", "limit"),
+        "model": ("vision_model", "llm", "mode", "vis_lora_r", "vis_lora_alpha", "lora_dropout", "global_only",
+            "prompt", "end_sym", "max_length", "llm_dtype", "train_llm", "llm_use_lora", "llm_lora_r",
+            "llm_lora_alpha"),
+        "training": ("epochs", "batch_size", "learning_rate", "min_learning_rate", "weight_decay", "max_grad_norm",
+            "seed", "precision", "drop_last", "save_every_steps", "scorer_weights", "resume"),
+        "generation": ("eval_batch_size", "num_beams", "min_new_tokens", "max_new_tokens", "repetition_penalty",
+            "length_penalty"),
+        "evaluation": ("checkpoint", "split", "out_dir", "search_top_n"),
+        "scoring": ("report_tokenize", "truncate_references", "meteor"),
+    }
+    # --- where ---
+    run_dir: str = "outputs/report/iu_xray_shallow"  # the training run: checkpoints, history, best_checkpoint.json
+    device: str = "auto"  # evaluation: the device; training: cpu forces the CPU, else accelerate places each process
+    num_workers: int = 0  # DataLoader workers
     # --- data (R2Gen layout) ---
     dataset: str = "iu_xray"  # which cleaning rule the reports get (report/clean.py RULES: iu_xray, mimic_cxr)
     annotation: str = "data/iu_xray/annotation.json"  # R2Gen annotation: {train|val|test: [{id, report, image_path}]}
     image_root: str = "data/iu_xray/images"  # image_path entries are relative to this
-    run_dir: str = "outputs/report/iu_xray_shallow"  # the training run: checkpoints, history, best_checkpoint.json
     limit: int | None = None  # first N studies of each split (smoke runs)
     # --- model (R2GenGPT) ---
     vision_model: str = "tiny"  # local SwinModel folder (Swin-B 224) or "tiny"
@@ -41,26 +57,20 @@ class ReportConfig:
     # --- training ---
     epochs: int = 15  # training epochs
     batch_size: int = 8  # training studies per step, per process
-    eval_batch_size: int = 12  # studies per generate() call (validation, evaluation, retrieval)
     learning_rate: float = 1e-4  # AdamW, cosine down to min_learning_rate
     min_learning_rate: float = 1e-6  # the cosine schedule's floor (per epoch, as R2GenGPT)
     weight_decay: float = 0.01  # AdamW weight decay
     max_grad_norm: float | None = None  # gradient clipping (null: none)
     seed: int = 42  # data order and initialisation
-    device: str = "auto"  # evaluation: the device; training: cpu forces the CPU, else accelerate places each process
     # autocast: auto = bf16 on CUDA (R2GenGPT's --precision default 'bf16-mixed'), none on CPU; fp16 is an option
     precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     drop_last: bool = True  # the training loader drops the last partial batch (R2GenGPT's DataModule)
-    num_workers: int = 0  # DataLoader workers
     save_every_steps: int = 200  # resume state every N steps (and at each epoch's end)
     # validation score that picks the best checkpoint: weights of report metrics (R2GenGPT: BLEU-4 and CIDEr)
     scorer_weights: dict[str, float] = dataclasses.field(default_factory=lambda: {"BLEU_4": 0.5, "CIDEr": 0.5})
-    report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
-    # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized
-    # targets); true reproduces that, false (default) scores against the whole cleaned report
-    truncate_references: bool = False
     resume: bool = True  # continue an interrupted run from its last saved state
-    # --- decoding (R2GenGPT's IU-Xray evaluation) ---
+    # --- generation (R2GenGPT's IU-Xray evaluation) ---
+    eval_batch_size: int = 12  # studies per generate() call (validation, evaluation, retrieval)
     num_beams: int = 3  # beam search width
     min_new_tokens: int = 40  # shortest report, in tokens
     max_new_tokens: int = 100  # longest report, in tokens
@@ -70,8 +80,13 @@ class ReportConfig:
     checkpoint: str | None = None  # null: the best checkpoint of run_dir (best_checkpoint.json)
     split: Literal["train", "val", "test"] = "test"  # the split evaluated ({split}_reports.jsonl, _metrics.json)
     out_dir: str | None = None  # null: run_dir
-    meteor: bool = True  # METEOR needs Java
     search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
+    # --- scoring ---
+    report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
+    # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized
+    # targets); true reproduces that, false (default) scores against the whole cleaned report
+    truncate_references: bool = False
+    meteor: bool = True  # METEOR needs Java
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "max_length", "num_beams", "max_new_tokens",
