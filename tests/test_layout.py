@@ -98,3 +98,26 @@ def test_no_function_is_longer_than_80_lines():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 80:
                 long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
     assert not long, long
+
+
+def readme_layers() -> list[str]:
+    """The package's entries in README's layout tree, in order (``  config.py``, ``  data/``, ...)."""
+    import re
+
+    readme = (SRC.parent / "README.md").read_text()
+    tree = readme[readme.index("## Layout"):].split("```")[1]
+    return ["gsco." + m.group(1) for m in re.finditer(r"(?m)^  (\w+)(?:\.py|/)\s", tree)]
+
+
+def test_readme_layout_names_every_package_once_in_import_order():
+    layers = readme_layers()
+    top = {"gsco." + (p.stem if p.suffix == ".py" else p.name) for p in (SRC / "gsco").iterdir()
+           if (p.suffix == ".py" and p.stem != "__init__") or (p / "__init__.py").is_file()}
+    assert sorted(layers) == sorted(top) and len(layers) == len(set(layers))
+
+    def layer(module: str) -> int:
+        return next(i for i, name in enumerate(layers) if module == name or module.startswith(name + "."))
+
+    upward = [(m, d) for m, deps in import_graph().items() if m != "gsco" for d in deps
+              if d != "gsco" and layer(d) > layer(m)]
+    assert upward == [], f"imports from a layer listed below in README's layout: {upward}"
