@@ -1,12 +1,16 @@
-"""Process-level helpers shared by every entry point: logging, devices, seeds, atomic writes, appended JSONL."""
+"""Process-level helpers shared by every entry point: logging, devices, seeds, atomic writes (files and whole
+folders), appended JSONL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import random
+import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +105,58 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
         f.flush()
         os.fsync(f.fileno())
+
+
+class OutputFolderError(ValueError):
+    """A folder that cannot be written as asked (it is the source, or it holds something and overwrite is off)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def building_folder(dst: str | Path, overwrite: bool = False, sources: tuple[str | Path, ...] = ()) -> Iterator[Path]:
+    """Write a folder (a converted or saved model) so that nothing is destroyed before it is replaced: the body of the
+    ``with`` writes into ``.{name}.partial-{pid}`` beside ``dst``, which becomes ``dst`` only when the body finishes;
+    a failure (or a kill) leaves ``dst`` as it was. ``dst`` equal to, inside or around one of ``sources`` is refused
+    before anything is touched, and so is a non-empty ``dst`` unless ``overwrite``. Partial folders of dead runs are
+    removed."""
+    dst = Path(dst).absolute()
+    for source in sources:
+        src = Path(source).resolve()
+        target = dst.resolve()
+        if target == src or src in target.parents or target in src.parents:
+            raise OutputFolderError(f"{dst} is the source {source} or overlaps it: write somewhere else "
+                                    "(overwrite never touches a source)")
+    if dst.exists() and not dst.is_dir():
+        raise OutputFolderError(f"{dst} is a file, not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise OutputFolderError(f"{dst} exists and is not empty; give overwrite=true to replace it (it is replaced "
+                                "only once the new one is complete)")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dst.parent.glob(f".{dst.name}.partial-*"):
+        pid = stale.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(stale, ignore_errors=True)
+    partial = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        yield partial
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if dst.exists():
+        old = dst.parent / f".{dst.name}.old-{os.getpid()}"
+        dst.rename(old)
+        partial.rename(dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        partial.rename(dst)

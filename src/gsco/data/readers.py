@@ -190,22 +190,36 @@ def read_metafile_split(path: Path, info: DatasetInfo, image_root: Path | None =
     return SplitData(images=paths, labels=np.asarray(labels, dtype=np.int64), ids=ids, source=str(path))
 
 
+HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
+
+
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """uint8 from any numeric image, its real range [min, max] mapped onto [0, 255] (a constant image: 0; NaN: 0).
+    What every reader does with 16-bit, 32-bit and float pixels — Pillow's own convert("L") clips them to 255."""
+    arr = np.asarray(arr, dtype=np.float64)
+    finite = np.isfinite(arr)
+    lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
+    scaled = (np.clip(np.where(finite, arr, lo), lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * 255.0
+    return scaled.round().astype(np.uint8)
+
+
 def open_image(path: str | Path) -> Image.Image:
-    """Open one image file (PNG/JPEG/TIFF/…, or DICOM rescaled to 8 bits) fully decoded; any failure is one
-    DatasetError naming the file."""
+    """Open one image file (PNG/JPEG/TIFF/…, or DICOM) fully decoded; 16-bit, 32-bit and float images (and DICOM)
+    come back as 8-bit grey scaled by their real range (:func:`to_8bit`). Any failure is one DatasetError naming
+    the file."""
     path = Path(path)
     try:
         if path.suffix.lower() == ".dcm":
             import pydicom
 
-            arr = pydicom.dcmread(path).pixel_array.astype(np.float32)
+            arr = pydicom.dcmread(path).pixel_array
             if arr.ndim == 3 and arr.shape[-1] != 3:  # multi-frame: take the middle frame
                 arr = arr[arr.shape[0] // 2]
-            lo, hi = float(arr.min()), float(arr.max())
-            arr = (arr - lo) / (hi - lo if hi > lo else 1.0) * 255.0
-            return Image.fromarray(arr.round().astype(np.uint8))
+            return Image.fromarray(to_8bit(arr))
         img = Image.open(path)
         img.load()
+        if img.mode in HIGH_DEPTH_MODES:
+            return Image.fromarray(to_8bit(np.asarray(img)))
         return img
     except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear error
         raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
@@ -214,7 +228,7 @@ def open_image(path: str | Path) -> Image.Image:
 def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
     """Read one image file as uint8 (H,W) or (H,W,3), bicubic-resized to a square."""
     img = open_image(path)
-    img = img.convert("RGB" if as_rgb or img.mode not in ("L", "I", "I;16", "F") else "L")
+    img = img.convert("RGB" if as_rgb or img.mode not in ("1", "L", "LA") else "L")
     if img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)
     return np.array(img, dtype=np.uint8)

@@ -22,13 +22,14 @@ import dataclasses
 import json
 import logging
 import re
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
+
+from gsco.runtime import OutputFolderError, building_folder
 
 logger = logging.getLogger(__name__)
 
@@ -409,12 +410,9 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: f
     src, dst = Path(src), Path(dst)
     orig = read_original_config(src)
     if dtype != "auto" and dtype not in DTYPES:
-        raise ConversionError(f"--dtype {dtype!r}: expected auto or one of {sorted(DTYPES)}")
-    if dst.exists() and any(dst.iterdir()):
-        if not overwrite:
-            raise ConversionError(f"{dst} exists and is not empty; give overwrite=true to replace it")
-        shutil.rmtree(dst)
-    tok = load_tokenizer(find_tokenizer_dir(src, Path(tokenizer) if tokenizer else None))
+        raise ConversionError(f"key 'dtype': {dtype!r}, expected auto or one of {sorted(DTYPES)}")
+    tokenizer_dir = find_tokenizer_dir(src, Path(tokenizer) if tokenizer else None)
+    tok = load_tokenizer(tokenizer_dir)
     image_token_id = tok.convert_tokens_to_ids(IMG_CONTEXT)
     preset, config = config_from_original(orig, image_token_id)
     if image_token_id >= config.text_config.vocab_size:
@@ -422,16 +420,19 @@ def convert(src: str | Path, dst: str | Path, dtype: str = "auto", lora_alpha: f
                               f"{config.text_config.vocab_size}")
     target = DTYPES.get(dtype) or DTYPES.get(str(orig.get("torch_dtype")), None)
     config.dtype = target or torch.float32
-    dst.mkdir(parents=True, exist_ok=True)
-    stats = convert_weights(src, dst, config, DTYPES.get(dtype), lora_alpha)
-    config.save_pretrained(dst)
-
     from transformers import GenerationConfig
 
-    gen = GenerationConfig()
-    set_generation_defaults(gen, tok)
-    gen.save_pretrained(dst)
-    build_processor(tok, preset.vision["image_size"], preset.image_seq_length, preset.pad2square).save_pretrained(dst)
+    try:  # written beside dst and moved into place when complete; the source is never touched
+        with building_folder(dst, overwrite, sources=(src, tokenizer_dir)) as out:
+            stats = convert_weights(src, out, config, DTYPES.get(dtype), lora_alpha)
+            config.save_pretrained(out)
+            gen = GenerationConfig()
+            set_generation_defaults(gen, tok)
+            gen.save_pretrained(out)
+            build_processor(tok, preset.vision["image_size"], preset.image_seq_length,
+                            preset.pad2square).save_pretrained(out)
+    except OutputFolderError as exc:
+        raise ConversionError(str(exc)) from None
     logger.info("converted %d tensors (%.2f GB, %d shards, %d LoRA modules merged) into %s",
                 stats["tensors"], stats["bytes"] / 1e9, stats["shards"], stats["lora_merged"], dst)
     return dst

@@ -18,7 +18,8 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = None) -> Path:
+def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = None,
+               overwrite: bool = False) -> Path:
     import gsco.meddr  # noqa: F401
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
@@ -31,11 +32,14 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     if not (base / "config.json").is_file():
         raise ValueError(f"base model {base} does not exist; give base=DIR")
     # the base's stored dtype (bf16 for the published model: ~80 GB of CPU memory for the 40B merge)
-    model = AutoModelForImageTextToText.from_pretrained(str(base), dtype="auto")
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(dst)
-    processor_dir = adapter if (adapter / "processor_config.json").is_file() else base
-    AutoProcessor.from_pretrained(str(processor_dir)).save_pretrained(dst)
+    from gsco.runtime import building_folder
+
+    with building_folder(dst, overwrite, sources=(adapter, base)) as out:  # in place only when complete
+        model = AutoModelForImageTextToText.from_pretrained(str(base), dtype="auto")
+        merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+        merged.save_pretrained(out)
+        processor_dir = adapter if (adapter / "processor_config.json").is_file() else base
+        AutoProcessor.from_pretrained(str(processor_dir)).save_pretrained(out)
     logger.info("merged %s into %s -> %s", adapter, base, dst)
     return dst
 
@@ -45,10 +49,11 @@ class MergeLoraConfig:
     adapter: str  # the peft adapter directory (train.sh's OUT_DIR/adapter)
     out_dir: str  # the merged model directory to write
     base: str | None = None  # base model directory (null: the adapter's base_model_name_or_path)
+    overwrite: bool = False  # replace a non-empty out_dir (once the merged model is complete)
 
 
 def _merge_and_print(cfg: MergeLoraConfig) -> None:
-    print(f"merged model: {merge_lora(cfg.adapter, cfg.out_dir, cfg.base)}")
+    print(f"merged model: {merge_lora(cfg.adapter, cfg.out_dir, cfg.base, cfg.overwrite)}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,13 +131,16 @@ def set_generation_defaults(gen, tokenizer) -> None:
     gen.max_new_tokens = 512
 
 
-def save_preset(name: str, dst: str | Path, seed: int = 0) -> Path:
+def save_preset(name: str, dst: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
     """Build the preset (random weights, ``seed``) and save it as a model directory that ``demo.py --model``,
     ``inference_meddr.sh`` and ``train.sh`` load like a converted MedDr."""
+    from gsco.runtime import building_folder
+
     model, processor = build_from_preset(name, seed=seed)
     dst = Path(dst)
-    model.save_pretrained(dst)
-    processor.save_pretrained(dst)
+    with building_folder(dst, overwrite) as out:  # in place only when complete
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
     return dst
 
 
@@ -146,10 +149,11 @@ class SavePresetConfig:
     out_dir: str  # the model directory to write
     preset: str = "tiny"  # a shipped preset (tiny, meddr-40b) or a preset YAML's path
     seed: int = 0  # of the random initialisation
+    overwrite: bool = False  # replace a non-empty out_dir (once the new model is complete)
 
 
 def _save_and_print(cfg: SavePresetConfig) -> None:
-    print(f"model: {save_preset(cfg.preset, cfg.out_dir, cfg.seed)}")
+    print(f"model: {save_preset(cfg.preset, cfg.out_dir, cfg.seed, cfg.overwrite)}")
 
 
 def main(argv: list[str] | None = None) -> int:

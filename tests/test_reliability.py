@@ -1,0 +1,167 @@
+"""Nothing destroyed before it is replaced, images read as they are (issue 13's faults, reproduced)."""
+
+import hashlib
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, shared_path
+from gsco.runtime import OutputFolderError, building_folder
+
+
+def tree_digest(folder):
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------- whole-folder writes
+def test_a_folder_appears_only_when_complete(tmp_path):
+    dst = tmp_path / "model"
+    with pytest.raises(RuntimeError, match="half-way"):
+        with building_folder(dst) as out:
+            (out / "shard-1").write_text("1")
+            raise RuntimeError("half-way")
+    assert not dst.exists() and list(tmp_path.iterdir()) == []
+    with building_folder(dst) as out:
+        (out / "shard-1").write_text("1")
+        assert not dst.exists()  # still beside it
+    assert (dst / "shard-1").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["model"]
+
+
+def test_overwrite_replaces_only_after_success_and_never_a_source(tmp_path):
+    dst = tmp_path / "model"
+    dst.mkdir()
+    (dst / "old").write_text("old")
+    with pytest.raises(OutputFolderError, match="exists and is not empty; give overwrite=true"):
+        with building_folder(dst):
+            pass
+    with pytest.raises(ValueError):
+        with building_folder(dst, overwrite=True) as out:
+            (out / "new").write_text("new")
+            raise ValueError("failed")
+    assert [p.name for p in dst.iterdir()] == ["old"]  # the old one is still there
+    with building_folder(dst, overwrite=True) as out:
+        (out / "new").write_text("new")
+    assert [p.name for p in dst.iterdir()] == ["new"] and [p.name for p in tmp_path.iterdir()] == ["model"]
+    for target in (dst, dst / "inside", tmp_path):  # the source itself, inside it, around it
+        with pytest.raises(OutputFolderError, match="is the source .* or overlaps it"):
+            with building_folder(target, overwrite=True, sources=(dst,)):
+                pass
+    assert (dst / "new").read_text() == "new"
+
+
+def test_partial_folders_of_dead_runs_are_cleared(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".model.partial-{dead.stdout.strip()}"
+    stale.mkdir()
+    (stale / "shard").write_text("x")
+    with building_folder(tmp_path / "model") as out:
+        (out / "ok").write_text("ok")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+@pytest.mark.e2e
+def test_convert_refuses_its_source_as_destination_and_leaves_it_intact(tmp_path):
+    src = tmp_path / "MedDr_0401"
+    shutil.copytree(shared_path("fixtures", "meddr_original_tiny"), src)
+    before = tree_digest(src)
+    for dst in (src, src / "hf"):
+        proc = subprocess.run([sys.executable, "-m", "gsco.meddr.convert", "--src", str(src), "--dst", str(dst),
+                               "--overwrite"], capture_output=True, text=True, cwd=REPO)
+        assert proc.returncode == 2 and "overlaps it" in proc.stderr, proc.stderr[-2000:]
+        assert len(proc.stderr.strip().splitlines()) == 1
+    assert tree_digest(src) == before
+
+
+@pytest.mark.e2e
+def test_a_conversion_killed_midway_leaves_no_destination(tmp_path):
+    """Killed (SIGKILL) after the weights are written and before the config: no destination folder; the next
+    conversion clears the dead run's partial folder and succeeds."""
+    src, dst = shared_path("fixtures", "meddr_original_tiny"), tmp_path / "hf"
+    kill_after_weights = (
+        "import os, signal, sys\n"
+        "import gsco.meddr.convert as c\n"
+        "weights = c.convert_weights\n"
+        "def convert_weights(*args, **kwargs):\n"
+        "    weights(*args, **kwargs)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "c.convert_weights = convert_weights\n"
+        f"c.convert({str(src)!r}, {str(dst)!r})\n")
+    proc = subprocess.run([sys.executable, "-c", kill_after_weights], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == -signal.SIGKILL
+    assert not dst.exists()
+    partial = [p for p in tmp_path.iterdir() if p.name.startswith(".hf.partial-")]
+    assert len(partial) == 1 and any(partial[0].glob("*.safetensors"))
+    from gsco.meddr.convert import convert
+
+    convert(src, dst)
+    assert (dst / "config.json").is_file() and sorted(p.name for p in tmp_path.iterdir()) == ["hf"]
+
+
+# ----------------------------------------------------------------------------------------------- images as they are
+@pytest.fixture(scope="module")
+def xray():
+    """A real 8-bit chest X-ray spanning 0..255, cut to 128 px."""
+    image = np.asarray(Image.open(shared_path("data", "cxr", "00000001_000.png")).convert("L"))[::4, ::4]
+    assert image.min() == 0 and image.max() == 255
+    return image
+
+
+WRITERS = {  # a medical file's modes as Pillow opens them, each made from the 8-bit original
+    "L png": lambda a: (Image.fromarray(a), "png"),
+    "I;16 png (16-bit)": lambda a: (Image.fromarray(a.astype(np.uint16) * 257), "png"),
+    "I;16 png (12-bit data)": lambda a: (Image.fromarray(a.astype(np.uint16) * 16), "png"),
+    "I tiff (32-bit)": lambda a: (Image.fromarray(a.astype(np.int32) * 65536 - 2**30), "tiff"),
+    "F tiff (float)": lambda a: (Image.fromarray(a.astype(np.float32) / 255 * 3.5 - 1.0), "tiff"),
+    "LA png": lambda a: (Image.fromarray(a).convert("LA"), "png"),
+    "RGB png": lambda a: (Image.fromarray(a).convert("RGB"), "png"),
+    "RGBA png": lambda a: (Image.fromarray(a).convert("RGBA"), "png"),
+}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("kind", list(WRITERS))
+def test_every_mode_reads_as_its_8bit_original(kind, xray, tmp_path):
+    from gsco.data.readers import open_image, read_image
+
+    image, ext = WRITERS[kind](xray)
+    path = tmp_path / f"x.{ext}"
+    image.save(path)
+    assert Image.open(path).mode == image.mode  # the file really holds that mode
+    read = np.asarray(open_image(path).convert("L")).astype(int)
+    assert np.abs(read - xray).max() <= 1, kind
+    native = read_image(path, 128, as_rgb=False).astype(int)  # the specialists' reader: grey stays grey
+    assert native.ndim == (3 if image.mode in ("RGB", "RGBA") else 2)
+    assert np.abs(native - (xray[..., None] if native.ndim == 3 else xray)).max() <= 1
+    assert read_image(path, 128, as_rgb=True).shape == (128, 128, 3)
+
+
+@pytest.mark.e2e
+def test_a_16bit_png_is_not_clipped_white(xray, tmp_path):
+    path = tmp_path / "x16.png"
+    Image.fromarray(xray.astype(np.uint16) * 257).save(path)
+    clipped = np.asarray(Image.open(path).convert("L"))  # what Pillow alone does with it
+    assert (clipped == 255).mean() > 0.9
+    from gsco.data.readers import open_image
+    from gsco.generalist.model import Generalist  # noqa: F401  (its answer() opens images with open_image)
+
+    assert (np.asarray(open_image(path).convert("RGB"))[..., 0] == 255).mean() < 0.1
+
+
+def test_float_and_constant_images_scale_without_dividing_by_zero():
+    from gsco.data.readers import to_8bit
+
+    assert to_8bit(np.full((2, 2), 7.0)).tolist() == [[0, 0], [0, 0]]
+    assert to_8bit(np.array([[0.0, np.nan], [0.5, 1.0]])).tolist() == [[0, 0], [128, 255]]
+    assert to_8bit(np.array([[-1000, 3000]], dtype=np.int16)).tolist() == [[0, 255]]
+
+
+def test_images_are_opened_by_the_one_reader_only():
+    offenders = [str(p.relative_to(REPO)) for p in [*(REPO / "src" / "gsco").rglob("*.py"), REPO / "demo.py"]
+                 if "Image.open(" in p.read_text() and p.name != "readers.py"]
+    assert offenders == []
