@@ -200,6 +200,18 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
     for arm in ("generalist", "moed_rad"):
         assert (tmp_path / "b1" / f"{arm}_predictions.jsonl").read_text() == \
             (tmp_path / "b4" / f"{arm}_predictions.jsonl").read_text()
+    # the case file's hints change: its answers are not resumed as if nothing happened
+    from gsco.generalist.resumable import ResumeMismatchError
+
+    cases[2]["rad"] = ["tumor"] * 3
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    with pytest.raises(ResumeMismatchError, match="generalist_predictions.jsonl holds 4 answers of another run "
+                                                  r"\(cases: "):
+        run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b1")}))
+    rerun = run(load_config(GscoConfig, None, {**common, "out_dir": str(tmp_path / "b1"), "overwrite": True}))
+    assert rerun["arms"]["moed_rad"]["n"] == 4
+    asked = json.loads((tmp_path / "b1" / "moed_rad_predictions.jsonl").read_text().splitlines()[2])["question"]
+    assert "tumor,tumor,tumor" in asked
 
 
 @pytest.mark.e2e

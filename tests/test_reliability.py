@@ -1,6 +1,8 @@
 """Nothing destroyed before it is replaced, images read as they are (issue 13's faults, reproduced)."""
 
 import hashlib
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -55,6 +57,7 @@ def test_overwrite_replaces_only_after_success_and_never_a_source(tmp_path):
     assert (dst / "new").read_text() == "new"
 
 
+@pytest.mark.e2e
 def test_partial_folders_of_dead_runs_are_cleared(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     stale = tmp_path / f".model.partial-{dead.stdout.strip()}"
@@ -165,3 +168,50 @@ def test_images_are_opened_by_the_one_reader_only():
     offenders = [str(p.relative_to(REPO)) for p in [*(REPO / "src" / "gsco").rglob("*.py"), REPO / "demo.py"]
                  if "Image.open(" in p.read_text() and p.name != "readers.py"]
     assert offenders == []
+
+
+# ------------------------------------------------------------------------------- runs that know what they resume
+def _evaluate(tmp_path, *extra, env=None):
+    return subprocess.run(
+        ["bash", "inference_meddr.sh", f"out_dir={tmp_path / 'out'}", "max_new_tokens=3", "meteor=false",
+         "report_tokenize=none", "device=cpu", *extra],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHON": sys.executable, **(env or {})})
+
+
+@pytest.mark.e2e
+def test_another_model_or_metafile_into_the_same_out_dir_is_refused(tmp_path):
+    from gsco.meddr.presets import save_preset
+
+    first = _evaluate(tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    predictions = tmp_path / "out" / "iu_xray_sample_predictions.jsonl"
+    answers = predictions.read_text()
+    other_model = save_preset("tiny", tmp_path / "other-model", seed=1)
+    refused = _evaluate(tmp_path, env={"MODEL": str(other_model)})
+    assert refused.returncode == 2 and "holds 5 answers of another run (model:" in refused.stderr
+    assert "write to a new out_dir, or give overwrite=true" in refused.stderr.strip().splitlines()[-1]
+    metafile = tmp_path / "meta" / "iu_xray_sample.jsonl"  # the same stem, other rows
+    metafile.parent.mkdir()
+    rows = (REPO / "data/examples/meddr/iu_xray_sample.jsonl").read_text().splitlines()
+    metafile.write_text("\n".join(rows[:1]) + "\n")
+    refused = _evaluate(tmp_path, f"metafile={metafile}", f"image_root={REPO / 'data/examples/meddr'}")
+    assert refused.returncode == 2 and "metafile: " in refused.stderr
+    assert predictions.read_text() == answers  # nothing touched
+    again = _evaluate(tmp_path, "overwrite=true", env={"MODEL": str(other_model)})
+    assert again.returncode == 0 and predictions.read_text() != answers
+
+
+@pytest.mark.e2e
+def test_a_second_run_into_a_folder_being_written_refuses_at_once(tmp_path):
+    from gsco.runtime import output_lock
+
+    with output_lock(tmp_path / "out"):
+        refused = _evaluate(tmp_path)
+    assert refused.returncode == 2
+    assert f"is being written by another run (process {os.getpid()})" in refused.stderr
+    assert not (tmp_path / "out" / "iu_xray_sample_predictions.jsonl").exists()
+    done = _evaluate(tmp_path)
+    assert done.returncode == 0
+    ids = [json.loads(line)["question_id"] for line in
+           (tmp_path / "out" / "iu_xray_sample_predictions.jsonl").read_text().splitlines()]
+    assert len(ids) == len(set(ids)) == 5

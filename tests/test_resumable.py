@@ -49,3 +49,73 @@ def test_rows_keyed_by_another_field_and_a_torn_last_line(tmp_path):
     done = answer_resumably(list(range(3)), out, lambda todo: iter([[{"id": ids[i], "answer": "y"} for i in todo]]),
                             id_of=lambda i: ids[i], key="id")
     assert done["written"] == 2 and [r["id"] for r in rows_of(out)] == ["a", "b", "c"]
+
+
+def _ask(asked):
+    def ask(todo):
+        asked.extend(r["id"] for r in todo)
+        yield [{"question_id": str(r["id"]), "question": r["q"], "answer": r["q"].upper()} for r in todo]
+    return ask
+
+
+def test_a_run_of_another_model_or_input_is_refused_and_overwrite_starts_over(tmp_path):
+    from gsco.generalist.resumable import ResumeMismatchError
+
+    out = tmp_path / "answers.jsonl"
+    rows = [{"id": i, "q": f"question {i}"} for i in range(3)]
+    first = {"model": {"path": "/models/a"}, "metafile": "sha-1", "max_new_tokens": 8}
+    answer_resumably(rows[:2], out, _ask([]), id_of=lambda r: str(r["id"]), manifest=first)
+    assert json.loads((tmp_path / "answers.manifest.json").read_text())["metafile"] == "sha-1"
+    asked = []  # the same run, resumed: only the new row
+    answer_resumably(rows, out, _ask(asked), id_of=lambda r: str(r["id"]), manifest=first)
+    assert asked == [2]
+    other = {**first, "model": {"path": "/models/b"}}
+    with pytest.raises(ResumeMismatchError, match=r"holds 3 answers of another run \(model: .*/models/a.* -> "
+                                                  r".*/models/b.*\): write to a new out_dir, or give overwrite=true"):
+        answer_resumably(rows, out, _ask([]), id_of=lambda r: str(r["id"]), manifest=other)
+    asked = []
+    answer_resumably(rows, out, _ask(asked), id_of=lambda r: str(r["id"]), manifest=other, overwrite=True)
+    assert asked == [0, 1, 2] and len(rows_of(out)) == 3
+    assert json.loads((tmp_path / "answers.manifest.json").read_text())["model"] == {"path": "/models/b"}
+
+
+def test_a_resumed_row_must_carry_the_question_asked_now(tmp_path):
+    from gsco.generalist.resumable import ResumeMismatchError
+
+    out = tmp_path / "answers.jsonl"
+    rows = [{"id": i, "q": f"question {i}"} for i in range(3)]
+    answer_resumably(rows[:2], out, _ask([]), id_of=lambda r: str(r["id"]), question_of=lambda r: r["q"])
+    changed = [{**r, "q": r["q"] + " with a hint"} if r["id"] == 1 else r for r in rows]
+    with pytest.raises(ResumeMismatchError, match=r"answers.jsonl line 2 \(question_id 1\): its question is not "
+                                                  r"the one asked now \(question 1 vs question 1 with a hint\)"):
+        answer_resumably(changed, out, _ask([]), id_of=lambda r: str(r["id"]), question_of=lambda r: r["q"])
+
+
+def test_rows_written_twice_are_reported_and_kept_once(tmp_path, caplog):
+    out = tmp_path / "answers.jsonl"
+    line = {"question_id": "0", "question": "q", "answer": "A"}
+    out.write_text("".join(json.dumps(r) + "\n" for r in (line, {**line, "question_id": "1"}, line)))
+    asked = []
+    with caplog.at_level("WARNING"):
+        answer_resumably([{"id": i, "q": "q"} for i in range(3)], out, _ask(asked), id_of=lambda r: str(r["id"]))
+    assert "1 rows were written more than once (e.g. 0" in caplog.text and "without a manifest" in caplog.text
+    assert [r["question_id"] for r in rows_of(out)] == ["0", "1", "2"] and asked == [2]
+
+
+def test_one_writer_per_output_folder(tmp_path):
+    import fcntl
+
+    from gsco.runtime import OutputLockedError, output_lock
+
+    with output_lock(tmp_path) as folder:  # held by this process: it may nest, the loop inside takes it too
+        answer_resumably([{"id": 0, "q": "q"}], tmp_path / "a.jsonl", _ask([]), id_of=lambda r: str(r["id"]))
+        assert (folder / ".gsco.lock").read_text().strip().isdigit()
+        other = open(folder / ".gsco.lock")  # another holder's view: the lock is taken
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        other.close()
+    with open(tmp_path / ".gsco.lock") as f:  # released at the end
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputLockedError, match=f"{tmp_path} is being written by another run"):
+            with output_lock(tmp_path):
+                pass

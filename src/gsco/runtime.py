@@ -160,3 +160,61 @@ def building_folder(dst: str | Path, overwrite: bool = False, sources: tuple[str
         shutil.rmtree(old, ignore_errors=True)
     else:
         partial.rename(dst)
+
+
+class OutputLockedError(RuntimeError):
+    """Another process is writing into the same output folder."""
+
+
+_HELD_LOCKS: dict[Path, tuple[Any, int]] = {}  # folder -> (open lock file, how many holders in this process)
+
+
+@contextlib.contextmanager
+def output_lock(folder: str | Path) -> Iterator[Path]:
+    """One writer per output folder: an exclusive lock on ``folder/.gsco.lock`` (its holder's process id inside),
+    held until the block ends. A second process refuses at once, naming the folder and the holder; the same process
+    may nest it (a GSCo run holds it while each arm's loop takes it again). The operating system drops the lock
+    when its process dies, so a killed run never leaves the folder locked."""
+    import fcntl
+
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    if folder in _HELD_LOCKS:
+        handle, count = _HELD_LOCKS[folder]
+        _HELD_LOCKS[folder] = (handle, count + 1)
+    else:
+        path = folder / ".gsco.lock"
+        handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise OutputLockedError(f"{folder} is being written by another run (process {holder}): wait for it to "
+                                    "finish, or write somewhere else (out_dir=...)") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _HELD_LOCKS[folder] = (handle, 1)
+    try:
+        yield folder
+    finally:
+        handle, count = _HELD_LOCKS[folder]
+        if count > 1:
+            _HELD_LOCKS[folder] = (handle, count - 1)
+        else:
+            del _HELD_LOCKS[folder]
+            handle.close()  # closing releases the lock
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """sha256 of a file's bytes (inputs named in a run's manifest: metafiles, case files, annotations)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -56,6 +56,7 @@ class GscoConfig:
     cases: str = "outputs/gsco/breastmnist_cases.json"  # the case file (build_cases writes it, the arms read it)
     image_root: str | None = None  # case images are relative to this (default: the case file's folder)
     out_dir: str = "outputs/gsco"  # {arm}_predictions.jsonl, ablation.md / .json, confusion matrices
+    overwrite: bool = False  # start every arm over (a re-run with another model or case file is refused otherwise)
     arms: list[str] | None = None  # null: every arm (the specialists', their vote, the generalist's)
     # --- build: the case file (python -m gsco.collab.build_cases) ---
     specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
@@ -288,13 +289,31 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
                     **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
                    for c, q, a in zip(batch, prompts, answers)]
 
+    from gsco.generalist.model import model_identity
+    from gsco.runtime import file_fingerprint
+
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
+    manifest = {"model": model_identity(cfg.model), "cases": file_fingerprint(repo_file(cfg.cases)), "arm": arm,
+                "image_root": str(root.resolve()), "max_new_tokens": cfg.max_new_tokens}
     answer_resumably(cases, out, ask, id_of=lambda c: str(c["id"]),
-                     message=f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go")
+                     message=f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go", manifest=manifest,
+                     question_of=lambda c: fill_case(cfg, arm, c, task), overwrite=cfg.overwrite)
     return out
 
 
 def run(cfg: GscoConfig) -> dict:
+    """Every arm on the case file, scored, in one table (``ablation.md`` / ``.json``); one run per out_dir at a
+    time (the first process holds the folder's lock)."""
+    import contextlib
+    import os
+
+    from gsco.runtime import output_lock
+
+    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        return _run_arms(cfg)
+
+
+def _run_arms(cfg: GscoConfig) -> dict:
     task = Task.of(cfg)
     options = task.options
     cases_path = repo_file(cfg.cases)

@@ -6,6 +6,7 @@ Generation is batched with left padding; greedy answers do not depend on the bat
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import sys
@@ -65,6 +66,21 @@ def check_model_argument(model: str | Path | None) -> Path | None:
         raise ModelLoadError(f"{path} is an original-format MedDr/InternVL-Chat checkpoint; convert it first: "
                              f"python -m gsco.meddr.convert original={path} out_dir={path}-hf")
     return path
+
+
+def model_identity(model: str | Path | None) -> dict:
+    """What a run's manifest records of its model: a preset's name, or a directory's path with a fingerprint of its
+    config and weight files (names, sizes, modification times) — a different model, or the same folder rewritten
+    by another training run, reads differently."""
+    path = check_model_argument(model)
+    if path is None:
+        return {"preset": str(model or "tiny")}
+    from gsco.runtime import file_fingerprint
+
+    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    stat = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights]
+    return {"path": str(path.resolve()), "config": file_fingerprint(path / "config.json"),
+            "weights": hashlib.sha256(json.dumps(stat).encode()).hexdigest()}
 
 
 @dataclass

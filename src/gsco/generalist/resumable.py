@@ -8,6 +8,7 @@ order, so one and many processes leave the same file.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,10 +23,16 @@ logger = logging.getLogger(__name__)
 Row = TypeVar("Row")
 
 
+class ResumeMismatchError(ValueError):
+    """An output file written by a run that is not this one (another model, input, prompt or setting)."""
+
+
 def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], Iterable[list[dict]]],
                      id_of: Callable[[Row], str], key: str = "question_id",
                      message: str = "{out}: {done} of {total} already answered, {todo} to go",
-                     rank_note: str = " (rank {rank} of {world} takes every {world}th)") -> dict:
+                     rank_note: str = " (rank {rank} of {world} takes every {world}th)", *,
+                     manifest: dict | None = None, question_of: Callable[[Row], str] | None = None,
+                     question_key: str = "question", overwrite: bool = False) -> dict:
     """The one resumable answering loop (MedDr evaluation, GSCo arms, report evaluation).
 
     ``rows`` are the inputs in order, ``id_of(row)`` their ids, which the written rows carry under ``key``.
@@ -34,25 +41,104 @@ def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], 
     Under torchrun each process takes every world-th row into its part file, and the first folds the parts into
     ``out`` in the input's order. ``message`` (+ ``rank_note`` under data parallel) is the log line before the
     work, in the caller's words: fields ``out``, ``done``, ``total``, ``todo`` (all processes), ``mine`` (this
-    one's), ``rank``, ``world``. Returns ``rank``, ``world``, ``todo`` (this process's rows) and ``written``."""
+    one's), ``rank``, ``world``. Returns ``rank``, ``world``, ``todo`` (this process's rows) and ``written``.
+
+    A run knows what it resumes: ``manifest`` (what produced the answers: model identity, input fingerprint,
+    settings that shape them) is kept beside ``out`` as ``{stem}.manifest.json``, and a re-run whose manifest
+    differs is refused with what differs (``overwrite=True`` starts over instead); with ``question_of`` each
+    resumed row's stored ``question_key`` must equal the question that would be asked now. One writer per folder
+    (:func:`gsco.runtime.output_lock`); rows found twice are reported and kept once."""
+    from gsco.runtime import output_lock
+
     rank, world = distributed_context()
     out.parent.mkdir(parents=True, exist_ok=True)
-    part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
-    ids = [id_of(r) for r in rows]
-    done = answered_ids(out, rank, world, key)
-    todo = [r for r, i in zip(rows, ids) if i not in done]
-    mine, written = todo[rank::world], 0
-    fields = {"out": out, "done": len(rows) - len(todo), "total": len(rows), "todo": len(todo), "mine": len(mine),
-              "rank": rank, "world": world}
-    logger.info((message + (rank_note if world > 1 else "")).format(**fields))
-    if mine:
-        for batch in ask(mine):
-            if batch:
-                append_rows(part, batch)
-                written += len(batch)
-    if world > 1:
-        merge_parts(out, ids, rank, world, key)
+    with output_lock(out.parent) if rank == 0 else contextlib.nullcontext():
+        if rank == 0:
+            prepare_output(out, manifest, overwrite, key)
+            if question_of is not None:
+                check_questions(out, rows, id_of, question_of, key, question_key)
+        part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+        ids = [id_of(r) for r in rows]
+        done = answered_ids(out, rank, world, key)
+        todo = [r for r, i in zip(rows, ids) if i not in done]
+        mine, written = todo[rank::world], 0
+        fields = {"out": out, "done": len(rows) - len(todo), "total": len(rows), "todo": len(todo),
+                  "mine": len(mine), "rank": rank, "world": world}
+        logger.info((message + (rank_note if world > 1 else "")).format(**fields))
+        if mine:
+            for batch in ask(mine):
+                if batch:
+                    append_rows(part, batch)
+                    written += len(batch)
+        if world > 1:
+            merge_parts(out, ids, rank, world, key)
     return {"rank": rank, "world": world, "todo": len(mine), "written": written}
+
+
+def manifest_path(out: Path) -> Path:
+    return out.with_name(f"{out.stem}.manifest.json")
+
+
+def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) -> None:
+    """Before resuming ``out``: start over (``overwrite``), or check that the stored manifest is this run's; keep
+    each row once; record the manifest."""
+    import gsco
+    from gsco.runtime import write_json
+
+    stored_file = manifest_path(out)
+    if overwrite:
+        for old in [out, stored_file, *out.parent.glob(f"{out.stem}.rank*.jsonl")]:
+            old.unlink(missing_ok=True)
+    rows = read_predictions(out)
+    if manifest is None:
+        manifest = {}
+    current = {**manifest, "gsco": gsco.__version__}
+    if rows and stored_file.is_file():
+        stored = json.loads(stored_file.read_text())
+        differ = [k for k in sorted(set(manifest) | set(stored) - {"gsco"}) if stored.get(k) != manifest.get(k)]
+        if differ:
+            shown = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(manifest.get(k))}" for k in differ[:3])
+            raise ResumeMismatchError(f"{out} holds {len(rows)} answers of another run ({shown}): write to a new "
+                                      "out_dir, or give overwrite=true to start over")
+        if stored.get("gsco") != gsco.__version__:
+            logger.warning("%s: written by gsco %s, resumed by %s", out, stored.get("gsco"), gsco.__version__)
+    elif rows:
+        logger.warning("%s: %d answers without a manifest (written before runs recorded one); resuming them as "
+                       "this run's", out, len(rows))
+    seen: dict[str, int] = {}
+    for r in rows:
+        seen[str(r[key])] = seen.get(str(r[key]), 0) + 1
+    twice = [i for i, n in seen.items() if n > 1]
+    if twice:
+        logger.warning("%s: %d rows were written more than once (e.g. %s; two runs at once?); kept the first of each",
+                       out, len(twice), twice[0])
+        kept, first = [], set()
+        for r in rows:
+            if str(r[key]) not in first:
+                first.add(str(r[key]))
+                kept.append(r)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
+        tmp.replace(out)
+    write_json(current, stored_file)
+
+
+def check_questions(out: Path, rows: Sequence[Row], id_of: Callable[[Row], str], question_of: Callable[[Row], str],
+                    key: str, question_key: str) -> None:
+    """Each answered row's stored question must be the one this run would ask (a changed prompt or case file)."""
+    asked = {id_of(r): r for r in rows}
+    for lineno, stored in enumerate(read_predictions(out), 1):
+        row = asked.get(str(stored[key]))
+        if row is not None and question_key in stored and stored[question_key] != question_of(row):
+            raise ResumeMismatchError(
+                f"{out} line {lineno} ({key} {stored[key]}): its question is not the one asked now "
+                f"({_short(stored[question_key])} vs {_short(question_of(row))}); the prompt or its inputs changed: "
+                "write to a new out_dir, or give overwrite=true to start over")
+
+
+def _short(value, width: int = 60) -> str:
+    text = json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def chunks(rows: Sequence[Row], size: int, desc: str) -> Iterator[list[Row]]:

@@ -52,6 +52,7 @@ class MedDrEvalConfig:
     # --- what and where ---
     task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
     out_dir: str = "outputs/meddr"  # {metafile stem}_predictions.jsonl (appended; a re-run resumes) and _metrics.json
+    overwrite: bool = False  # start the predictions over (a re-run of another model or input is refused otherwise)
     score_only: bool = False  # only (re)compute metrics from an existing predictions file
     # --- generalist: the model that answers ---
     model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
@@ -201,8 +202,21 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
     done = answer_resumably(items, cfg.predictions_file, ask, id_of=lambda it: it.question_id,
                             message="{done} of {total} questions already answered; {mine} to go",
-                            rank_note=" on rank {rank}/{world}")
+                            rank_note=" on rank {rank}/{world}", manifest=run_manifest(cfg, items),
+                            question_of=lambda it: it.question, overwrite=cfg.overwrite)
     return {"answered": done["written"], "skipped": skipped}
+
+
+def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+    """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
+    from gsco.generalist.model import model_identity
+    from gsco.runtime import file_fingerprint
+
+    images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})
+    return {"model": model_identity(cfg.model), "metafile": file_fingerprint(repo_file(cfg.metafile)),
+            "task": cfg.task, "image_folders": images[:3] + ([f"... {len(images)} in all"] if len(images) > 3 else []),
+            "system": cfg.system, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
+            "num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty}
 
 
 def generation_kwargs(cfg: MedDrEvalConfig) -> dict:
@@ -286,6 +300,16 @@ def format_table(result: dict) -> str:
 
 # -------------------------------------------------------------------------------------------------------- main
 def evaluate(cfg: MedDrEvalConfig) -> dict:
+    """Answer (resumably) and score; one run per out_dir at a time (the first process holds the folder's lock)."""
+    import contextlib
+
+    from gsco.runtime import output_lock
+
+    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        return _answer_and_score(cfg)
+
+
+def _answer_and_score(cfg: MedDrEvalConfig) -> dict:
     items = read_metafile(cfg)
     counts = {"answered": 0, "skipped": []}
     if not cfg.score_only:

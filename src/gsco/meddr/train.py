@@ -127,7 +127,7 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
         from gsco.meddr.presets import save_preset
 
         logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
-        save_preset(cfg.model, base, seed=cfg.seed)
+        save_preset(cfg.model, base, seed=cfg.seed, overwrite=True)  # a base without config.json is incomplete
     return base
 
 
@@ -255,7 +255,7 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
             from gsco.meddr.merge_lora import merge_lora
 
             unset_hf_deepspeed_config()  # the merge loads a whole, unpartitioned base model
-            merge_lora(out / "adapter", out / "final", base=base)
+            merge_lora(out / "adapter", out / "final", base=base, overwrite=True)  # this run owns final/
         trainer.accelerator.wait_for_everyone()
     else:
         trainer.save_model(str(out / "final"))

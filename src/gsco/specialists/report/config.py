@@ -25,7 +25,7 @@ class ReportConfig:
             "seed", "precision", "drop_last", "save_every_steps", "scorer_weights", "resume"),
         "generation": ("eval_batch_size", "num_beams", "min_new_tokens", "max_new_tokens", "repetition_penalty",
             "length_penalty"),
-        "evaluation": ("checkpoint", "split", "out_dir", "search_top_n"),
+        "evaluation": ("checkpoint", "split", "out_dir", "overwrite", "search_top_n"),
         "scoring": ("report_tokenize", "truncate_references", "meteor"),
     }
     # --- where ---
@@ -80,6 +80,7 @@ class ReportConfig:
     checkpoint: str | None = None  # null: the best checkpoint of run_dir (best_checkpoint.json)
     split: Literal["train", "val", "test"] = "test"  # the split evaluated ({split}_reports.jsonl, _metrics.json)
     out_dir: str | None = None  # null: run_dir
+    overwrite: bool = False  # write the reports over (a re-run with another checkpoint or input is refused otherwise)
     search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
     # --- scoring ---
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)

@@ -13,8 +13,10 @@ specialist's visual features (Swin's pooled output, views averaged; cosine dista
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,9 +108,21 @@ def best_checkpoint(run_dir: str | Path) -> Path:
 
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
+    """Reports for every study of the split (resumably), scored, and the retrieval of similar training studies; one
+    run per output folder at a time (the first process holds its lock)."""
+    import contextlib
+
+    from gsco.runtime import output_lock
+
+    with output_lock(cfg.out_dir or cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 \
+            else contextlib.nullcontext():
+        return _write_and_score(cfg)
+
+
+def _write_and_score(cfg: ReportConfig) -> dict:
     from gsco.metrics.report import report_metrics
     from gsco.generalist.resumable import answer_resumably, distributed_context, process_device
-    from gsco.runtime import read_predictions, resolve_device, seed_everything, write_json
+    from gsco.runtime import file_fingerprint, read_predictions, resolve_device, seed_everything, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
@@ -130,8 +144,14 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
         yield from generate_reports(model, loader, device, cfg.generation_kwargs(), f"{cfg.split} reports",
                                     cfg.truncate_references)
 
+    stat = checkpoint.stat()
+    manifest = {"checkpoint": [str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns],
+                "annotation": file_fingerprint(cfg.annotation), "split": cfg.split,
+                "image_root": str(Path(cfg.image_root).resolve()), "model": dataclasses.asdict(cfg.model_settings()),
+                "generation": cfg.generation_kwargs(), "truncate_references": cfg.truncate_references}
     answer_resumably(list(range(len(rows))), out, ask, id_of=lambda i: str(rows[i]["id"]), key="id",
-                     message="{out}: {done} of {total} studies already written, {todo} to go")
+                     message="{out}: {done} of {total} studies already written, {todo} to go", manifest=manifest,
+                     overwrite=cfg.overwrite)
     if world > 1:
         import torch.distributed as dist
 
