@@ -11,7 +11,7 @@ from PIL import Image
 from conftest import REPO, kill_when_written, shared_path
 from doc_commands import documented_argv, documented_env, run_documented
 from gsco.config import ConfigError, load_config
-from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+from gsco.meddr.evaluate import MedDrEvalConfig, evaluate, read_metafile
 
 
 @pytest.fixture(scope="module")
@@ -98,10 +98,27 @@ def test_an_unreadable_image_is_logged_and_skipped(iu_xray, tmp_path, caplog):
     rows[2]["image"] = str(tmp_path / "broken.png")
     meta = tmp_path / "meta.jsonl"
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    cfg = cfg_of(meta, tmp_path / "out", image_root=str(iu_xray.parent))
+    cfg = cfg_of(meta, tmp_path / "out", image_root=str(iu_xray.parent), max_skipped_fraction=1.0)
     result = evaluate(cfg)
     assert result["n_answered"] == 1 and [s["question_id"] for s in result["skipped"]] == ["1", "2"]
     assert "skipping question 1 (line 2)" in caplog.text
+    # with the default max_skipped_fraction (0.05) two of three skipped is an error — after the metrics are written
+    cfg = cfg_of(meta, tmp_path / "strict", image_root=str(iu_xray.parent))
+    with pytest.raises(RuntimeError, match=r"2 of 3 questions were skipped \(e.g. line 2: image .*missing/0.png "
+                                           r"cannot be read.*\), more than max_skipped_fraction 0.05"):
+        evaluate(cfg)
+    written = json.loads((tmp_path / "strict" / "meta_metrics.json").read_text())
+    assert written["n_answered"] == 1 and len(written["skipped"]) == 2
+
+
+def test_a_row_without_an_image_is_an_error_unless_text_only_is_declared(tmp_path):
+    meta = tmp_path / "m.jsonl"
+    meta.write_text('{"id": 1, "image": "a.png", "answer": "x"}\n{"id": 2, "imgae": "b.png", "answer": "y"}\n')
+    with pytest.raises(ConfigError, match="m.jsonl line 2: no image \\(key 'image'\\); a text-only question needs "
+                                          "allow_text_only=true"):
+        read_metafile(cfg_of(meta, tmp_path))
+    items = read_metafile(cfg_of(meta, tmp_path, allow_text_only=True))
+    assert items[1].image is None and items[0].image == tmp_path / "a.png"
 
 
 def test_metafile_errors_name_file_and_line(tmp_path):

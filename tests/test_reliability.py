@@ -215,3 +215,38 @@ def test_a_second_run_into_a_folder_being_written_refuses_at_once(tmp_path):
     ids = [json.loads(line)["question_id"] for line in
            (tmp_path / "out" / "iu_xray_sample_predictions.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids)) == 5
+
+
+# ------------------------------------------------------------------------------------ silent emptiness is an error
+@pytest.mark.e2e
+def test_a_wrong_image_root_or_a_missing_image_key_exits_non_zero(tmp_path):
+    wrong_root = _evaluate(tmp_path, env={"IMAGE_ROOT": str(tmp_path / "nowhere")})
+    assert wrong_root.returncode == 2
+    last = wrong_root.stderr.strip().splitlines()[-1]
+    assert "5 of 5 questions were skipped" in last and "more than max_skipped_fraction 0.05" in last
+    metrics = json.loads((tmp_path / "out" / "iu_xray_sample_metrics.json").read_text())
+    assert metrics["n_answered"] == 0 and len(metrics["skipped"]) == 5  # the summary is written first
+    rows = [json.loads(line) for line in (REPO / "data/examples/meddr/iu_xray_sample.jsonl").read_text().splitlines()]
+    rows[1]["img"] = rows[1].pop("image")  # a misspelt key
+    meta = tmp_path / "misspelt.jsonl"
+    meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    misspelt = _evaluate(tmp_path, f"metafile={meta}", f"image_root={REPO / 'data/examples/meddr'}")
+    assert misspelt.returncode == 2
+    assert "misspelt.jsonl line 2: no image (key 'image')" in misspelt.stderr.strip().splitlines()[-1]
+
+
+def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_path):
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import load_config
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
+    cases = [{"id": f"c{i}", "image": "c0.png" if i == 0 else f"missing{i}.png", "label": "tumor",
+              "rad": ["normal"], "moed": ["tumor"]} for i in range(4)]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
+                                         "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
+                                         "max_new_tokens": 3, "arms": ["specialist_0", "generalist"]})
+    with pytest.raises(RuntimeError, match=r"generalist skipped 3 of 4 cases \(unreadable images, or a wrong "
+                                           r"image_root\?\): more than max_skipped_fraction 0.05"):
+        run(cfg)
+    assert "| generalist | 1 |" in (tmp_path / "out" / "ablation.md").read_text()  # each arm's case count

@@ -57,6 +57,7 @@ class GscoConfig:
     image_root: str | None = None  # case images are relative to this (default: the case file's folder)
     out_dir: str = "outputs/gsco"  # {arm}_predictions.jsonl, ablation.md / .json, confusion matrices
     overwrite: bool = False  # start every arm over (a re-run with another model or case file is refused otherwise)
+    max_skipped_fraction: float = 0.05  # an arm that skipped more cases than this: exit status 2 after the table
     arms: list[str] | None = None  # null: every arm (the specialists', their vote, the generalist's)
     # --- build: the case file (python -m gsco.collab.build_cases) ---
     specialists: list[str] | None = None  # the specialists' {...}_results.json files (MoED, in this order)
@@ -368,7 +369,19 @@ def _run_arms(cfg: GscoConfig) -> dict:
                                                        f"{cfg.dataset}: {arm}"))
     write_json(result, Path(cfg.out_dir) / "ablation.json")
     (Path(cfg.out_dir) / "ablation.md").write_text(ablation_markdown(result))
+    check_answered(table, len(cases), cfg.max_skipped_fraction, Path(cfg.out_dir) / "ablation.md")
     return result
+
+
+def check_answered(table: dict, n_cases: int, fraction: float, summary: Path) -> None:
+    """Arms of the generalist that left more than ``fraction`` of the cases unanswered (unreadable images, a wrong
+    image_root) make the run an error — raised after the table of what was answered is written."""
+    unanswered = {arm: n_cases - m["n"] for arm, m in table.items() if "predictions" in m}
+    short = {arm: n for arm, n in unanswered.items() if n > fraction * n_cases}
+    if short:
+        listed = ", ".join(f"{arm} skipped {n} of {n_cases}" for arm, n in short.items())
+        raise RuntimeError(f"{listed} cases (unreadable images, or a wrong image_root?): more than "
+                           f"max_skipped_fraction {fraction:g}; the table of what was answered: {summary}")
 
 
 MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in ablation.json

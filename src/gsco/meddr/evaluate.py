@@ -44,7 +44,7 @@ class MedDrEvalConfig:
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "generalist": ("model", "device", "dtype", "device_map"),
-        "data": ("metafile", "image_root", "split", "limit"),
+        "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty"),
         "scoring": ("report_tokenize", "meteor"),
@@ -53,6 +53,7 @@ class MedDrEvalConfig:
     task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
     out_dir: str = "outputs/meddr"  # {metafile stem}_predictions.jsonl (appended; a re-run resumes) and _metrics.json
     overwrite: bool = False  # start the predictions over (a re-run of another model or input is refused otherwise)
+    max_skipped_fraction: float = 0.05  # more rows skipped than this (unreadable images...): exit status 2 at the end
     score_only: bool = False  # only (re)compute metrics from an existing predictions file
     # --- generalist: the model that answers ---
     model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
@@ -64,6 +65,7 @@ class MedDrEvalConfig:
     image_root: str | None = None  # default: the metafile's folder
     split: str | None = None  # keep rows of this split only (null: all rows)
     limit: int | None = None  # first N rows (after the split filter)
+    allow_text_only: bool = False  # rows without an image are questions without one (false: such a row is an error)
     # --- prompt ---
     prompts: str = "configs/meddr/prompts.yaml"  # the prompts file (per task, named sets)
     prompt_set: str = "default"  # a key under the task in the prompts file
@@ -89,6 +91,8 @@ class MedDrEvalConfig:
             raise ConfigError(f"key 'min_new_tokens': must be between 0 and max_new_tokens, got {self.min_new_tokens}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"key 'limit': must be at least 1 or null, got {self.limit}")
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise ConfigError(f"key 'max_skipped_fraction': must be between 0 and 1, got {self.max_skipped_fraction}")
 
     @property
     def stem(self) -> str:
@@ -158,6 +162,8 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
         if isinstance(image, list):
             image = image[0] if image else None
         image_path = None if image in (None, "") else (Path(image) if Path(image).is_absolute() else root / image)
+        if image_path is None and not cfg.allow_text_only:
+            raise ConfigError(f"{where}: no image (key 'image'); a text-only question needs allow_text_only=true")
         options = row.get("options", cfg.options)
         if cfg.task == "diagnosis" and not options:
             raise ConfigError(f"{where}: a diagnosis row needs options (the row's 'options' or the config's)")
@@ -325,7 +331,18 @@ def _answer_and_score(cfg: MedDrEvalConfig) -> dict:
     result["skipped"] = counts["skipped"]
     result["config"] = config_to_dict(cfg)
     write_json(result, cfg.metrics_file)
+    check_skipped(len(counts["skipped"]), len(items), cfg.max_skipped_fraction, "questions",
+                  counts["skipped"][0] if counts["skipped"] else None, cfg.metrics_file)
     return result
+
+
+def check_skipped(skipped: int, total: int, fraction: float, what: str, example: dict | None, summary: Path) -> None:
+    """A run that skipped more than ``fraction`` of its rows (unreadable images, a wrong image root) is an error —
+    raised after the summary is written, so what could be done is kept."""
+    if total and skipped > fraction * total:
+        where = f" (e.g. line {example['line']}: {example['error']})" if example else ""
+        raise RuntimeError(f"{skipped} of {total} {what} were skipped{where}, more than max_skipped_fraction "
+                           f"{fraction:g}; the rest is scored in {summary}")
 
 
 def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:
