@@ -250,3 +250,31 @@ def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_pat
                                            r"image_root\?\): more than max_skipped_fraction 0.05"):
         run(cfg)
     assert "| generalist | 1 |" in (tmp_path / "out" / "ablation.md").read_text()  # each arm's case count
+
+
+def test_gsco_checks_every_prompt_before_generating(tmp_path):
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import ConfigError, load_config
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
+    cases = [{"id": f"c{i}", "image": "c0.png", "label": "tumor", "rad": ["normal", "tumor"],
+              "moed": ["tumor"], "moed_prob": [0.9]} for i in range(3)]
+    cases[2]["rad"] = ["normal", "benign"]  # not an option
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
+                                         "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
+                                         "max_new_tokens": 3, "arms": ["generalist", "moed", "rad_counts"]})
+    with pytest.raises(ConfigError, match=r"cases.json: case c2: rad hint 'benign' names none of the options "
+                                          r"\['normal', 'tumor'\]"):
+        run(cfg)
+    assert not list((tmp_path / "out").glob("*_predictions.jsonl"))  # nothing was generated first
+    # multi-label hints are read as label sets when the prompts are built: also before anything is generated
+    cases = [{"id": f"c{i}", "image": "c0.png", "label": ["x"], "rad": ["x", "y"], "moed": ["x"]} for i in range(3)]
+    cases[1]["moed"] = ["zzz"]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    multi = load_config(GscoConfig, None, {"dataset": "chestmnist", "options": ["x", "y"], "device": "cpu",
+                                           "multi_label": True, "cases": str(tmp_path / "cases.json"),
+                                           "out_dir": str(tmp_path / "multi"), "arms": ["generalist", "moed"]})
+    with pytest.raises(ConfigError, match=r"case c1"):
+        run(multi)
+    assert not list((tmp_path / "multi").glob("*_predictions.jsonl"))

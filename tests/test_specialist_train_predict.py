@@ -65,6 +65,16 @@ def test_interrupted_training_resumes_to_the_same_weights(toy_data, tmp_path):
     before = (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns
     assert train_specialist(broken)["best_epoch"] == train_specialist(full)["best_epoch"] >= 1
     assert (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns == before
+    # ... unless it was trained with other settings: refused, naming them; overwrite=true trains it again
+    other = cfg_of({**base, "epochs": 3, "learning_rate": 0.05, "output_path": str(tmp_path / "resumed")})
+    with pytest.raises(ValueError, match=r"_last.pth is a run trained with other settings \(epochs: 4 -> 3; "
+                                         r"learning_rate: .* -> 0.05\): use another output_path, or give overwrite=true"):
+        train_specialist(other)
+    assert (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns == before
+    again = train_specialist(cfg_of({**base, "epochs": 3, "learning_rate": 0.05, "overwrite": True,
+                                     "output_path": str(tmp_path / "resumed")}))
+    assert len(again["history"].read_text().splitlines()) <= 3
+    assert (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns != before
 
 
 def test_early_stopping_and_selection_metric(toy_data, tmp_path):

@@ -224,6 +224,32 @@ def fill_case(cfg: GscoConfig, arm: str, case: dict, task: Task) -> str:
     return prompts.fill_gsco_prompt(template, rad=rad, moed=moed, sep=cfg.hint_separator)
 
 
+def check_hints(cfg: GscoConfig, cases: list[dict], task: Task) -> None:
+    """Single-label diagnosis: every RAD and MoED hint must name one of the options (the specialists' arms are
+    scored on them and the evidence arms count them), checked before anything runs."""
+    if task.report or task.multi_label:
+        return  # reports are free text; multi-label hints are read (and checked) as label sets
+    for case in cases:
+        for key in ("rad", "moed"):
+            for hint in case.get(key) or []:
+                if task.parse(str(hint)) is None:
+                    raise ConfigError(f"{cfg.cases}: case {case.get('id')}: {key} hint {hint!r} names none of the "
+                                      f"options {task.options}")
+
+
+def check_prompts(cfg: GscoConfig, arms: list[str], cases: list[dict], task: Task) -> None:
+    """Every prompt of every arm is built before anything is generated: a hint that names no option, or evidence an
+    arm cannot read, stops the run at once naming the arm and the case (not after the other arms have run)."""
+    for arm in arms:
+        for case in cases:
+            try:
+                fill_case(cfg, arm, case, task)
+            except (ConfigError, KeyError, TypeError, ValueError, IndexError) as exc:
+                detail = str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"
+                raise ConfigError(f"{cfg.cases}: arm {arm}, case {case.get('id')}: its prompt cannot be built "
+                                  f"({detail})") from None
+
+
 def specialist_arms(cases: list[dict], task: Task) -> dict[str, list]:
     """Each specialist's prediction and (two or more specialists) their majority vote, per case."""
     n = min(len(c.get("moed") or []) for c in cases)
@@ -321,10 +347,12 @@ def _run_arms(cfg: GscoConfig) -> dict:
     cases = read_cases(cases_path, task)
     root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
     truth = [c["label"] for c in cases]
+    check_hints(cfg, cases, task)
     specialists = specialist_arms(cases, task)
     arms, skipped = choose_arms(cfg, cases, task, specialists)
     if not arms:
         raise ConfigError(f"{cases_path}: none of the arms can run on these cases ({'; '.join(skipped.values())})")
+    check_prompts(cfg, [a for a in arms if a not in specialists], cases, task)
     Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
     table: dict[str, dict] = {}
     generalist = None

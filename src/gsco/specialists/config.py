@@ -51,7 +51,8 @@ class SpecialistConfig:
     # the best checkpoint: lowest validation loss, or highest validation AUC / ACC
     selection_metric: Literal["val_loss", "val_auc", "val_acc"] = "val_loss"
     early_stopping_patience: int = 5  # stop after this many epochs without improvement; 0: never
-    resume: bool = True  # continue an interrupted run from {run}_last.pth
+    resume: bool = True  # continue an interrupted run from {run}_last.pth (trained with the same settings)
+    overwrite: bool = False  # train again over a run found in output_path (other settings are refused otherwise)
     deterministic: bool = True  # deterministic algorithms and seeded shuffling
     retrieval_features: Literal["flatten", "pooled"] = "flatten"  # flatten: forward_features flattened (reference)
     # kNN procedure: how neighbours are found (MedMNIST+: sklearn NearestNeighbors, Euclidean on pre-logits)

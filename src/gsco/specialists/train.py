@@ -12,6 +12,7 @@ what the uninterrupted run would have done.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -48,6 +49,48 @@ def _scheduler(cfg: SpecialistConfig, opt: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
 
+# the keys that shape a trained specialist (the run's file name holds dataset, img_size, procedure, architecture, seed)
+TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "preprocess", "as_rgb", "stem", "mean", "std", "pretrained",
+                 "pretrained_path", "optimizer", "weight_decay", "scheduler", "milestones", "gamma",
+                 "selection_metric", "early_stopping_patience", "deterministic")
+
+
+def check_same_run(cfg: SpecialistConfig, files) -> None:
+    """A run found in output_path is resumed (or reported as finished) only if it was trained with these settings."""
+    if not files.config.is_file():
+        logger.warning("%s: no %s to check the earlier run's settings against; resuming it", files.last, files.config)
+        return
+    stored, current = json.loads(files.config.read_text()), config_to_dict(cfg)
+    differ = [k for k in TRAINING_KEYS if k in stored and stored[k] != current[k]]
+    if differ:
+        shown = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in differ[:4])
+        raise ValueError(f"{files.last} is a run trained with other settings ({shown}): use another output_path, "
+                         "or give overwrite=true to train it again")
+
+
+def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore):
+    """(first epoch, best score, finished?) of the run in output_path: a fresh start (no run, ``resume: false`` or
+    ``overwrite: true``), or the interrupted / finished run, checked to be this one and loaded into ``parts``
+    (model, optimizer, scheduler)."""
+    if files.last.exists() and cfg.overwrite:
+        for old in (files.last, files.best, files.final, files.history):
+            old.unlink(missing_ok=True)
+    if not (cfg.resume and files.last.exists()):
+        history.clear()
+        return 0, best, False
+    check_same_run(cfg, files)
+    state = torch.load(files.last, map_location="cpu", weights_only=True)
+    best = BestScore(best.maximize, state["best"], state["best_epoch"], state.get("bad_epochs", 0))
+    if state.get("finished"):
+        logger.info("%s already finished (%s); overwrite=true trains it again", files.name, files.last)
+        return 0, best, True
+    for part, obj in zip(("model", "optimizer", "scheduler"), parts):
+        obj.load_state_dict(state[part])
+    logger.info("resuming %s from epoch %d (best %s=%.4f at epoch %d)", files.name, state["epoch"] + 1,
+                cfg.selection_metric, best.score, best.epoch)
+    return state["epoch"] + 1, best, False
+
+
 def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None = None) -> dict:
     """Train per ``cfg``; returns the paths written and the best validation score.
 
@@ -72,20 +115,9 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     criterion = loss_function(info)
     history, best = History(files.history), BestScore(maximize=cfg.selection_metric != "val_loss")
 
-    start_epoch = 0
-    if cfg.resume and files.last.exists():
-        state = torch.load(files.last, map_location="cpu", weights_only=True)
-        if state.get("finished"):
-            logger.info("%s already finished (%s); delete it to train again", files.name, files.last)
-            return _summary(files, state["best"], state["best_epoch"])
-        for part, obj in (("model", model), ("optimizer", opt), ("scheduler", sched)):
-            obj.load_state_dict(state[part])
-        start_epoch = state["epoch"] + 1
-        best = BestScore(best.maximize, state["best"], state["best_epoch"], state["bad_epochs"])
-        logger.info("resuming %s from epoch %d (best %s=%.4f at epoch %d)", files.name, start_epoch,
-                    cfg.selection_metric, best.score, best.epoch)
-    else:
-        history.clear()
+    start_epoch, best, finished = _resume(cfg, files, (model, opt, sched), history, best)
+    if finished:
+        return _summary(files, best.score, best.epoch)
     write_json(config_to_dict(cfg), files.config)
 
     logger.info(
