@@ -282,3 +282,15 @@ def test_a_key_in_the_wrong_section_or_given_twice_is_named(tmp_path):
     cfg = load_config(GscoConfig, None, parse_overrides(["generation.max_new_tokens=5", "prompt.intro=Hi: no"],
                                                         GscoConfig))
     assert cfg.max_new_tokens == 5 and cfg.intro == "Hi: no"
+
+
+@pytest.mark.parametrize("cls_name", ["GscoConfig", "MedDrEvalConfig"])
+def test_max_skipped_fraction_is_a_fraction(cls_name):
+    from gsco.collab.run import GscoConfig
+    from gsco.config import load_config
+    from gsco.meddr.evaluate import MedDrEvalConfig
+
+    cls = {"GscoConfig": GscoConfig, "MedDrEvalConfig": MedDrEvalConfig}[cls_name]
+    assert load_config(cls, None, {"max_skipped_fraction": 1}).max_skipped_fraction == 1.0
+    with pytest.raises(ConfigError, match="key 'max_skipped_fraction': must be between 0 and 1, got 5"):
+        load_config(cls, None, {"max_skipped_fraction": 5})

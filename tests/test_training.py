@@ -30,3 +30,16 @@ def test_best_score_counts_epochs_without_improvement_and_skips_nan():
     loss = BestScore(maximize=False)
     assert [loss.update(s, e) for e, s in enumerate([0.5, 0.4, 0.45, 0.46], 1)] == [True, True, False, False]
     assert (loss.score, loss.epoch, loss.bad_epochs) == (0.4, 2, 2)
+
+
+def test_a_fresh_report_run_starts_its_history_over(tmp_path):
+    """A report run started (not resumed) in a run_dir that holds another run's history.jsonl drops those rows."""
+    from gsco.config import load_config
+    from gsco.specialists.report.config import ReportConfig
+    from gsco.specialists.report.train import _resume
+    from gsco.training import History
+
+    (tmp_path / "history.jsonl").write_text('{"epoch": 1, "val_score": 0.9}\n')
+    start = _resume(load_config(ReportConfig, None, {}), None, None, tmp_path / "last_state.pt",
+                    History(tmp_path / "history.jsonl"))
+    assert start[:3] == (0, 0, 0) and not (tmp_path / "history.jsonl").exists()

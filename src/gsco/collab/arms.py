@@ -2,7 +2,7 @@
 
 An arm's prompt is the config's intro, then ``rad_sentence`` (with ``###RAD###``) when the arm writes RAD hints,
 then ``moed_sentence`` (with ``###MOED###``) when it writes MoED hints, then the outro. Prompt building, case
-filling, hint samples (whose ``--arms`` help lists each arm's ``about``) and config validation all read
+filling, hint samples (whose --help lists each arm's ``about``) and config validation all read
 :data:`ARMS`; adding an arm is one :func:`register_arm` call (tests run over every entry).
 """
 

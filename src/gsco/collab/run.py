@@ -93,6 +93,8 @@ class GscoConfig:
     def validate(self) -> None:
         if self.eval_batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("keys eval_batch_size and max_new_tokens must be at least 1")
+        if not 0 <= self.max_skipped_fraction <= 1:
+            raise ConfigError(f"key 'max_skipped_fraction': must be between 0 and 1, got {self.max_skipped_fraction}")
         from gsco.specialists.report.clean import RULES
 
         if self.report_cleaning not in (*RULES, "none"):

@@ -2,7 +2,7 @@
 (``gsco/meddr/model_configs/*.yaml``, as open_clip ships its ``model_configs``), so an installed ``gsco`` builds
 them from any working directory; a path to a YAML file of the same form works too.
 
-``tiny`` builds a random toy MedDr with a locally built tokenizer (tests, ``demo.py`` without ``--model``);
+``tiny`` builds a random toy MedDr with a locally built tokenizer (tests, ``demo.py`` without ``model=``);
 ``meddr-40b`` records the published checkpoint's dimensions (the converter reads them from the checkpoint itself).
 """
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -133,6 +134,8 @@ def _resume(cfg: ReportConfig, model, optimizer, state_file: Path, history: Hist
     from gsco.specialists.report.model import from_r2gengpt_key, load_trainable
 
     if not (cfg.resume and state_file.is_file()):
+        if int(os.environ.get("RANK", "0")) == 0:
+            history.clear()  # a fresh run: rows already there belong to another run
         return 0, 0, 0, {"score": -math.inf, "checkpoint": None}
     state = torch.load(state_file, map_location="cpu", weights_only=True)
     load_trainable(model, {from_r2gengpt_key(k): v for k, v in state["model"].items()}, str(state_file))
