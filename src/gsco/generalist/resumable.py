@@ -54,9 +54,9 @@ def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], 
     out.parent.mkdir(parents=True, exist_ok=True)
     with output_lock(out.parent) if rank == 0 else contextlib.nullcontext():
         if rank == 0:
-            prepare_output(out, manifest, overwrite, key)
+            written_rows = prepare_output(out, manifest, overwrite, key)
             if question_of is not None:
-                check_questions(out, rows, id_of, question_of, key, question_key)
+                check_questions(out, written_rows, rows, id_of, question_of, key, question_key)
         part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
         ids = [id_of(r) for r in rows]
         done = answered_ids(out, rank, world, key)
@@ -79,9 +79,9 @@ def manifest_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}.manifest.json")
 
 
-def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) -> None:
+def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) -> list[dict]:
     """Before resuming ``out``: start over (``overwrite``), or check that the stored manifest is this run's; keep
-    each row once; record the manifest."""
+    each row once; record the manifest. Returns the rows kept."""
     import gsco
     from gsco.runtime import write_json
 
@@ -120,14 +120,16 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
         tmp.replace(out)
+        rows = kept
     write_json(current, stored_file)
+    return rows
 
 
-def check_questions(out: Path, rows: Sequence[Row], id_of: Callable[[Row], str], question_of: Callable[[Row], str],
-                    key: str, question_key: str) -> None:
+def check_questions(out: Path, written: list[dict], rows: Sequence[Row], id_of: Callable[[Row], str],
+                    question_of: Callable[[Row], str], key: str, question_key: str) -> None:
     """Each answered row's stored question must be the one this run would ask (a changed prompt or case file)."""
     asked = {id_of(r): r for r in rows}
-    for lineno, stored in enumerate(read_predictions(out), 1):
+    for lineno, stored in enumerate(written, 1):
         row = asked.get(str(stored[key]))
         if row is not None and question_key in stored and stored[question_key] != question_of(row):
             raise ResumeMismatchError(
