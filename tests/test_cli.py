@@ -164,6 +164,18 @@ def test_run_errors_are_status_2_and_one_line(tmp_path, capsys):
     assert not Path(tmp_path / "hf").exists()
 
 
+def test_every_entry_point_follows_its_launcher(tmp_path, monkeypatch):
+    """Under torchrun a worker stops with its launcher (tests/test_reliability.py kills one): command() arms it before
+    the run starts, for every entry point."""
+    import gsco.runtime
+    from gsco.meddr.convert import main
+
+    armed = []
+    monkeypatch.setattr(gsco.runtime, "follow_launcher", lambda: armed.append(True))
+    assert main([f"original={tmp_path / 'none'}", f"out_dir={tmp_path / 'hf'}"]) == 2
+    assert armed == [True]
+
+
 def config_classes():
     import demo  # noqa: F401  (imported by load() in the tests above; here for its DemoConfig)
     from gsco.collab.run import GscoConfig

@@ -2,6 +2,7 @@
 full fine-tuning, a LoRA on such a model learns a new one, training resumes exactly, and a merged LoRA equals the
 adapter-wrapped model."""
 
+import dataclasses
 import json
 import re
 
@@ -296,3 +297,27 @@ def test_lora_under_deepspeed_zero3_saves_whole_changed_adapter_weights(task, tm
     wrapped = PeftModel.from_pretrained(base, str(tmp_path / "adapter"))
     assert sum(float(v.abs().sum()) for k, v in wrapped.state_dict().items() if "lora_B" in k) > 0
     assert (tmp_path / "final" / "config.json").is_file() and (tmp_path / "checkpoint-4").is_dir()
+
+
+def test_a_save_that_fails_leaves_no_half_written_model(task, tmp_path, monkeypatch):
+    """final/ (and adapter/) appear only when complete: a failure while saving leaves none, and a successful
+    save then replaces the staging folder."""
+    from transformers import GenerationConfig
+
+    root, _ = task
+    cfg = cfg_of(data=str(root / "squares.json"), out_dir=str(tmp_path), mode="full", max_steps=1)
+    real_save = GenerationConfig.save_pretrained
+
+    def fail(self, save_directory, *args, **kwargs):  # the disk fills while the final model is written
+        if str(save_directory).endswith(".final.partial"):
+            raise OSError("disk full")
+        return real_save(self, save_directory, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationConfig, "save_pretrained", fail)
+    with pytest.raises(OSError, match="disk full"):
+        train(cfg)
+    assert not (tmp_path / "final").exists() and (tmp_path / ".final.partial").is_dir()
+    monkeypatch.setattr(GenerationConfig, "save_pretrained", real_save)
+    result = train(dataclasses.replace(cfg, max_steps=2))
+    assert (result["final"] / "generation_config.json").is_file() and not (tmp_path / ".final.partial").exists()
+    assert Generalist.load(result["final"], device="cpu") is not None

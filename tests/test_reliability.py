@@ -278,3 +278,188 @@ def test_gsco_checks_every_prompt_before_generating(tmp_path):
     with pytest.raises(ConfigError, match=r"case c1"):
         run(multi)
     assert not list((tmp_path / "multi").glob("*_predictions.jsonl"))
+
+
+# ------------------------------------------------------------------ damaged files: one line naming them, status 2
+def _one_line(capsys, status, *expected):
+    """The entry point's stderr ends in one ``error:`` line holding each of ``expected``; no traceback."""
+    err = capsys.readouterr().err
+    assert status == 2 and "Traceback" not in err, err[-3000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and all(e in last for e in expected), last
+    return last
+
+
+def _specialist_argv(toy_data, **extra):
+    return [f"{k}={v}" for k, v in {**toy_data("toy_binary"), "epochs": 1, **extra}.items()]
+
+
+def test_a_corrupt_npz_member_names_the_file(toy_data, tmp_path, capsys):
+    import zipfile
+
+    from gsco.specialists.train import main
+
+    argv = _specialist_argv(toy_data)
+    npz = tmp_path / "data" / "toy_binary.npz"
+    member = zipfile.ZipFile(npz).getinfo("train_images.npy")
+    raw = bytearray(npz.read_bytes())
+    start = member.header_offset + 30 + len(member.filename) + len(member.extra)  # the member's deflated bytes
+    raw[start:start + 40] = bytes(b ^ 0xFF for b in raw[start:start + 40])
+    npz.write_bytes(bytes(raw))
+    _one_line(capsys, main(argv), f"{npz}: not a readable npz file (zlib.error", "replace it with a fresh copy")
+
+
+def test_a_truncated_last_checkpoint_names_itself(toy_data, tmp_path, capsys):
+    from gsco.specialists.train import main
+
+    argv = _specialist_argv(toy_data)
+    assert main(argv) == 0
+    last = next((tmp_path / "out").glob("*_last.pth"))
+    last.write_bytes(last.read_bytes()[:1000])
+    _one_line(capsys, main(argv), f"{last}: not a readable training checkpoint (RuntimeError: PytorchStreamReader",
+              "delete it to train from the start, or give overwrite=true")
+    assert main([*argv, "overwrite=true"]) == 0  # the named way out works
+
+
+class _RunsCode:
+    """A pickle that would create a file if it were ever unpickled."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_model_folders_with_damaged_or_pickled_weights_name_the_file(tmp_path, capsys):
+    import pickle
+
+    import torch
+
+    from demo import main
+    from gsco.meddr.presets import save_preset
+
+    good = save_preset("tiny", tmp_path / "good")
+    argv = ["question=What is shown?", f"image={REPO / 'data/examples/images/case0.png'}", "max_new_tokens=2",
+            "device=cpu"]
+    truncated = shutil.copytree(good, tmp_path / "truncated")
+    weights = truncated / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    _one_line(capsys, main([f"model={truncated}", *argv]),
+              f"{weights}: not a readable safetensors weight file (SafetensorError", "copy, convert or save it again")
+    marker = tmp_path / "code-ran"
+    for save in (lambda obj, f: pickle.dump(obj, f), torch.save):  # a bare pickle and torch's zip format
+        pickled = tmp_path / "pickled"
+        shutil.rmtree(pickled, ignore_errors=True)
+        shutil.copytree(good, pickled)
+        (pickled / "model.safetensors").unlink()
+        with open(pickled / "pytorch_model.bin", "wb") as f:
+            save({"weight": _RunsCode(marker)}, f)
+        last = _one_line(capsys, main([f"model={pickled}", *argv]), f"{pickled / 'pytorch_model.bin'}: not a readable "
+                         "weight file of plain tensors (it holds pickled objects that are not plain tensors")
+        assert "re-save it as safetensors" in last and "weights_only=False);" in last
+    assert not marker.exists()
+
+
+def test_a_damaged_predictions_line_and_an_out_dir_that_is_a_file_are_named(tmp_path, capsys):
+    from gsco.meddr.evaluate import main
+
+    meta = REPO / "data/examples/meddr/iu_xray_sample.jsonl"
+    argv = ["--config", str(REPO / "configs/meddr/eval.yaml"), f"metafile={meta}", "device=cpu", "max_new_tokens=2"]
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = [json.loads(line) for line in meta.read_text().splitlines()][:2]
+    damaged = json.dumps({"question_id": rows[0]["question_id"], "answer": "x"}) + "\n" + '{"question_id": "1", "ans\n'
+    (out / "iu_xray_sample_predictions.jsonl").write_text(damaged)  # a complete last line that is not JSON
+    _one_line(capsys, main([*argv, f"out_dir={out}"]), f"{out / 'iu_xray_sample_predictions.jsonl'} line 2: not a "
+              "JSON row", "delete that line (its question is asked again) or give overwrite=true")
+    (tmp_path / "a-file").write_text("")
+    _one_line(capsys, main([*argv, f"out_dir={tmp_path / 'a-file' / 'sub'}"]),
+              f"{tmp_path / 'a-file'} is a file, not a folder; give another out_dir")
+
+
+@pytest.mark.e2e
+def test_a_truncated_source_shard_is_named_by_the_converter(tmp_path, capsys):
+    from gsco.meddr.convert import main
+
+    src = shutil.copytree(shared_path("fixtures", "meddr_original_tiny"), tmp_path / "original")
+    shard = src / "model.safetensors"
+    shard.write_bytes(shard.read_bytes()[:-100])
+    _one_line(capsys, main([f"original={src}", f"out_dir={tmp_path / 'hf'}"]),
+              f"{shard}: not a readable safetensors shard (SafetensorError", "download it again")
+    assert not (tmp_path / "hf").exists()
+
+
+def test_damaged_report_checkpoints_and_histories_are_named(tmp_path):
+    import torch
+
+    from gsco.runtime import UnreadableFileError
+    from gsco.specialists.report.model import load_checkpoint_file
+    from gsco.training import History
+
+    checkpoint = tmp_path / "checkpoint.pth"
+    torch.save({"model": {"w": torch.zeros(2)}}, checkpoint)
+    checkpoint.write_bytes(checkpoint.read_bytes()[:200])
+    with pytest.raises(UnreadableFileError, match=f"{checkpoint}: not a readable checkpoint"):
+        load_checkpoint_file(checkpoint)
+    history = tmp_path / "history.jsonl"
+    history.write_text('{"epoch": 1}\n{"epoch": 2, "loss\n')
+    with pytest.raises(UnreadableFileError, match=f"{history} line 2: not a JSON row"):
+        History(history).rows()
+
+
+def test_gsco_traceback_shows_the_traceback_instead(tmp_path, monkeypatch):
+    from gsco.meddr.evaluate import main
+    from gsco.runtime import OutputFolderError
+
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("GSCO_TRACEBACK", "1")
+    with pytest.raises(OutputFolderError, match="is a file, not a folder"):
+        main([f"metafile={REPO / 'data/examples/meddr/iu_xray_sample.jsonl'}", f"out_dir={tmp_path / 'a-file'}"])
+
+
+# ----------------------------------------------------------------------- stopping the launcher stops its workers
+WORKER = """
+import os, sys, time
+from gsco.runtime import follow_launcher
+follow_launcher()
+open(sys.argv[1] + "." + os.environ["LOCAL_RANK"], "w").write(str(os.getpid()))
+time.sleep(120)
+"""
+
+
+@pytest.mark.e2e
+def test_workers_stop_when_the_launcher_is_killed(tmp_path):
+    """torchrun forwards SIGTERM and Ctrl-C to its workers but cannot forward SIGKILL; the workers of every entry
+    point (gsco.cli.command calls follow_launcher) stop with it anyway."""
+    import time
+
+    (tmp_path / "worker.py").write_text(WORKER)
+    launcher = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                 "2", str(tmp_path / "worker.py"), str(tmp_path / "pid")],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while len(list(tmp_path.glob("pid.*"))) < 2 and time.time() < deadline:
+            time.sleep(0.2)
+        pids = [int(p.read_text()) for p in tmp_path.glob("pid.*")]
+        assert len(pids) == 2
+        launcher.kill()
+        launcher.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline and any(_running(pid) for pid in pids):
+            time.sleep(0.2)
+        assert not any(_running(pid) for pid in pids)
+    finally:
+        for p in tmp_path.glob("pid.*"):
+            with __import__("contextlib").suppress(ProcessLookupError, ValueError):
+                os.kill(int(p.read_text()), signal.SIGKILL)
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (a killed worker re-parented to init is reaped there)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -5,13 +5,15 @@
 A tool's settings are one config dataclass (:mod:`gsco.config`): ``FILE`` gives values and ``key=value`` overrides
 them, with keys named exactly as in the YAML. Former flags (``--data-path X``) are still read for one release as
 aliases of their key and listed under "former flags" in ``--help``. Exit status everywhere: 0 done, 2 bad input (one
-line on stderr naming the key or file and what was expected); anything else is a bug and shows its traceback.
+line on stderr naming the key or file and what was expected; ``GSCO_TRACEBACK=1`` shows the traceback); anything
+else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import textwrap
 import typing
@@ -142,17 +144,22 @@ def command(cls: type[T], run: Callable[[T], int | None], *, description: str, c
             aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None,
             errors: tuple[type[Exception], ...] = (ValueError, RuntimeError)) -> Callable[[list[str] | None], int]:
     """An entry point's ``main(argv) -> exit status``: parse as :func:`parse`, then ``run(cfg)`` (which prints what
-    it made); an error of ``errors`` (bad data, a missing file) is one ``error: ...`` line and status 2."""
+    it made); an error of ``errors`` (bad data, a missing file) — and everywhere an unreadable file, an output folder
+    that cannot be written, or an operating-system error — is one ``error: ...`` line and status 2
+    (``GSCO_TRACEBACK=1`` shows its traceback instead). Under torchrun the process stops with its launcher."""
 
     def main(argv: list[str] | None = None) -> int:
-        from gsco.runtime import setup_logging
+        from gsco.runtime import OutputFolderError, OutputLockedError, UnreadableFileError, follow_launcher, setup_logging
 
         cfg = parse(cls, argv, description=description, config=config, aliases=aliases, resolve=resolve,
                     errors=errors)
         setup_logging()
+        follow_launcher()
         try:
             status = run(cfg)
-        except errors as exc:
+        except (*errors, ConfigError, UnreadableFileError, OutputFolderError, OutputLockedError, OSError) as exc:
+            if os.environ.get("GSCO_TRACEBACK", "") not in ("", "0"):
+                raise
             print(f"error: {exc}", file=sys.stderr)
             return BAD_INPUT
         return int(status or 0)

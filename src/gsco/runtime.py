@@ -88,8 +88,79 @@ def write_json(obj: Any, path: Path, indent: int | None = 2) -> Path:
     return path
 
 
+class UnreadableFileError(ValueError):
+    """A file that is there but cannot be read as what it should be: truncated, corrupt, or holding pickled code."""
+
+
+def file_errors() -> tuple[type[BaseException], ...]:
+    """What the readers of npz, torch, safetensors and JSON files raise on a damaged file."""
+    import pickle
+    import zipfile
+    import zlib
+
+    from safetensors import SafetensorError
+
+    return (OSError, ValueError, EOFError, RuntimeError, zlib.error, zipfile.BadZipFile,
+            pickle.UnpicklingError, SafetensorError)
+
+
+def _reason(exc: BaseException) -> str:
+    """The first sentence of a reader's message (torch's pickle refusal replaced by what it means here)."""
+    import pickle
+    import re
+
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        return ("it holds pickled objects that are not plain tensors" + (f" ({found.group(1)})" if found else "")
+                + "; such files are never loaded with weights_only=False")
+    lines = str(exc).strip().splitlines()
+    first = lines[0].split(". ")[0] if lines else ""
+    kind = type(exc).__name__ if type(exc).__name__ != "error" else f"{type(exc).__module__}.error"  # zlib.error
+    return f"{kind}: {first[:200]}" if first else kind
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str, remedy: str = "", error: type[ValueError] = UnreadableFileError
+            ) -> Iterator[None]:
+    """Inside the block, a failure to parse ``path`` (a truncated zip or safetensors, bad JSON, a pickle that is not
+    plain weights, ...) becomes one :class:`UnreadableFileError` naming the file, what it should be, why it is not
+    and ``remedy`` — instead of a reader's traceback (``error``: the class raised, for readers whose callers expect
+    their own, e.g. DatasetError). The project's own errors (which already name what is wrong) pass through."""
+    try:
+        yield
+    except file_errors() as exc:
+        if type(exc).__module__.split(".")[0] == "gsco":
+            raise  # the project's own errors already say what is wrong
+        tail = f"; {remedy}" if remedy else ""
+        raise error(f"{path}: not a readable {what} ({_reason(exc)}){tail}") from exc
+
+
+def read_json(path: str | Path, what: str = "JSON file") -> Any:
+    """A JSON file, or one line naming it and the parse error."""
+    with reading(path, what):
+        return json.loads(Path(path).read_text())
+
+
+def read_jsonl_rows(path: Path, raw: str, remedy: str) -> list[dict]:
+    """Rows of a JSONL text read from ``path``; a line that is not a JSON object names its number and ``remedy``."""
+    rows = []
+    for lineno, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise UnreadableFileError(f"{path} line {lineno}: not a JSON row ({exc}); {remedy}") from None
+        if not isinstance(row, dict):
+            raise UnreadableFileError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}; "
+                                      f"{remedy}")
+        rows.append(row)
+    return rows
+
+
 def read_predictions(path: Path) -> list[dict]:
-    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file."""
+    """Rows already written; a partial last line (the run was killed mid-write) is dropped from the file. A line
+    that ends but is not JSON was damaged after it was written: one error naming it."""
     if not path.is_file():
         return []
     raw = path.read_bytes()
@@ -97,7 +168,8 @@ def read_predictions(path: Path) -> list[dict]:
         raw = raw[: raw.rfind(b"\n") + 1]
         path.write_bytes(raw)
         logger.warning("%s: dropped a partial last line left by an interrupted run", path)
-    return [json.loads(line) for line in raw.decode().splitlines() if line.strip()]
+    return read_jsonl_rows(path, raw.decode(errors="replace"),
+                           "delete that line (its question is asked again) or give overwrite=true to start over")
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:
@@ -140,7 +212,7 @@ def building_folder(dst: str | Path, overwrite: bool = False, sources: tuple[str
     if dst.is_dir() and any(dst.iterdir()) and not overwrite:
         raise OutputFolderError(f"{dst} exists and is not empty; give overwrite=true to replace it (it is replaced "
                                 "only once the new one is complete)")
-    dst.parent.mkdir(parents=True, exist_ok=True)
+    output_folder(dst.parent)
     for stale in dst.parent.glob(f".{dst.name}.partial-*"):
         pid = stale.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not _pid_alive(int(pid)):
@@ -153,13 +225,47 @@ def building_folder(dst: str | Path, overwrite: bool = False, sources: tuple[str
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    replace_folder(partial, dst)
+
+
+def replace_folder(complete: Path, dst: Path) -> None:
+    """Put the finished folder ``complete`` at ``dst``; what ``dst`` held is set aside only now and then removed."""
     if dst.exists():
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
         dst.rename(old)
-        partial.rename(dst)
+        complete.rename(dst)
         shutil.rmtree(old, ignore_errors=True)
     else:
-        partial.rename(dst)
+        complete.rename(dst)
+
+
+def output_folder(folder: str | Path, key: str = "out_dir") -> Path:
+    """``folder`` made (with its parents) if needed, as an absolute path; a file in its place, or a parent that is
+    a file, is one error naming it and the key that set it."""
+    folder = Path(folder).absolute()
+    for part in (folder, *folder.parents):
+        if part.exists() and not part.is_dir():
+            raise OutputFolderError(f"{key}={folder}: {part} is a file, not a folder; give another {key}")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def follow_launcher() -> None:
+    """Under torchrun, make this worker stop when its launcher dies, even when the launcher is killed with SIGKILL
+    and cannot forward anything (Linux's parent-death signal). Stopping the launcher with SIGTERM or Ctrl-C is
+    already forwarded by torchrun; this covers the rest."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    launcher = os.getppid()
+    pr_set_pdeathsig = 1
+    if ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM, 0, 0, 0) != 0:
+        logger.warning("could not ask to be stopped with the launcher (prctl errno %d)", ctypes.get_errno())
+        return
+    if launcher == 1 or os.getppid() != launcher:  # the launcher died before the signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class OutputLockedError(RuntimeError):
@@ -177,8 +283,7 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
     when its process dies, so a killed run never leaves the folder locked."""
     import fcntl
 
-    folder = Path(folder).absolute()
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = output_folder(folder)
     if folder in _HELD_LOCKS:
         handle, count = _HELD_LOCKS[folder]
         _HELD_LOCKS[folder] = (handle, count + 1)

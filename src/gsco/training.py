@@ -10,6 +10,8 @@ import json
 import math
 from pathlib import Path
 
+from gsco.runtime import read_jsonl_rows
+
 
 class History:
     """``history.jsonl``: one JSON row per epoch (``"epoch"`` counted from 1), rewritten atomically."""
@@ -18,7 +20,10 @@ class History:
         self.path = Path(path)
 
     def rows(self) -> list[dict]:
-        return [json.loads(line) for line in self.path.read_text().splitlines()] if self.path.exists() else []
+        if not self.path.exists():
+            return []
+        return read_jsonl_rows(self.path, self.path.read_text(), "delete that line or the file (it is a log: the "
+                               "checkpoints hold the run's state)")
 
     def _write(self, rows: list[dict]) -> None:
         tmp = self.path.with_name(self.path.name + ".tmp")

@@ -38,7 +38,7 @@ from pathlib import Path
 
 from gsco.cli import Alias, command
 from gsco.collab.run import GscoConfig, default_gsco_config
-from gsco.runtime import repo_file
+from gsco.runtime import read_json, repo_file
 from gsco.data.registry import DatasetError, get_dataset_info
 from gsco.data.registry import labels_phrase
 
@@ -178,7 +178,7 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
         if not path.is_file():
             raise DatasetError(f"{path} does not exist (TASK=report bash inference_specialist.sh writes it)")
     rows = read_predictions(reports)
-    found = json.loads(retrieval.read_text())
+    found = read_json(retrieval, "retrieval result")
     neighbours = dict(zip(found["ids"], zip(found["train_ids"], found["distances"])))
     top_n = min((len(n[0]) for n in neighbours.values()), default=0)
     if not 1 <= k <= top_n:

@@ -30,7 +30,7 @@ from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
-from gsco.runtime import repo_file, write_json
+from gsco.runtime import output_folder, repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -355,7 +355,7 @@ def _run_arms(cfg: GscoConfig) -> dict:
     if not arms:
         raise ConfigError(f"{cases_path}: none of the arms can run on these cases ({'; '.join(skipped.values())})")
     check_prompts(cfg, [a for a in arms if a not in specialists], cases, task)
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    output_folder(cfg.out_dir)
     table: dict[str, dict] = {}
     generalist = None
     for arm in arms:

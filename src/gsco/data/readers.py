@@ -10,13 +10,13 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from gsco.data.registry import DatasetError, DatasetInfo
+from gsco.runtime import reading
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
 
@@ -82,18 +82,14 @@ def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | No
             "or set data_path (see DATASET.md)"
         )
     img_key, lbl_key = f"{split}_images", f"{split}_labels"
-    try:
+    with reading(path, "npz file", "is it truncated or damaged? replace it with a fresh copy (DATASET.md)", DatasetError):
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
-            for key in (img_key, lbl_key):
-                if key not in keys:
-                    raise DatasetError(f"{path}: key {key!r} missing; the file has {sorted(keys)}")
-            images = npz[img_key]
-            labels = npz[lbl_key]
-    except DatasetError:
-        raise
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise DatasetError(f"{path}: not a readable npz file ({type(exc).__name__}: {exc}); is it truncated?") from None
+            arrays = {key: npz[key] for key in (img_key, lbl_key) if key in keys}
+    for key in (img_key, lbl_key):
+        if key not in arrays:
+            raise DatasetError(f"{path}: key {key!r} missing; the file has {sorted(keys)}")
+    images, labels = arrays[img_key], arrays[lbl_key]
 
     where = f"{path} key {img_key!r}"
     if images.dtype != np.uint8:

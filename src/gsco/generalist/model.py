@@ -10,6 +10,8 @@ import hashlib
 import json
 import logging
 import sys
+import warnings
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gsco.data.readers import open_image
-from gsco.runtime import resolve_device
+from gsco.runtime import file_errors, read_json, reading, resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -62,10 +64,29 @@ def check_model_argument(model: str | Path | None) -> Path | None:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise ModelLoadError(f"{path} has no config.json: not a transformers model directory")
-    if json.loads(config_file.read_text()).get("model_type") == "internvl_chat":
+    config = read_json(config_file, "model config")
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{config_file}: expected a JSON object, found {type(config).__name__}")
+    if config.get("model_type") == "internvl_chat":
         raise ModelLoadError(f"{path} is an original-format MedDr/InternVL-Chat checkpoint; convert it first: "
                              f"python -m gsco.meddr.convert original={path} out_dir={path}-hf")
     return path
+
+
+def check_weight_files(path: Path) -> None:
+    """Read every weight file's header (safetensors) or tensor index (a torch ``.bin``, never unpickling code): the
+    first that cannot be read is one UnreadableFileError naming it. Cheap: no tensor data is read."""
+    from safetensors import safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        with reading(file, "safetensors weight file", "it is truncated or damaged: copy, convert or save it again"):
+            with safe_open(str(file), framework="pt"):
+                pass
+    for file in sorted(path.glob("*.bin")):
+        with reading(file, "weight file of plain tensors", "re-save it as safetensors where its source is trusted"),\
+                warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.load(file, map_location="meta", weights_only=True, mmap=zipfile.is_zipfile(file))
 
 
 def model_identity(model: str | Path | None) -> dict:
@@ -102,14 +123,18 @@ class Generalist:
         path = check_model_argument(model)
         if path is None:
             return cls._from_preset(model or "tiny", dev, torch_dtype)
-        import_family(json.loads((path / "config.json").read_text()).get("model_type"))  # e.g. meddr's Auto classes
+        import_family(read_json(path / "config.json").get("model_type"))  # e.g. meddr's Auto classes
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         logger.info("loading %s (%s, %s)", path, torch_dtype, device_map or dev)
         kwargs = {"dtype": torch_dtype, "attn_implementation": attention_implementation(dev)}
         if device_map:
             kwargs["device_map"] = device_map
-        net = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+        try:
+            net = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
+        except file_errors():
+            check_weight_files(path)  # names the damaged file, if that is what failed
+            raise
         if not device_map:
             net.to(dev)
         processor = AutoProcessor.from_pretrained(str(path))

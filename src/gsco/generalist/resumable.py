@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from gsco.runtime import append_rows, read_predictions
+from gsco.runtime import append_rows, read_json, read_predictions
 
 logger = logging.getLogger(__name__)
 Row = TypeVar("Row")
@@ -94,7 +94,7 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
         manifest = {}
     current = {**manifest, "gsco": gsco.__version__}
     if rows and stored_file.is_file():
-        stored = json.loads(stored_file.read_text())
+        stored = read_json(stored_file, "run manifest")
         differ = [k for k in sorted(set(manifest) | set(stored) - {"gsco"}) if stored.get(k) != manifest.get(k)]
         if differ:
             shown = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(manifest.get(k))}" for k in differ[:3])

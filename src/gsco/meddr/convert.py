@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gsco.runtime import OutputFolderError, building_folder
+from gsco.runtime import OutputFolderError, building_folder, read_json, reading
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,9 @@ def read_original_config(src: Path) -> dict:
     path = src / "config.json"
     if not path.is_file():
         raise ConversionError(f"{path} does not exist: key 'original' must be an original MedDr/InternVL-Chat checkpoint")
-    cfg = json.loads(path.read_text())
+    cfg = read_json(path, "model config")
+    if not isinstance(cfg, dict):
+        raise ConversionError(f"{path}: expected a JSON object, found {type(cfg).__name__}")
     if cfg.get("model_type") != "internvl_chat":
         raise ConversionError(f"{path}: model_type is {cfg.get('model_type')!r}, expected 'internvl_chat'")
     for key in ("vision_config", "llm_config"):
@@ -223,7 +225,8 @@ class LoraMerger:
 def source_shards(src: Path) -> list[Path]:
     index = src / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = json.loads(index.read_text()).get("weight_map")
+        stored = read_json(index, "safetensors index")
+        weight_map = stored.get("weight_map") if isinstance(stored, dict) else None
         if not isinstance(weight_map, dict):
             raise ConversionError(f"{index}: no 'weight_map'")
         shards = sorted(set(weight_map.values()))
@@ -261,7 +264,8 @@ def convert_weights(src: Path, dst: Path, config, dtype: torch.dtype | None, lor
     for i, shard in enumerate(tqdm(shards, desc="converting shards", file=sys.stderr), 1):
         out_name = "model.safetensors" if len(shards) == 1 else f"model-{i:05d}-of-{len(shards):05d}.safetensors"
         out: dict[str, torch.Tensor] = {}
-        with safe_open(str(shard), framework="pt") as f:
+        with reading(shard, "safetensors shard", "it is truncated or damaged: download it again"), \
+                safe_open(str(shard), framework="pt") as f:
             for key in f.keys():
                 for name, tensor in merger.add(key, f.get_tensor(key)):
                     try:

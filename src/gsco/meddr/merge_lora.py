@@ -10,7 +10,6 @@ with ``demo.py model=OUT_DIR`` and ``inference_meddr.sh`` like any converted Med
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import sys
 from pathlib import Path
@@ -28,7 +27,14 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
         raise ValueError(f"{adapter} is not a peft adapter directory (no adapter_config.json)")
-    base = Path(base) if base else Path(json.loads(config_file.read_text())["base_model_name_or_path"])
+    if not base:
+        from gsco.runtime import read_json
+
+        stored = read_json(config_file, "peft adapter config")
+        if not isinstance(stored, dict) or not stored.get("base_model_name_or_path"):
+            raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path); give base=DIR")
+        base = stored["base_model_name_or_path"]
+    base = Path(base)
     if not (base / "config.json").is_file():
         raise ValueError(f"base model {base} does not exist; give base=DIR")
     # the base's stored dtype (bf16 for the published model: ~80 GB of CPU memory for the 40B merge)

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -21,7 +23,7 @@ import torch
 
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
-from gsco.runtime import repo_file, write_json
+from gsco.runtime import output_folder, repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -212,7 +214,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     directory, the global step, the mean training loss and the Trainer's log history."""
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
-    Path(cfg.out_dir).mkdir(parents=True, exist_ok=True)
+    output_folder(cfg.out_dir)
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
@@ -242,14 +244,30 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
             "log_history": trainer.state.log_history}
 
 
+def save_complete(trainer, dst: Path, finish: Callable[[Path], None]) -> None:
+    """``trainer.save_model`` (every rank: under ZeRO-3 it gathers the partitions) into ``.{name}.partial`` beside
+    ``dst`` — one path for all ranks — then rank 0 adds what ``finish`` writes and renames it to ``dst``: a run
+    killed while saving leaves the previous ``dst`` (or none), never half a model."""
+    from gsco.runtime import replace_folder
+
+    staging = dst.parent / f".{dst.name}.partial"
+    if trainer.is_world_process_zero():
+        shutil.rmtree(staging, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        finish(staging)
+        replace_folder(staging, dst)
+    trainer.accelerator.wait_for_everyone()
+
+
 def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
-    """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format)."""
+    """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format); each appears only when complete."""
     out = Path(cfg.out_dir)
     model = trainer.model
     if cfg.mode == "lora":
-        trainer.save_model(str(out / "adapter"))  # every rank: under ZeRO-3 this gathers the partitions
+        save_complete(trainer, out / "adapter", processor.save_pretrained)
         if trainer.is_world_process_zero():
-            processor.save_pretrained(out / "adapter")
             from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
             from gsco.meddr.merge_lora import merge_lora
@@ -258,10 +276,11 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
             merge_lora(out / "adapter", out / "final", base=base, overwrite=True)  # this run owns final/
         trainer.accelerator.wait_for_everyone()
     else:
-        trainer.save_model(str(out / "final"))
-        if trainer.is_world_process_zero():
-            processor.save_pretrained(out / "final")
-            model.generation_config.save_pretrained(out / "final")
+        def finish(folder: Path) -> None:
+            processor.save_pretrained(folder)
+            model.generation_config.save_pretrained(folder)
+
+        save_complete(trainer, out / "final", finish)
     return out / "final"
 
 

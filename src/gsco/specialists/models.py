@@ -8,6 +8,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gsco.runtime import reading
+
 logger = logging.getLogger(__name__)
 
 
@@ -97,15 +99,13 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    with reading(path, "checkpoint (safetensors, or a torch file of plain tensors)"):
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        try:
+            state = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001
-            raise ValueError(f"checkpoint {path} cannot be read safely ({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict):
         for key in ("state_dict", "model"):
             if isinstance(state.get(key), dict):

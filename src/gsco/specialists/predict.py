@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from gsco.metrics.classification import classification_metrics, predict_labels
 from gsco.metrics.plots import plot_confusion, plot_roc
-from gsco.runtime import write_json
+from gsco.runtime import output_folder, write_json
 from gsco.specialists.build import SpecialistSetup, probabilities, run_cli, setup_specialist
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import features_from, load_specialist_checkpoint
@@ -74,7 +74,7 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     knn = cfg.training_procedure == "kNN"
     run = setup_specialist(cfg, checkpoint_follows=not knn)
     info, files, model = run.info, run.files, run.model
-    files.output_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(files.output_dir, "output_path")
     checkpoint = None
     if not knn:
         checkpoint = cfg.checkpoint or str(files.best)

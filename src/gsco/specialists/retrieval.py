@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from gsco.runtime import reading
+
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp_min(eps)
@@ -106,14 +108,15 @@ class RetrievalIndex:
 
     @classmethod
     def load(cls, path: str | Path) -> "RetrievalIndex":
-        tensors = load_file(str(path))
+        from safetensors import safe_open
+
+        with reading(path, "retrieval index", "run predict again to rebuild it"):
+            tensors = load_file(str(path))
+            with safe_open(str(path), framework="pt") as f:
+                metric = (f.metadata() or {}).get("metric", "cosine")  # indexes saved before the key existed: cosine
         missing = {"features", "labels"} - set(tensors)
         if missing:
             raise ValueError(f"{path}: not a retrieval index, missing tensors {sorted(missing)}")
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            metric = (f.metadata() or {}).get("metric", "cosine")  # indexes saved before the key existed: cosine
         return cls(tensors["features"], tensors["labels"], metric=metric, normalized=True)
 
 

@@ -12,7 +12,6 @@ what the uninterrupted run would have done.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -23,7 +22,7 @@ from tqdm import tqdm
 
 from gsco.config import config_to_dict
 from gsco.metrics.classification import accuracy, auc
-from gsco.runtime import atomic_torch_save, write_json
+from gsco.runtime import atomic_torch_save, output_folder, read_json, reading, write_json
 from gsco.specialists.build import (
     collect_logits, loss_function, probabilities, run_cli, setup_specialist,
 )
@@ -60,7 +59,7 @@ def check_same_run(cfg: SpecialistConfig, files) -> None:
     if not files.config.is_file():
         logger.warning("%s: no %s to check the earlier run's settings against; resuming it", files.last, files.config)
         return
-    stored, current = json.loads(files.config.read_text()), config_to_dict(cfg)
+    stored, current = read_json(files.config, "record of a run's settings"), config_to_dict(cfg)
     differ = [k for k in TRAINING_KEYS if k in stored and stored[k] != current[k]]
     if differ:
         shown = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in differ[:4])
@@ -79,7 +78,8 @@ def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: 
         history.clear()
         return 0, best, False
     check_same_run(cfg, files)
-    state = torch.load(files.last, map_location="cpu", weights_only=True)
+    with reading(files.last, "training checkpoint", "delete it to train from the start, or give overwrite=true"):
+        state = torch.load(files.last, map_location="cpu", weights_only=True)
     best = BestScore(best.maximize, state["best"], state["best_epoch"], state.get("bad_epochs", 0))
     if state.get("finished"):
         logger.info("%s already finished (%s); overwrite=true trains it again", files.name, files.last)
@@ -101,7 +101,7 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     if cfg.training_procedure == "kNN":
         logger.info("kNN has no training step: the support set is built from the training split by predict")
         return {}
-    files.output_dir.mkdir(parents=True, exist_ok=True)
+    output_folder(files.output_dir, "output_path")
     model, device, info = run.model, run.device, run.info
     train_ds, val_ds = run.dataset("train"), run.dataset("val")
 

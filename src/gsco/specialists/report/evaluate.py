@@ -14,7 +14,6 @@ specialist's visual features (Swin's pooled output, views averaged; cosine dista
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -71,13 +70,17 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
                               path: Path) -> Path:
     """The ``search_top_n`` nearest training studies of each study in ``queries`` (the evaluated ReportDataset; the
     training split searches itself leaving each study out). Kept when already written for the same studies."""
-    from gsco.runtime import write_json
+    from gsco.runtime import UnreadableFileError, read_json, write_json
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.retrieval import RetrievalIndex
 
     wanted = [str(r["id"]) for r in queries.rows]
-    if path.is_file() and json.loads(path.read_text()).get("ids") == wanted:
-        return path
+    if path.is_file():
+        try:
+            if read_json(path, "retrieval result").get("ids") == wanted:
+                return path
+        except UnreadableFileError as exc:
+            logger.warning("%s; searching again", exc)
     if cfg.split == "train":  # the studies asked about are the training split itself
         train = queries
     else:
@@ -104,7 +107,12 @@ def best_checkpoint(run_dir: str | Path) -> Path:
     if not record.is_file():
         raise ConfigError(f"key 'checkpoint' is null and {record} does not exist: train first, or name a checkpoint "
                           "(an R2GenGPT .pth loads too)")
-    return Path(json.loads(record.read_text())["checkpoint"])
+    from gsco.runtime import read_json
+
+    stored = read_json(record, "record of the best checkpoint")
+    if not isinstance(stored, dict) or not isinstance(stored.get("checkpoint"), str):
+        raise ConfigError(f"{record}: expected {{\"checkpoint\": path}}; train again, or name a checkpoint")
+    return Path(stored["checkpoint"])
 
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
@@ -122,14 +130,14 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
 def _write_and_score(cfg: ReportConfig) -> dict:
     from gsco.metrics.report import report_metrics
     from gsco.generalist.resumable import answer_resumably, distributed_context, process_device
-    from gsco.runtime import file_fingerprint, read_predictions, resolve_device, seed_everything, write_json
+    from gsco.runtime import (file_fingerprint, output_folder, read_predictions, resolve_device, seed_everything,
+                              write_json)
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
     seed_everything(cfg.seed)
     rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file
-    out_dir = Path(cfg.out_dir or cfg.run_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = output_folder(cfg.out_dir or cfg.run_dir, "out_dir" if cfg.out_dir else "run_dir")
     device = resolve_device(process_device(cfg.device, rank, world))
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.run_dir)
     model, processor = build_report_model(cfg.model_settings(), device)

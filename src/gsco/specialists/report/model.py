@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from gsco.config import ConfigError
+from gsco.runtime import UnreadableFileError, reading
 
 logger = logging.getLogger(__name__)
 
@@ -311,14 +312,16 @@ def load_checkpoint_file(path: str | Path) -> dict:
     allowed: list = []
     for _ in range(len(HYPERPARAMETER_CLASSES) + 1):
         try:
-            with torch.serialization.safe_globals(allowed):
+            with torch.serialization.safe_globals(allowed), reading(path, "checkpoint"):
                 data = torch.load(path, map_location="cpu", weights_only=True)
             break
-        except pickle.UnpicklingError as exc:
-            found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        except UnreadableFileError as exc:
+            if not isinstance(exc.__cause__, pickle.UnpicklingError):
+                raise  # truncated or not a torch file
+            found = re.search(r"GLOBAL ([\w.]+)", str(exc.__cause__))
             name = found.group(1) if found else None
             if name not in HYPERPARAMETER_CLASSES or any(a[1] == name for a in allowed):
-                raise ConfigError(f"checkpoint {path}: holds a pickled object ({name or exc}) that is not plain "
+                raise ConfigError(f"checkpoint {path}: holds a pickled object ({name or 'unknown'}) that is not plain "
                                   "weights or hyper-parameters; refusing to load it") from None
             allowed.append((HYPERPARAMETER_CLASSES[name], name))
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):

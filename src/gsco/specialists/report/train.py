@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
+from gsco.runtime import output_folder, reading
 from gsco.specialists.report.config import ReportConfig, report_command
 from gsco.training import History
 
@@ -61,8 +62,8 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     seed_everything(cfg.seed)
     cpu = cfg.device == "cpu" or not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=autocast_precision(cfg.precision, cuda=not cpu))
-    out = Path(cfg.run_dir)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
+    out = output_folder(cfg.run_dir, "run_dir")
+    (out / "checkpoints").mkdir(exist_ok=True)
     model, processor = build_report_model(cfg.model_settings(), accelerator.device)
     train_rows = read_annotation(cfg.annotation, "train")[: cfg.limit]
     val_rows = read_annotation(cfg.annotation, "val")[: cfg.limit]
@@ -137,7 +138,8 @@ def _resume(cfg: ReportConfig, model, optimizer, state_file: Path, history: Hist
         if int(os.environ.get("RANK", "0")) == 0:
             history.clear()  # a fresh run: rows already there belong to another run
         return 0, 0, 0, {"score": -math.inf, "checkpoint": None}
-    state = torch.load(state_file, map_location="cpu", weights_only=True)
+    with reading(state_file, "training state", "delete it to train from the start, or give resume=false"):
+        state = torch.load(state_file, map_location="cpu", weights_only=True)
     load_trainable(model, {from_r2gengpt_key(k): v for k, v in state["model"].items()}, str(state_file))
     optimizer.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["rng"])
