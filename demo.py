@@ -18,6 +18,9 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
+from typing import Literal
+
+from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "examples" / "images" / "case0.png"
 DEFAULT_QUESTION = "Describe the findings in this chest X-ray."
@@ -58,6 +61,9 @@ class DemoConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
     device_map: str | None = None  # e.g. auto: shard a large model over the visible GPUs
+    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
+    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
+    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
 
 
 def answer_and_print(cfg: DemoConfig) -> None:
@@ -67,7 +73,7 @@ def answer_and_print(cfg: DemoConfig) -> None:
 
     check_model_argument(cfg.model)
     images = [None if image is None else open_image(image) for image, _ in pairs]  # fail before loading
-    generalist = Generalist.load(cfg.model, cfg.device, cfg.dtype, cfg.device_map)
+    generalist = Generalist.from_config(cfg)
     answers = generalist.answer(images, [q for _, q in pairs], max_new_tokens=cfg.max_new_tokens,
                                 num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size)
     for answer in answers:

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
@@ -45,7 +46,7 @@ class GscoConfig:
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
-        "generalist": ("model", "device", "dtype", "device_map"),
+        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
         "generation": ("eval_batch_size", "max_new_tokens"),
         "scoring": ("report_cleaning", "report_tokenize", "meteor"),
     }
@@ -82,6 +83,9 @@ class GscoConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
     device_map: str | None = None  # auto: shard one large model over the visible GPUs
+    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
+    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
+    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     # --- generation ---
     eval_batch_size: int = 8  # questions per generate() call
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
@@ -318,11 +322,12 @@ def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist,
                     **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
                    for c, q, a in zip(batch, prompts, answers)]
 
-    from gsco.generalist.model import model_identity
+    from gsco.generalist.model import model_identity, quantization_identity
     from gsco.runtime import file_fingerprint
 
     out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
-    manifest = {"model": model_identity(cfg.model), "cases": file_fingerprint(repo_file(cfg.cases)), "arm": arm,
+    manifest = {"model": model_identity(cfg.model), **quantization_identity(cfg),
+                "cases": file_fingerprint(repo_file(cfg.cases)), "arm": arm,
                 "image_root": str(root.resolve()), "max_new_tokens": cfg.max_new_tokens}
     answer_resumably(cases, out, ask, id_of=lambda c: str(c["id"]),
                      message=f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go", manifest=manifest,
@@ -367,8 +372,7 @@ def _run_arms(cfg: GscoConfig) -> dict:
             from gsco.generalist import Generalist
 
             rank, world = distributed_context()
-            generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype,
-                                         cfg.device_map)
+            generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
         path = run_generalist_arm(cfg, arm, cases, generalist, task, root)
         from gsco.runtime import read_predictions
 

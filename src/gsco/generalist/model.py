@@ -21,6 +21,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from gsco.data.readers import open_image
+from gsco.generalist.quantization import (BITSANDBYTES, KEEP_UNQUANTIZED, bitsandbytes_config, check_quantization,
+                                          quantize_torchao_int8)
 from gsco.runtime import file_errors, read_json, reading, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -73,6 +75,18 @@ def check_model_argument(model: str | Path | None) -> Path | None:
     return path
 
 
+def parse_max_memory(text: str) -> dict:
+    """``0=70GiB,1=70GiB,cpu=200GiB`` -> accelerate's ``max_memory`` ({0: "70GiB", ..., "cpu": "200GiB"})."""
+    limits: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        device, sep, size = part.partition("=")
+        if not sep or not size.strip() or not (device.strip().isdigit() or device.strip() in ("cpu", "disk")):
+            raise ValueError(f"max_memory {text!r}: expected DEVICE=SIZE pairs such as 0=70GiB,cpu=200GiB "
+                             f"(DEVICE a GPU index, cpu or disk), got {part!r}")
+        limits[int(device) if device.strip().isdigit() else device.strip()] = size.strip()
+    return limits
+
+
 def check_weight_files(path: Path) -> None:
     """Read every weight file's header (safetensors) or tensor index (a torch ``.bin``, never unpickling code): the
     first that cannot be read is one UnreadableFileError naming it. Cheap: no tensor data is read."""
@@ -104,6 +118,14 @@ def model_identity(model: str | Path | None) -> dict:
             "weights": hashlib.sha256(json.dumps(stat).encode()).hexdigest()}
 
 
+def quantization_identity(cfg) -> dict:
+    """What a run's manifest records of its quantization (answers differ with it): nothing when there is none, so
+    manifests written before the key existed still match."""
+    if cfg.quantization == "none":
+        return {}
+    return {"quantization": f"{cfg.quantization} (kept: {','.join(cfg.keep_unquantized)})"}
+
+
 @dataclass
 class Generalist:
     model: torch.nn.Module
@@ -113,23 +135,36 @@ class Generalist:
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto", dtype: str = "auto",
-             device_map: str | None = None) -> "Generalist":
+             device_map: str | None = None, quantization: str = "none",
+             keep_unquantized: Sequence[str] = KEEP_UNQUANTIZED, max_memory: str | None = None) -> "Generalist":
         """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
-        preset name (``tiny``: random weights) — None means ``tiny``."""
+        preset name (``tiny``: random weights) — None means ``tiny``. ``quantization``: none | int8 | nf4 (CUDA,
+        bitsandbytes) | torchao-int8 (also on a CPU), never of the ``keep_unquantized`` modules. ``max_memory``
+        (with ``device_map``): per-device limits, e.g. ``0=70GiB,cpu=200GiB``; what does not fit is offloaded."""
         from gsco.generalist.registry import import_family
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         path = check_model_argument(model)
+        check_quantization(quantization, dev, preset=path is None)
         if path is None:
-            return cls._from_preset(model or "tiny", dev, torch_dtype)
+            generalist = cls._from_preset(model or "tiny", dev, torch_dtype)
+            if quantization == "torchao-int8":
+                quantize_torchao_int8(generalist.model, keep_unquantized)
+            return generalist
         import_family(read_json(path / "config.json").get("model_type"))  # e.g. meddr's Auto classes
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        logger.info("loading %s (%s, %s)", path, torch_dtype, device_map or dev)
+        logger.info("loading %s (%s, %s%s)", path, torch_dtype, device_map or dev,
+                    "" if quantization == "none" else f", {quantization}")
         kwargs = {"dtype": torch_dtype, "attn_implementation": attention_implementation(dev)}
+        if quantization in BITSANDBYTES:
+            kwargs["quantization_config"] = bitsandbytes_config(quantization, keep_unquantized, torch_dtype)
+            device_map = device_map or {"": dev.index or 0}  # bitsandbytes places the weights as it loads them
         if device_map:
             kwargs["device_map"] = device_map
+            if max_memory:
+                kwargs["max_memory"] = parse_max_memory(max_memory)
         try:
             net = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs).eval()
         except file_errors():
@@ -137,10 +172,19 @@ class Generalist:
             raise
         if not device_map:
             net.to(dev)
+        if quantization == "torchao-int8":
+            quantize_torchao_int8(net, keep_unquantized)
         processor = AutoProcessor.from_pretrained(str(path))
         if getattr(processor, "chat_template", None) is None:
             raise ModelLoadError(f"{path}: the processor has no chat template; a generalist needs one")
         return cls(net, processor, dev if not device_map else net.device, str(path))
+
+    @classmethod
+    def from_config(cls, cfg, device: str | None = None) -> "Generalist":
+        """Load as a config's generalist keys say (model, device, dtype, device_map, quantization, keep_unquantized,
+        max_memory); ``device`` overrides the config's (a data-parallel process's own GPU)."""
+        return cls.load(cfg.model, device or cfg.device, cfg.dtype, cfg.device_map, cfg.quantization,
+                        cfg.keep_unquantized, cfg.max_memory)
 
     @classmethod
     def _from_preset(cls, name: str, device: torch.device, dtype: torch.dtype) -> "Generalist":

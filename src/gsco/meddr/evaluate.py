@@ -27,6 +27,7 @@ from typing import Literal
 
 import yaml
 
+from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
@@ -43,7 +44,7 @@ class MedDrEvalConfig:
     RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
-        "generalist": ("model", "device", "dtype", "device_map"),
+        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty"),
@@ -60,6 +61,9 @@ class MedDrEvalConfig:
     device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
     dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
     device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
+    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
+    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
+    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     # --- data ---
     metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"  # JSONL rows {id, image, question_id, answer, ...}
     image_root: str | None = None  # default: the metafile's folder
@@ -190,7 +194,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
     def ask(todo: list[Item]):
         rank, world = distributed_context()
-        generalist = Generalist.load(cfg.model, process_device(cfg.device, rank, world), cfg.dtype, cfg.device_map)
+        generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
         for chunk in chunks(todo, cfg.eval_batch_size, "answering"):
             batch, images = [], []
             for it in chunk:
@@ -215,11 +219,12 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
 def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
-    from gsco.generalist.model import model_identity
+    from gsco.generalist.model import model_identity, quantization_identity
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})
-    return {"model": model_identity(cfg.model), "metafile": file_fingerprint(repo_file(cfg.metafile)),
+    return {"model": model_identity(cfg.model), **quantization_identity(cfg),
+            "metafile": file_fingerprint(repo_file(cfg.metafile)),
             "task": cfg.task, "image_folders": images[:3] + ([f"... {len(images)} in all"] if len(images) > 3 else []),
             "system": cfg.system, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
             "num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty}

@@ -99,6 +99,23 @@ def build_preset_tokenizer(preset: MedDrPreset):
     return load_tokenizer(preset.tokenizer)
 
 
+def preset_model_config(name: str, preset: MedDrPreset | None = None, tokenizer=None):
+    """The transformers config ``build_from_preset`` builds a preset's model from (special token ids from the
+    preset's tokenizer; a preset without one, such as meddr-40b, keeps its YAML's ids and image token 0)."""
+    preset = preset or load_preset(name)
+    if tokenizer is None and preset.tokenizer is not None:
+        tokenizer = build_preset_tokenizer(preset)
+    if tokenizer is None:
+        return build_config(preset, image_token_id=0)
+    config = build_config(preset, tokenizer.convert_tokens_to_ids(tokenizer.context_image_token),
+                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                          pad_token_id=tokenizer.pad_token_id)
+    if len(tokenizer) > config.text_config.vocab_size:
+        raise ConfigError(f"preset {name}: tokenizer has {len(tokenizer)} tokens, text vocab_size is "
+                          f"{config.text_config.vocab_size}")
+    return config
+
+
 def build_from_preset(name: str, seed: int = 0, dtype: torch.dtype = torch.float32):
     """A randomly initialised MedDr of the preset's size and its processor (for tests, demos, training from
     scratch); ``seed`` makes the weights reproducible."""
@@ -107,12 +124,7 @@ def build_from_preset(name: str, seed: int = 0, dtype: torch.dtype = torch.float
 
     preset = load_preset(name)
     tokenizer = build_preset_tokenizer(preset)
-    config = build_config(preset, tokenizer.convert_tokens_to_ids(tokenizer.context_image_token),
-                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                          pad_token_id=tokenizer.pad_token_id)
-    if len(tokenizer) > config.text_config.vocab_size:
-        raise ConfigError(f"preset {name}: tokenizer has {len(tokenizer)} tokens, text vocab_size is "
-                          f"{config.text_config.vocab_size}")
+    config = preset_model_config(name, preset, tokenizer)
     torch.manual_seed(seed)
     model = MedDrForConditionalGeneration(config).to(dtype).eval()
     set_generation_defaults(model.generation_config, tokenizer)
