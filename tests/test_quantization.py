@@ -92,7 +92,8 @@ def test_a_quantized_run_does_not_resume_an_unquantized_one(tmp_path):
     from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
 
     cfg = load_config(MedDrEvalConfig, REPO / "configs/meddr/eval.yaml",
-                      {"out_dir": str(tmp_path), "device": "cpu", "max_new_tokens": 2, "limit": 2, "meteor": False})
+                      {"out_dir": str(tmp_path), "device": "cpu", "max_new_tokens": 2, "limit": 2, "meteor": False,
+                       "report_tokenize": "none"})
     evaluate(cfg)
     with pytest.raises(ResumeMismatchError, match=r"quantization: null -> torchao-int8 \(kept: vision_tower,"):
         evaluate(dataclasses.replace(cfg, quantization="torchao-int8"))
