@@ -7,7 +7,7 @@
 #   DATA           sample file (JSON list / JSONL of {id, image, conversations}) or InternVL meta file
 #   IMAGE_ROOT     images of a sample file are relative to this
 #   OUT_DIR        checkpoints, final/ (standalone model), adapter/ (LoRA); OUTPUT_DIR, its earlier name, still works
-#   MODE           lora | full
+#   MODE           lora | full | qlora (LoRA on a 4-bit NF4 LLM; CUDA + bitsandbytes)
 #   DEEPSPEED      DeepSpeed config (configs/deepspeed/zero2.json, zero3.json, zero3_offload.json); empty: none
 #   GPUS           GPUs per node (default: all visible; 0 on a machine without GPUs -> single CPU process)
 #   NNODES NODE_RANK MASTER_ADDR MASTER_PORT    multi-node rendezvous (torchrun)

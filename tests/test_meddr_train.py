@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import REPO
 from doc_commands import run_documented
 from gsco.config import load_config
 from gsco.generalist import Generalist
@@ -321,3 +322,18 @@ def test_a_save_that_fails_leaves_no_half_written_model(task, tmp_path, monkeypa
     result = train(dataclasses.replace(cfg, max_steps=2))
     assert (result["final"] / "generation_config.json").is_file() and not (tmp_path / ".final.partial").exists()
     assert Generalist.load(result["final"], device="cpu") is not None
+
+
+@pytest.mark.e2e
+def test_qlora_without_cuda_is_refused_in_one_line(tmp_path):
+    """README's QLoRA command on this CPU: status 2, one line naming what is needed and what works here; nothing is
+    written."""
+    proc = run_documented("MODE=qlora MODEL=/path/to/meddr-hf DATA=my_samples.json bash train.sh",
+                          replace={"/path/to/meddr-hf": "tiny",
+                                   "my_samples.json": str(REPO / "data/examples/meddr/train_sample.json")},
+                          append=[f"out_dir={tmp_path / 'out'}"], env={"GPUS": "0"}, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: mode qlora trains LoRA on a 4-bit NF4 base (bitsandbytes), which needs a CUDA GPU, and none is "
+        "visible here: use mode=lora")
+    assert not (tmp_path / "out").exists()

@@ -49,7 +49,7 @@ class MedDrTrainConfig:
     data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
     out_dir: str = "outputs/meddr-train"  # checkpoint-*/, final/ (standalone model), adapter/ (LoRA)
-    mode: Literal["lora", "full"] = "lora"  # lora: adapters on the LLM (merged into final/); full: the weights
+    mode: Literal["lora", "full", "qlora"] = "lora"  # lora: LLM adapters (into final/); qlora: on a 4-bit LLM; full
     deepspeed: str | None = None  # a DeepSpeed JSON config (configs/deepspeed/zero2.json, ...); null: none
     # --- samples: how each sample is read ---
     max_seq_length: int = 2048  # tokens per sample, the image's included
@@ -133,18 +133,42 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     return base
 
 
-def load_base(path: Path):
-    """(model, processor) from a model directory (under ZeRO-3, partitioned as it loads)."""
+def check_qlora() -> None:
+    """QLoRA needs bitsandbytes' 4-bit layers, which need CUDA: refuse in one line before anything is loaded."""
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise ConfigError("mode qlora trains LoRA on a 4-bit NF4 base (bitsandbytes), which needs a CUDA GPU, and "
+                          "none is visible here: use mode=lora")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("mode qlora needs bitsandbytes: pip install -e '.[quant]'")
+
+
+def load_base(path: Path, cfg: MedDrTrainConfig | None = None):
+    """(model, processor) from a model directory (under ZeRO-3, partitioned as it loads). QLoRA: the LLM's linear
+    layers in 4-bit NF4 (bitsandbytes), the vision tower, projector and LM head in bf16, prepared for k-bit training
+    (peft)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32)
+    if cfg is not None and cfg.mode == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        from gsco.generalist.quantization import KEEP_UNQUANTIZED, bitsandbytes_config
+
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        model = AutoModelForImageTextToText.from_pretrained(
+            str(path), dtype=torch.bfloat16, device_map={"": local},
+            quantization_config=bitsandbytes_config("nf4", KEEP_UNQUANTIZED, torch.bfloat16))
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
+    else:
+        model = AutoModelForImageTextToText.from_pretrained(str(path), dtype=torch.float32)
     return model, AutoProcessor.from_pretrained(str(path))
 
 
 def prepare_trainable(model, cfg: MedDrTrainConfig):
     """Freeze / wrap the model as the config says; returns the model to train."""
     inner = model.model
-    if cfg.mode == "lora":
+    if cfg.mode in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
 
         model.requires_grad_(False)
@@ -214,6 +238,8 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     directory, the global step, the mean training loss and the Trainer's log history."""
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
+    if cfg.mode == "qlora":
+        check_qlora()
     output_folder(cfg.out_dir)
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
@@ -223,7 +249,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
         _ = args.device  # sets up the process group
         if dist.is_initialized():
             dist.barrier()  # the other ranks wait until rank 0 has written a preset's base directory
-    model, processor = load_base(base)
+    model, processor = load_base(base, cfg)
     samples = read_training_data(repo_file(cfg.data), cfg.image_root)
     if not samples:
         raise ConfigError(f"key 'data': {cfg.data} holds no usable sample")
@@ -265,7 +291,7 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
     """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format); each appears only when complete."""
     out = Path(cfg.out_dir)
     model = trainer.model
-    if cfg.mode == "lora":
+    if cfg.mode in ("lora", "qlora"):  # QLoRA's adapter is merged into the 16-bit base, as QLoRA does
         save_complete(trainer, out / "adapter", processor.save_pretrained)
         if trainer.is_world_process_zero():
             from transformers.integrations.deepspeed import unset_hf_deepspeed_config
@@ -289,11 +315,11 @@ def _train_and_print(cfg: MedDrTrainConfig) -> None:
     if int(os.environ.get("RANK", "0")) == 0:
         print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
         print(f"model: {result['final']}")
-        if cfg.mode == "lora":
+        if cfg.mode in ("lora", "qlora"):
             print(f"adapter: {Path(cfg.out_dir) / 'adapter'}")
 
 
-main = command(MedDrTrainConfig, _train_and_print, description="Fine-tune MedDr (LoRA or full).",
+main = command(MedDrTrainConfig, _train_and_print, description="Fine-tune MedDr (LoRA, QLoRA or full).",
                config="configs/meddr/finetune_tiny.yaml", resolve=repo_file)
 
 
