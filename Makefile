@@ -76,6 +76,7 @@ bench: install
 	$(PY) bench/bench_specialist.py
 	$(PY) bench/bench_meddr_generation.py
 	$(PY) bench/bench_convert_memory.py
+	$(PY) bench/bench_quantization.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache
