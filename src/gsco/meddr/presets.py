@@ -31,6 +31,7 @@ class MedDrPreset:
     ps_version: Literal["v1", "v2"] = "v1"
     pad2square: bool = False
     tokenizer: str | None = "byte"
+    image_token_id: int | None = None  # without a tokenizer of its own: the image context token's id (meddr-40b)
 
     def validate(self) -> None:
         from transformers import InternVLVisionConfig, LlamaConfig
@@ -101,12 +102,12 @@ def build_preset_tokenizer(preset: MedDrPreset):
 
 def preset_model_config(name: str, preset: MedDrPreset | None = None, tokenizer=None):
     """The transformers config ``build_from_preset`` builds a preset's model from (special token ids from the
-    preset's tokenizer; a preset without one, such as meddr-40b, keeps its YAML's ids and image token 0)."""
+    preset's tokenizer; a preset without one, such as meddr-40b, keeps its YAML's ids and ``image_token_id``)."""
     preset = preset or load_preset(name)
     if tokenizer is None and preset.tokenizer is not None:
         tokenizer = build_preset_tokenizer(preset)
     if tokenizer is None:
-        return build_config(preset, image_token_id=0)
+        return build_config(preset, image_token_id=preset.image_token_id or 0)
     config = build_config(preset, tokenizer.convert_tokens_to_ids(tokenizer.context_image_token),
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                           pad_token_id=tokenizer.pad_token_id)

@@ -1,0 +1,248 @@
+"""MedDr at real size on one GPU: memory and speed per quantization, a six-arm GSCo case set, a ZeRO-3 LoRA step.
+
+    python bench/gpu/bench_gpu.py                          # on a GPU: the meddr-40b preset (random weights)
+    python bench/gpu/bench_gpu.py preset=tiny zero3=false  # the same code path on a CPU (tests/test_bench_gpu.py)
+
+Random weights change neither speed nor memory, so the model is built from its preset directly on the device, in
+bf16 (fp32 on a CPU), with no checkpoint to read. For each quantization (bf16 = none, bitsandbytes int8 and nf4
+on CUDA, torchao-int8 anywhere; the vision tower, projector and LM head kept) it measures:
+
+- the weights' memory (allocated after building and quantizing) and the peak during the runs below;
+- prefill tokens/s (one forward over ``prompt_tokens`` tokens, the image's included) and decode tokens/s (the
+  remaining time of a ``new_tokens``-token greedy generation) at each batch size;
+- a GSCo case set: ``cases`` images, each asked by six arms whose prompts differ in length as the GSCo templates
+  do (left-padded into one batch per case), ``new_tokens`` each: cases/s. (The shared-prefix path of issue 14 will
+  be measured beside it here once it exists.)
+
+Then, unless ``zero3=false``, one LoRA fine-tuning run of ``zero3_steps`` steps on ``zero3_preset`` (default: the
+``mid`` preset of this folder, ~0.9B parameters) through ``train.sh`` with ``DEEPSPEED=configs/deepspeed/zero3.json``:
+its wall time (start-up included) and exit status.
+Writes ``out/gpu_bench.json`` and ``out/gpu_bench.md`` (a Markdown table) under ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+ARM_SUFFIX_TOKENS = (40, 70, 70, 100, 100, 130)  # generalist, MoED, RAD, MoED+RAD and two evidence variants
+
+
+def build_random(preset: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The preset's model with random weights, built on ``device`` in ``dtype`` (no fp32 copy on the way)."""
+    from gsco.meddr.model import MedDrForConditionalGeneration
+    from gsco.meddr.presets import preset_model_config
+
+    config = preset_model_config(preset)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model = MedDrForConditionalGeneration(config)
+    finally:
+        torch.set_default_dtype(previous)
+    return model.eval()
+
+
+def quantize_bitsandbytes(model: nn.Module, method: str, keep) -> int:
+    """Swap each kept-out ``nn.Linear`` for bitsandbytes' int8 / nf4 layer, quantizing its (random) weights on the
+    GPU; returns how many. For this benchmark only: the product quantizes as a model folder loads."""
+    import bitsandbytes as bnb
+
+    from gsco.generalist.quantization import kept
+
+    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and not kept(n, keep)]
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name)
+        old = getattr(parent, child)
+        device = old.weight.device
+        if method == "int8":
+            new = bnb.nn.Linear8bitLt(old.in_features, old.out_features, old.bias is not None,
+                                      has_fp16_weights=False, threshold=6.0)
+            new.weight = bnb.nn.Int8Params(old.weight.data.cpu(), requires_grad=False, has_fp16_weights=False)
+        else:
+            new = bnb.nn.Linear4bit(old.in_features, old.out_features, old.bias is not None,
+                                    compute_dtype=old.weight.dtype, quant_type="nf4", compress_statistics=True)
+            new.weight = bnb.nn.Params4bit(old.weight.data.cpu(), requires_grad=False, quant_type="nf4",
+                                           compress_statistics=True)
+        if old.bias is not None:
+            new.bias = nn.Parameter(old.bias.data, requires_grad=False)
+        setattr(parent, child, new.to(device))
+        del old
+    return len(names)
+
+
+def image_prompt(model: nn.Module, batch: int, text_tokens: list[int], device: torch.device) -> dict:
+    """Inputs of ``batch`` sequences — eight text tokens (a system prompt), one image's context tokens, the rest of
+    ``text_tokens`` (the question) — left-padded to the longest, and random pixels. Text ids are drawn below the
+    image token's id, so no special token appears by chance."""
+    cfg = model.config
+    image_id, n_image = cfg.image_token_id, cfg.image_seq_length
+    gen = torch.Generator().manual_seed(0)
+    rows = []
+    for t in text_tokens:
+        text = torch.randint(1, image_id, (t,), generator=gen)
+        rows.append(torch.cat([text[:8], torch.full((n_image,), image_id), text[8:]]))
+    longest = max(len(r) for r in rows)
+    ids = torch.zeros(batch, longest, dtype=torch.long)
+    mask = torch.zeros(batch, longest, dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, longest - len(row):], mask[i, longest - len(row):] = row, 1
+    size = cfg.vision_config.image_size
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
+    pixels = torch.randn(batch, 3, size, size, generator=gen).to(device, dtype)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "pixel_values": pixels}
+
+
+def timed(fn, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t
+
+
+@torch.no_grad()
+def speed(model: nn.Module, device: torch.device, batch: int, prompt_tokens: int, new_tokens: int) -> dict:
+    n_text = max(1, prompt_tokens - model.config.image_seq_length)
+    inputs = image_prompt(model, batch, [n_text] * batch, device)
+    prefill_s = timed(lambda: model(**inputs), device)
+    generate_s = timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                              do_sample=False, pad_token_id=0), device)
+    decode_s = max(generate_s - prefill_s, 1e-9)
+    return {"batch": batch, "prefill_tokens_per_s": batch * inputs["input_ids"].shape[1] / prefill_s,
+            "decode_tokens_per_s": batch * new_tokens / decode_s, "generate_s": generate_s}
+
+
+@torch.no_grad()
+def gsco_cases(model: nn.Module, device: torch.device, cases: int, new_tokens: int) -> dict:
+    """Six arms per case, one batch per case (today's path: each arm computes the image and prefix again)."""
+    seconds = 0.0
+    for _ in range(cases):
+        inputs = image_prompt(model, len(ARM_SUFFIX_TOKENS), list(ARM_SUFFIX_TOKENS), device)
+        inputs["pixel_values"] = inputs["pixel_values"][:1].expand_as(inputs["pixel_values"]).contiguous()
+        seconds += timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
+                                                do_sample=False, pad_token_id=0), device)
+    return {"cases": cases, "arms": len(ARM_SUFFIX_TOKENS), "cases_per_s": cases / seconds, "share_prefix": False}
+
+
+def one_quantization(args, method: str, device: torch.device) -> dict:
+    from gsco.generalist.quantization import KEEP_UNQUANTIZED, quantize_torchao_int8, weight_bytes
+
+    if method in ("int8", "nf4") and device.type != "cuda":
+        return {"quantization": method, "skipped": "bitsandbytes needs CUDA"}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    t = time.perf_counter()
+    model = build_random(args.preset, device, dtype)
+    if method == "torchao-int8":
+        quantize_torchao_int8(model, KEEP_UNQUANTIZED)
+    elif method in ("int8", "nf4"):
+        quantize_bitsandbytes(model, method, KEEP_UNQUANTIZED)
+    row = {"quantization": method, "dtype": str(dtype).removeprefix("torch."), "build_s": time.perf_counter() - t,
+           "weight_bytes_counted": weight_bytes(model)}
+    if device.type == "cuda":
+        row["weights_allocated_bytes"] = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    row["speed"] = [speed(model, device, b, args.prompt_tokens, args.new_tokens) for b in args.batch_sizes]
+    row["gsco"] = gsco_cases(model, device, args.cases, args.new_tokens)
+    if device.type == "cuda":
+        row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    del model
+    return row
+
+
+def zero3_step(args) -> dict:
+    """``train.sh`` with ZeRO-3 LoRA on the mid preset: the run's wall time per step and its exit status."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_meddr_train import quadrant_task  # the generated task the fine-tuning tests learn
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "train.json").write_text(json.dumps(quadrant_task(root, 16, 1)))
+        env = {**os.environ, "PYTHON": sys.executable, "MODEL": args.zero3_preset, "DATA": str(root / "train.json"),
+               "OUT_DIR": str(root / "out"), "DEEPSPEED": "configs/deepspeed/zero3.json", "MODE": "lora"}
+        t = time.perf_counter()
+        proc = subprocess.run(["bash", "train.sh", f"max_steps={args.zero3_steps}", "save_steps=1000",
+                               "per_device_train_batch_size=4", "gradient_checkpointing=true"],
+                              cwd=REPO, env=env, capture_output=True, text=True)
+        return {"preset": args.zero3_preset, "steps": args.zero3_steps, "returncode": proc.returncode,
+                "seconds": time.perf_counter() - t, "stderr_tail": proc.stderr[-1500:]}
+
+
+def markdown(result: dict) -> str:
+    gib = 1024 ** 3
+    lines = [f"GPU benchmark: preset {result['preset']} on {result['device_name']} ({result['date']})", "",
+             "| quantization | weights (GiB) | peak (GiB) | batch | prefill tok/s | decode tok/s | GSCo cases/s (6 arms) |",
+             "|---|---|---|---|---|---|---|"]
+    for row in result["quantizations"]:
+        if "skipped" in row:
+            lines.append(f"| {row['quantization']} | skipped: {row['skipped']} | | | | | |")
+            continue
+        weights = row.get("weights_allocated_bytes", row["weight_bytes_counted"]) / gib
+        peak = f"{row['peak_allocated_bytes'] / gib:.2f}" if "peak_allocated_bytes" in row else "n/a"
+        for s in row["speed"]:
+            lines.append(f"| {row['quantization']} | {weights:.2f} | {peak} | {s['batch']} | "
+                         f"{s['prefill_tokens_per_s']:.0f} | {s['decode_tokens_per_s']:.1f} | "
+                         f"{row['gsco']['cases_per_s']:.3f} |")
+    if result.get("zero3"):
+        z = result["zero3"]
+        lines += ["", f"ZeRO-3 LoRA through train.sh, preset {Path(z['preset']).stem}: {z['steps']} steps in "
+                      f"{z['seconds']:.1f} s, start-up included (exit {z['returncode']})"]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    values = {"preset": "meddr-40b", "quantization": "none,int8,nf4", "batch_sizes": "1,8", "prompt_tokens": "1024",
+              "new_tokens": "32", "cases": "4", "zero3": "true", "zero3_steps": "3", "zero3_preset": str(HERE / "mid.yaml"),
+              "out_dir": str(HERE / "out")}
+    for arg in argv if argv is not None else sys.argv[1:]:
+        key, sep, value = arg.partition("=")
+        if not sep or key not in values:
+            raise SystemExit(f"error: {arg!r}: expected key=value with key one of {', '.join(values)}")
+        values[key] = value
+    return argparse.Namespace(
+        preset=values["preset"], quantization=values["quantization"].split(","),
+        batch_sizes=[int(b) for b in values["batch_sizes"].split(",")], prompt_tokens=int(values["prompt_tokens"]),
+        new_tokens=int(values["new_tokens"]), cases=int(values["cases"]), zero3=values["zero3"] == "true",
+        zero3_steps=int(values["zero3_steps"]), zero3_preset=values["zero3_preset"], out_dir=Path(values["out_dir"]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    result = {"preset": args.preset, "device": str(device), "date": time.strftime("%Y-%m-%d"),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU",
+              "torch": torch.__version__, "prompt_tokens": args.prompt_tokens, "new_tokens": args.new_tokens,
+              "quantizations": []}
+    for method in args.quantization:
+        result["quantizations"].append(one_quantization(args, method, device))
+        print(json.dumps(result["quantizations"][-1]), file=sys.stderr, flush=True)
+    if args.zero3:
+        result["zero3"] = zero3_step(args)
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "gpu_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.out_dir / "gpu_bench.md").write_text(markdown(result))
+    print(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
