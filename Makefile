@@ -73,6 +73,7 @@ test-fast: install
 
 bench: install
 	$(PY) bench/bench_retrieval.py
+	$(PY) bench/bench_retrieval_scale.py
 	$(PY) bench/bench_specialist.py
 	$(PY) bench/bench_meddr_generation.py
 	$(PY) bench/bench_convert_memory.py

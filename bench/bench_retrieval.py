@@ -1,4 +1,4 @@
-"""Retrieval speed: GSCo's RetrievalIndex vs scikit-learn's NearestNeighbors(metric="cosine") brute force.
+"""Retrieval speed: GSCo's RetrievalIndex (torch and faiss backends) vs scikit-learn's NearestNeighbors brute force.
 
     python bench/bench_retrieval.py [--quick] [--out bench/out/retrieval.json]
 
@@ -46,16 +46,23 @@ def run_case(name: str, n: int, q: int, d: int, top: int, repeats: int) -> dict:
     def sklearn():
         return NearestNeighbors(n_neighbors=top, metric="cosine", algorithm="brute").fit(train).kneighbors(queries)
 
+    def faiss():
+        return RetrievalIndex(train, np.zeros(n), backend="faiss").search(queries, top)
+
     t_ours, (d1, i1) = best_of(ours, repeats)
     t_sk, (d2, i2) = best_of(sklearn, repeats)
+    t_faiss, (d3, i3) = best_of(faiss, repeats)
     row = {
         "case": name, "train": n, "queries": q, "dim": d, "top_n": top,
         "ours_s": round(t_ours, 4), "sklearn_s": round(t_sk, 4), "speedup": round(t_sk / t_ours, 2),
         "identical_ids": bool(np.array_equal(i1, i2)),
         "same_ids_ties_aside": neighbours_agree(d2, i2, i1), "max_dist_diff": float(np.abs(d1 - d2).max()),
+        "faiss_s": round(t_faiss, 4), "faiss_same_ids_ties_aside": neighbours_agree(d2, i2, i3),
+        "faiss_max_dist_diff": float(np.abs(d3 - d2).max()),
     }
     print(f"{name:28s} {n:>6d} x {q:>5d} x {d:>7d}: ours {t_ours:7.3f} s  sklearn {t_sk:7.3f} s  "
-          f"ratio {row['speedup']:6.1f}x  same top-{top} ids (ties aside): {row['same_ids_ties_aside']}")
+          f"ratio {row['speedup']:6.1f}x  same top-{top} ids (ties aside): {row['same_ids_ties_aside']}  "
+          f"faiss {t_faiss:7.3f} s, same ids: {row['faiss_same_ids_ties_aside']}")
     return row
 
 

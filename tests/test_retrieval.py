@@ -98,3 +98,42 @@ def test_euclidean_index_equals_sklearns_default_nearest_neighbours(dim):
     assert not np.array_equal(ours[1], _sklearn(train, queries, 11)[1])  # cosine would pick other neighbours
     with pytest.raises(ValueError, match="metric 'manhattan'"):
         RetrievalIndex(train, np.arange(400), metric="manhattan")
+
+
+# ------------------------------------------------------------------------------------------- the faiss backend
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_faiss_backend_and_memory_mapped_blocks_equal_sklearn(metric, tmp_path):
+    from gsco.specialists.retrieval import exact_search
+
+    rng = np.random.default_rng(7)
+    train = rng.normal(size=(3000, 96)).astype(np.float32)
+    queries = rng.normal(size=(50, 96)).astype(np.float32)
+    theirs = NearestNeighbors(n_neighbors=10, metric=metric, algorithm="brute").fit(train).kneighbors(queries)
+    _assert_same_neighbours(RetrievalIndex(train, np.arange(3000), metric=metric, backend="faiss").search(queries, 10),
+                            theirs)
+    np.save(tmp_path / "train.npy", train)
+    mapped = np.load(tmp_path / "train.npy", mmap_mode="r")  # read 700 rows at a time, never whole
+    _assert_same_neighbours(exact_search(mapped, queries, 10, metric, block_rows=700), theirs)
+
+
+def test_faiss_leave_one_out_and_ties_keep_the_earlier_row():
+    from gsco.specialists.retrieval import exact_search
+
+    train = np.array([[1, 0], [1, 0], [0, 1], [1, 0.1]], dtype=np.float32)  # rows 0 and 1 tie exactly
+    dist, idx = exact_search(train, train[:1], 3, "cosine", block_rows=1)  # the tie spans two blocks
+    assert idx.tolist() == [[0, 1, 3]] and dist[0, 0] == dist[0, 1] == 0
+    index = RetrievalIndex(train, np.arange(4), backend="faiss")
+    torch_index = RetrievalIndex(train, np.arange(4))
+    (d1, i1), (d2, i2) = index.search_leave_one_out(train, 2), torch_index.search_leave_one_out(train, 2)
+    assert not (i1 == np.arange(4)[:, None]).any() and neighbours_agree(d2, i2, i1)  # rows 0 and 1 tie for row 3
+
+
+def test_an_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
+    import importlib.util
+
+    with pytest.raises(ValueError, match="retrieval_backend 'annoy': expected one of torch, faiss"):
+        RetrievalIndex(np.zeros((2, 2)), np.arange(2), backend="annoy")
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
+    with pytest.raises(ValueError, match="retrieval_backend=faiss needs faiss: pip install faiss-cpu"):
+        RetrievalIndex(np.zeros((2, 2)), np.arange(2), backend="faiss")

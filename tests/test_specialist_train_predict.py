@@ -136,6 +136,11 @@ def test_predict_neighbours_equal_sklearn_on_the_same_features(toy_data, tmp_pat
     dist, idx = nn.kneighbors(test_f["flatten"].numpy())
     assert np.allclose(np.array(res["all_search_sims"]), dist, atol=1e-5)
     assert np.array_equal(np.array(res["all_search_train_ids"]), idx)
+    import dataclasses
+
+    with_faiss = predict_specialist(dataclasses.replace(cfg, retrieval_backend="faiss"))["results"]  # the same
+    assert np.allclose(np.array(with_faiss["all_search_sims"]), dist, atol=1e-5)
+    assert np.array_equal(np.array(with_faiss["all_search_train_ids"]), idx)
 
 
 def test_multilabel_and_knn_paths(toy_data, tmp_path):

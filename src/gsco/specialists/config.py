@@ -57,6 +57,7 @@ class SpecialistConfig:
     retrieval_features: Literal["flatten", "pooled"] = "flatten"  # flatten: forward_features flattened (reference)
     # kNN procedure: how neighbours are found (MedMNIST+: sklearn NearestNeighbors, Euclidean on pre-logits)
     knn_metric: Literal["euclidean", "cosine"] = "euclidean"
+    retrieval_backend: Literal["torch", "faiss"] = "torch"  # exact search either way; faiss: its kernels (faiss-cpu)
     save_index: bool = True  # write the retrieval index ({run}_index.safetensors)
     checkpoint: str | None = None  # predict: the checkpoint to evaluate (null: {output_path}/{run}_best.pth)
     # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;

@@ -91,14 +91,17 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     else:
         test_labels, logits, test_feats = extract_features(run, split, kinds, with_logits=not knn)
 
-    index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels).to(run.device)
+    index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels, backend=cfg.retrieval_backend)
+    index = index.to(run.device) if cfg.retrieval_backend == "torch" else index
     top_n = min(cfg.search_top_n, len(index) - on_train)
     if on_train:
         dists, ids = index.search_leave_one_out(test_feats[cfg.retrieval_features], top_n)
     else:
         dists, ids = index.search(test_feats[cfg.retrieval_features], top_n)
     if knn:
-        knn_index = RetrievalIndex(train_feats["pooled"], train_labels, metric=cfg.knn_metric).to(run.device)
+        knn_index = RetrievalIndex(train_feats["pooled"], train_labels, metric=cfg.knn_metric,
+                                   backend=cfg.retrieval_backend)
+        knn_index = knn_index.to(run.device) if cfg.retrieval_backend == "torch" else knn_index
         prob = knn_scores(knn_index, test_feats["pooled"], min(cfg.k, len(knn_index) - on_train), info.num_classes,
                           info.multi_label, leave_one_out=on_train)
         y_logits = prob  # kNN has no logits: the vote fractions stand in for them

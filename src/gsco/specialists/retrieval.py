@@ -4,7 +4,9 @@ procedure's support set (Euclidean, as MedMNIST+).
 Returns the same neighbours as scikit-learn's ``NearestNeighbors`` brute force (ties aside) with the same distances
 — ``cosine``: 1 - cosine similarity, clipped to [0, 2]; ``euclidean``: the L2 distance — but as batched matrix
 products: queries are processed in chunks so memory stays bounded even for 150k-dimensional features, and it runs on
-a GPU when the index is moved there. Saved as safetensors (features, train labels) plus nothing else — no pickles.
+a GPU when the index is moved there. ``backend="faiss"`` searches with faiss's exact kernels instead;
+:func:`exact_search` does so over a memory-mapped feature array a block at a time (MIMIC-CXR scale). Saved as
+safetensors (features, train labels) plus nothing else — no pickles.
 """
 
 from __future__ import annotations
@@ -23,6 +25,52 @@ def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 
 
 METRICS = ("cosine", "euclidean")
+BACKENDS = ("torch", "faiss")
+
+
+def check_backend(backend: str) -> None:
+    if backend not in BACKENDS:
+        raise ValueError(f"retrieval_backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    if backend == "faiss":
+        import importlib.util
+
+        if importlib.util.find_spec("faiss") is None:
+            raise ValueError("retrieval_backend=faiss needs faiss: pip install faiss-cpu (or faiss-gpu on CUDA), or "
+                             "give retrieval_backend=torch")
+
+
+def _merge_top(best: tuple[np.ndarray, np.ndarray] | None, dist: np.ndarray, idx: np.ndarray,
+               top_n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top_n`` smallest distances of the running best and one block's, with their ids (stable: on a tie the
+    earlier row wins, as one brute-force pass over all rows would)."""
+    if best is not None:
+        dist, idx = np.concatenate([best[0], dist], 1), np.concatenate([best[1], idx], 1)
+    order = np.lexsort((idx, dist), axis=1)[:, :top_n] if dist.shape[1] > top_n else np.lexsort((idx, dist), axis=1)
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+def exact_search(rows: np.ndarray, queries: np.ndarray, top_n: int, metric: str = "cosine",
+                 normalized: bool = False, block_rows: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search with faiss over ``rows`` read ``block_rows`` at a time — a memory-mapped array (``np.load(...,
+    mmap_mode="r")``) never has to fit in memory; each block's top ``top_n`` is merged into the running best.
+    Distances as :class:`RetrievalIndex` gives them (1 - cos, or L2); faiss uses every CPU thread (and its GPU
+    index when faiss-gpu is installed)."""
+    import faiss
+
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+    faiss_metric = faiss.METRIC_INNER_PRODUCT if metric == "cosine" else faiss.METRIC_L2
+    best = None
+    for start in range(0, len(rows), block_rows):
+        block = np.ascontiguousarray(rows[start:start + block_rows], dtype=np.float32)
+        if metric == "cosine" and not normalized:
+            block = block / np.maximum(np.linalg.norm(block, axis=1, keepdims=True), 1e-12)
+        k = min(top_n, len(block))
+        score, idx = faiss.knn(q, block, k, faiss_metric)
+        dist = np.clip(1.0 - score, 0.0, 2.0) if metric == "cosine" else np.sqrt(np.maximum(score, 0.0))
+        best = _merge_top(best, dist.astype(np.float32), idx.astype(np.int64) + start, top_n)
+    return best
 
 
 class RetrievalIndex:
@@ -30,9 +78,11 @@ class RetrievalIndex:
     features are stored L2-normalised (``normalized``: they already are, e.g. loaded from a saved index)."""
 
     def __init__(self, features: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray, metric: str = "cosine",
-                 normalized: bool = False):
+                 normalized: bool = False, backend: str = "torch"):
         if metric not in METRICS:
             raise ValueError(f"metric {metric!r}: expected one of {METRICS}")
+        check_backend(backend)
+        self.backend = backend
         features = torch.as_tensor(features, dtype=torch.float32)
         labels = torch.as_tensor(labels)
         if features.ndim != 2:
@@ -64,6 +114,8 @@ class RetrievalIndex:
         q = torch.as_tensor(queries, dtype=torch.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must be (Q, {self.dim}), got {tuple(q.shape)}")
+        if self.backend == "faiss":
+            return exact_search(self.features.cpu().numpy(), q.numpy(), top_n, self.metric, normalized=True)
         if chunk_size is None:
             # Bound the (chunk x N) similarity block to ~64M floats (256 MB).
             chunk_size = max(1, min(len(q), (64 * 2**20) // max(1, len(self))))

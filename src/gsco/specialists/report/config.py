@@ -25,7 +25,7 @@ class ReportConfig:
             "seed", "precision", "drop_last", "save_every_steps", "scorer_weights", "resume"),
         "generation": ("eval_batch_size", "num_beams", "min_new_tokens", "max_new_tokens", "repetition_penalty",
             "length_penalty"),
-        "evaluation": ("checkpoint", "split", "out_dir", "overwrite", "search_top_n"),
+        "evaluation": ("checkpoint", "split", "out_dir", "overwrite", "search_top_n", "retrieval_backend"),
         "scoring": ("report_tokenize", "truncate_references", "meteor"),
     }
     # --- where ---
@@ -82,6 +82,7 @@ class ReportConfig:
     out_dir: str | None = None  # null: run_dir
     overwrite: bool = False  # write the reports over (a re-run with another checkpoint or input is refused otherwise)
     search_top_n: int = 10  # evaluation also retrieves this many similar training studies per study (RAD); 0: no
+    retrieval_backend: Literal["torch", "faiss"] = "torch"  # exact search either way; faiss: its kernels (faiss-cpu)
     # --- scoring ---
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned reports as they are (R2GenGPT)
     # R2GenGPT scores against references cut to max_length tokens (its validation/test decode the tokenized

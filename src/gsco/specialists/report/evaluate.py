@@ -88,7 +88,8 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
                               cfg.dataset)
     train_ids, train_feats = study_features(model, study_loader(train, cfg.eval_batch_size, cfg.num_workers), device,
                                             "training features")
-    index = RetrievalIndex(train_feats, torch.arange(len(train_ids))).to(device)
+    index = RetrievalIndex(train_feats, torch.arange(len(train_ids)), backend=cfg.retrieval_backend)
+    index = index.to(device) if cfg.retrieval_backend == "torch" else index
     if cfg.split == "train":
         ids, feats = train_ids, train_feats
         top_n = min(cfg.search_top_n, len(index) - 1)
