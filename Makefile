@@ -78,6 +78,7 @@ bench: install
 	$(PY) bench/bench_meddr_generation.py
 	$(PY) bench/bench_convert_memory.py
 	$(PY) bench/bench_quantization.py
+	$(PY) bench/bench_prefix_sharing.py
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

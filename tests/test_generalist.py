@@ -27,6 +27,32 @@ def test_batch_of_eight_equals_one_at_a_time(tiny):
     assert len(set(batched)) > 1  # the answers depend on the input
 
 
+def test_arms_sharing_an_image_and_prefix_answer_as_the_plain_path(tiny):
+    """share_prefix (GSCo arms: several questions about one image): the image and the common prompt prefix are
+    computed once per distinct image, and the greedy answers are those of the plain path, item for item."""
+    rng = np.random.default_rng(1)
+    images = [Image.fromarray(rng.integers(0, 255, (96, 96, 3), dtype=np.uint8)) for _ in range(2)]
+    intro = "You are given a breast ultrasound image. The possible diagnoses are: 'malignant', 'normal or benign'. "
+    arms = ["", "The diagnoses of the specialist models are malignant. ",
+            "The diagnoses of the most similar cases are normal or benign,malignant,malignant. ", "Answer briefly. "]
+    pairs = [(images[i % 2], intro + arm + "Which one?") for arm in arms for i in range(2)]  # images interleaved
+    plain = tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8, share_prefix=False)
+    seen = []  # images through the vision tower
+    hook = tiny.model.model.vision_tower.register_forward_hook(
+        lambda m, args, kwargs, out: seen.append(len(args[0] if args else kwargs["pixel_values"])), with_kwargs=True)
+    try:
+        shared = tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8, share_prefix=True,
+                             min_new_tokens=10)  # generate keywords pass through
+        tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8, share_prefix=False)
+    finally:
+        hook.remove()
+    assert seen == [2, 8]  # shared: each distinct image once; plain: once per question
+    assert [a for a in shared] == [a for a in tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8,
+                                                            share_prefix=False, min_new_tokens=10)]
+    assert tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8) == plain  # on by default
+    assert len(set(plain)) > 1
+
+
 @pytest.mark.e2e
 def test_text_only_and_mixed_batches(tiny):
     image = Image.open(shared_path("data", "cxr", "00000001_000.png"))

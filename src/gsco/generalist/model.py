@@ -7,6 +7,7 @@ Generation is batched with left padding; greedy answers do not depend on the bat
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import sys
@@ -28,6 +29,9 @@ from gsco.runtime import file_errors, read_json, reading, resolve_device
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# families whose image tokens sit in the prompt with plain 1-D positions, so a cached prefix continues exactly
+# (not e.g. Qwen2-VL, whose multimodal RoPE positions depend on the image grid): the others take the plain path
+PREFIX_SHARING_FAMILIES = ("meddr", "internvl")
 
 
 class ModelLoadError(ValueError):
@@ -203,9 +207,11 @@ class Generalist:
     @torch.no_grad()
     def answer(self, images: Sequence[Image.Image | str | Path | None], questions: Sequence[str],
                max_new_tokens: int = 512, num_beams: int = 1, batch_size: int = 8, system: str | None = None,
-               progress: bool = False, **generate_kwargs) -> list[str]:
+               progress: bool = False, share_prefix: bool = True, **generate_kwargs) -> list[str]:
         """One answer per (image, question); an image may be None for a text-only question. Extra keyword
-        arguments go to ``model.generate`` (e.g. ``repetition_penalty``)."""
+        arguments go to ``model.generate`` (e.g. ``repetition_penalty``). ``share_prefix``: within a batch, questions
+        about the same image (a GSCo case's arms) compute the image and their common prompt prefix once and reuse its
+        key/value cache (greedy decoding; the answers are those of the plain path)."""
         if len(images) != len(questions):
             raise ValueError(f"{len(images)} images but {len(questions)} questions")
         answers: list[str] = []
@@ -214,13 +220,24 @@ class Generalist:
             batch_images = images[start:start + batch_size]
             batch_questions = questions[start:start + batch_size]
             answers.extend(self._answer_batch(batch_images, batch_questions, max_new_tokens, num_beams, system,
-                                              generate_kwargs))
+                                              generate_kwargs, share_prefix))
         return answers
 
-    def _answer_batch(self, images, questions, max_new_tokens, num_beams, system, generate_kwargs) -> list[str]:
-        loaded = [None if im is None else (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
-                  for im in images]
+    def _answer_batch(self, images, questions, max_new_tokens, num_beams, system, generate_kwargs,
+                      share_prefix: bool = False) -> list[str]:
+        keys = [None if im is None else (id(im) if isinstance(im, Image.Image) else str(im)) for im in images]
+        opened: dict = {}
+        loaded = []
+        for key, im in zip(keys, images):
+            if key is not None and key not in opened:
+                opened[key] = (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
+            loaded.append(None if key is None else opened[key])
         texts = [self.prompt(q, im is not None, system) for q, im in zip(questions, loaded)]
+        if share_prefix and num_beams == 1 and None not in keys and len(opened) < len(keys) and \
+                getattr(self.model.config, "model_type", None) in PREFIX_SHARING_FAMILIES:
+            shared = self._answer_sharing_prefix(keys, opened, texts, max_new_tokens, generate_kwargs)
+            if shared is not None:
+                return shared
         present = [im for im in loaded if im is not None]
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"
@@ -232,3 +249,40 @@ class Generalist:
                                   **generate_kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
+
+    def _answer_sharing_prefix(self, keys: list, opened: dict, texts: list[str], max_new_tokens: int,
+                               generate_kwargs: dict) -> list[str] | None:
+        """Greedy answers that compute each distinct image, with the prompt prefix all items share, once: one
+        forward over the prefix per distinct image, its key/value cache selected for every item, then one batched
+        ``generate`` over the items' own suffixes (padding between prefix and suffix is masked out, so positions run
+        on as in each item's own prompt). None when the shared prefix does not hold every image token."""
+        tokenizer = self.processor.tokenizer
+        order = list(opened)
+        encoded = [self.processor(text=[t], images=[opened[k]], return_tensors="pt") for t, k in zip(texts, keys)]
+        ids = [e["input_ids"][0] for e in encoded]
+        image_id = getattr(self.model.config, "image_token_id", None)
+        shortest = min(len(i) for i in ids)
+        prefix = 0
+        while prefix < shortest - 1 and all(i[prefix] == ids[0][prefix] for i in ids):
+            prefix += 1
+        if image_id is None or (ids[0][prefix:] == image_id).any() or not (ids[0][:prefix] == image_id).any():
+            return None  # the image is not (wholly) inside the shared prefix
+        pixels = torch.cat([encoded[keys.index(k)]["pixel_values"] for k in order]).to(self.device, self.model.dtype)
+        prompt = ids[0][:prefix].expand(len(order), prefix).to(self.device)
+        out = self.model(input_ids=prompt, pixel_values=pixels, use_cache=True)
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache.batch_select_indices(torch.tensor([order.index(k) for k in keys], device=self.device))
+        width = max(len(i) for i in ids) - prefix
+        full = torch.full((len(ids), prefix + width), tokenizer.pad_token_id, dtype=torch.long)
+        mask = torch.zeros_like(full)
+        for row, i in enumerate(ids):
+            suffix = i[prefix:]
+            full[row, :prefix], full[row, prefix + width - len(suffix):] = i[:prefix], suffix
+            mask[row, :prefix], mask[row, prefix + width - len(suffix):] = 1, 1
+        # transformers >= 5.2x calls it ``cache`` (``past_key_values`` before, still read with a warning)
+        cache_key = ("cache" if "cache" in inspect.signature(self.model.prepare_inputs_for_generation).parameters
+                     else "past_key_values")
+        generated = self.model.generate(input_ids=full.to(self.device), attention_mask=mask.to(self.device),
+                                        max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
+                                        **{cache_key: cache}, **generate_kwargs)
+        return [t.strip() for t in tokenizer.batch_decode(generated[:, full.shape[1]:], skip_special_tokens=True)]
