@@ -53,6 +53,13 @@ def test_arms_sharing_an_image_and_prefix_answer_as_the_plain_path(tiny):
     assert len(set(plain)) > 1
 
 
+def test_suffixes_split_into_two_length_groups_only_when_that_saves_a_quarter_of_the_padding():
+    from gsco.generalist.model import suffix_groups
+
+    assert suffix_groups([53, 148, 226, 321, 171, 175]) == [[0, 1, 4, 5], [2, 3]]  # the bench's six arms: 1342 < 1926
+    assert suffix_groups([10, 11, 12]) == [[0, 1, 2]] and suffix_groups([7]) == [[0]]
+
+
 @pytest.mark.e2e
 def test_text_only_and_mixed_batches(tiny):
     image = Image.open(shared_path("data", "cxr", "00000001_000.png"))

@@ -126,6 +126,7 @@ def test_faiss_leave_one_out_and_ties_keep_the_earlier_row():
     torch_index = RetrievalIndex(train, np.arange(4))
     (d1, i1), (d2, i2) = index.search_leave_one_out(train, 2), torch_index.search_leave_one_out(train, 2)
     assert not (i1 == np.arange(4)[:, None]).any() and neighbours_agree(d2, i2, i1)  # rows 0 and 1 tie for row 3
+    assert np.allclose(d1, d2, atol=1e-6)
 
 
 def test_an_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
