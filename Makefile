@@ -79,6 +79,7 @@ bench: install
 	$(PY) bench/bench_convert_memory.py
 	$(PY) bench/bench_quantization.py
 	$(PY) bench/bench_prefix_sharing.py
+	$(PY) bench/bench_prefix_sharing.py --tokenizer byte
 
 clean:
 	rm -rf $(DEMO_OUT) .pytest_cache

@@ -22,7 +22,9 @@ def test_the_gpu_benchmark_runs_on_a_cpu_with_the_tiny_preset(tmp_path):
     for method in ("none", "torchao-int8"):
         assert [s["batch"] for s in rows[method]["speed"]] == [1, 2]
         assert all(s["prefill_tokens_per_s"] > 0 and s["decode_tokens_per_s"] > 0 for s in rows[method]["speed"])
-        assert rows[method]["gsco"]["arms"] == 6 and rows[method]["gsco"]["cases_per_s"] > 0
+        gsco = rows[method]["gsco"]
+        assert gsco["arms"] == 6 and gsco["cases_per_s"] > 0 and gsco["shared_cases_per_s"] > 0
+        assert gsco["identical_predictions"]  # the shared prefix changes no answer (fp32 on a CPU)
     assert rows["torchao-int8"]["weight_bytes_counted"] < rows["none"]["weight_bytes_counted"]
     table = (tmp_path / "gpu_bench.md").read_text()
     assert table.count("| none |") == 2 and "| nf4 | skipped: bitsandbytes needs CUDA |" in table

@@ -3,6 +3,7 @@
 import sys
 
 import numpy as np
+import torch
 
 import pytest
 from PIL import Image
@@ -51,6 +52,26 @@ def test_arms_sharing_an_image_and_prefix_answer_as_the_plain_path(tiny):
                                                             share_prefix=False, min_new_tokens=10)]
     assert tiny.answer(*zip(*pairs), max_new_tokens=10, batch_size=8) == plain  # on by default
     assert len(set(plain)) > 1
+
+
+def test_suffix_groups_prefilled_apart_and_merged_answer_as_the_plain_path(tiny, monkeypatch):
+    """However the suffixes are grouped (each group prefilled at its own width, the caches merged for one decode
+    loop), the answers are the plain path's; one generate call either way."""
+    from gsco.generalist import model
+
+    rng = np.random.default_rng(2)
+    image = Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
+    words = ["malignant", "benign", "tumor", "normal", "effusion", "nodule"]
+    questions = [f"Intro shared by all. {' '.join(words[:i + 1]) * (i + 1)}? Which one?" for i in range(6)]
+    plain = tiny.answer([image] * 6, questions, max_new_tokens=8, share_prefix=False)
+    assert len(set(plain)) > 1
+    calls = []
+    generate = tiny.model.generate
+    monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: (calls.append(1), generate(*a, **k))[1])
+    for groups in ([[0, 1, 2, 3, 4, 5]], [[0, 1, 2], [3, 4, 5]], [[5], [0, 1, 2, 3, 4]], [[4, 0], [1, 2, 3, 5]]):
+        monkeypatch.setattr(model, "suffix_groups", lambda lengths, g=groups: g)
+        assert tiny.answer([image] * 6, questions, max_new_tokens=8) == plain, groups
+    assert len(calls) == 4
 
 
 def test_suffixes_split_into_two_length_groups_only_when_that_saves_a_quarter_of_the_padding():
@@ -116,3 +137,26 @@ def test_demo_errors_are_one_clear_line(args, message, capsys, monkeypatch):
     spec.loader.exec_module(demo)
     assert demo.main(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_arms_of_one_image_process_it_once_and_tokenize_as_the_processor(tiny, monkeypatch):
+    """The shared path runs the processor once per distinct image and only tokenizes the other prompts, splicing in
+    the first prompt's image span: the ids equal the processor's for every prompt; where the processor names no
+    image span tokens, every prompt goes through the processor (same ids)."""
+    rng = np.random.default_rng(4)
+    images = {k: Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)) for k in ("a", "b")}
+    keys = ["a", "b", "a", "a", "b"]
+    texts = [tiny.prompt(f"Question {i}:{' why' * i}?", True) for i in range(5)]
+    expected = [tiny.processor(text=[t], images=[images[k]], return_tensors="pt")["input_ids"][0]
+                for t, k in zip(texts, keys)]
+    calls = []
+    processor_type = type(tiny.processor)
+    call = processor_type.__call__
+    monkeypatch.setattr(processor_type, "__call__", lambda self, *a, **k: (calls.append(1), call(self, *a, **k))[1])
+    ids, pixels = tiny._encode_images_once(texts, keys, images)
+    assert len(calls) == 2 and set(pixels) == {"a", "b"}
+    assert all(torch.equal(i, e) for i, e in zip(ids, expected))
+    monkeypatch.setattr(tiny.processor, "start_image_token_id", None, raising=False)
+    calls.clear()
+    ids, _ = tiny._encode_images_once(texts, keys, images)
+    assert len(calls) == 2 + 5 and all(torch.equal(i, e) for i, e in zip(ids, expected))

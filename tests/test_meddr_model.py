@@ -302,3 +302,25 @@ def test_meddr_40b_processor_gives_one_448_tile_of_256_tokens():
     inputs = processor(text=["<IMG_CONTEXT>\nhi"], images=[image], return_tensors="pt")
     assert inputs["pixel_values"].shape == (1, 3, 448, 448)
     assert int((inputs["input_ids"] == processor.tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>")).sum()) == 256
+
+
+def test_word_tokenizer_gives_a_token_per_word_or_punctuation_run_with_yis_special_ids():
+    """The benches' word-level tokenizer: MedDr's special-token ids, one token per word or punctuation run (unknown
+    words one <unk> each), whitespace no token; a prompt with an image expands to the image's 256 tokens."""
+    from gsco.meddr.processor import build_byte_tokenizer, build_processor, build_word_tokenizer
+
+    text = "The possible diagnoses are: 'malignant', 'normal or benign'. (p=0.90)"
+    tok = build_word_tokenizer([text])
+    byte = build_byte_tokenizer()
+    for name in ("<|im_start|>", "<|im_end|>", "<IMG_CONTEXT>", "<img>", "</img>"):
+        assert tok.convert_tokens_to_ids(name) == byte.convert_tokens_to_ids(name)
+    assert (tok.eos_token_id, tok.pad_token_id) == (byte.eos_token_id, byte.pad_token_id)
+    pieces = tok.convert_ids_to_tokens(tok(text, add_special_tokens=False)["input_ids"])
+    assert pieces == ["The", "possible", "diagnoses", "are", ":", "'", "malignant", "',", "'", "normal", "or",
+                      "benign", "'.", "(", "p", "=", "0", ".", "90", ")"]
+    assert tok.convert_ids_to_tokens(tok("benign tumour\n<|im_end|>", add_special_tokens=False)["input_ids"]) == \
+        ["benign", "<unk>", "<|im_end|>"]
+    processor = build_processor(tok, 448, 256)
+    inputs = processor(text=["<IMG_CONTEXT>\nmalignant?"], images=[Image.new("RGB", (448, 448))],
+                       return_tensors="pt")
+    assert inputs["input_ids"].shape[1] == 256 + 2 + 2

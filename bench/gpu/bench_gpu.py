@@ -10,9 +10,10 @@ on CUDA, torchao-int8 anywhere; the vision tower, projector and LM head kept) it
 - the weights' memory (allocated after building and quantizing) and the peak during the runs below;
 - prefill tokens/s (one forward over ``prompt_tokens`` tokens, the image's included) and decode tokens/s (the
   remaining time of a ``new_tokens``-token greedy generation) at each batch size;
-- a GSCo case set: ``cases`` images, each asked by six arms whose prompts differ in length as the GSCo templates
-  do (left-padded into one batch per case), ``new_tokens`` each: cases/s. (The shared-prefix path of issue 14 will
-  be measured beside it here once it exists.)
+- a GSCo case set: ``cases`` images (448 px PNGs) asked by the six diagnosis arms with the prompts of
+  configs/gsco/breastmnist.yaml, word-level tokenized (about MedDr's token counts), at most ``new_tokens`` each,
+  through the GSCo runner's answering loop (bench/bench_prefix_sharing.py): cases/s arm by arm
+  (``share_prefix=false``) and with the image and shared prompt prefix computed once per case (``true``).
 
 Then, unless ``zero3=false``, one LoRA fine-tuning run of ``zero3_steps`` steps on ``zero3_preset`` (default: the
 ``mid`` preset of this folder, ~0.9B parameters) through ``train.sh`` with ``DEEPSPEED=configs/deepspeed/zero3.json``:
@@ -35,7 +36,6 @@ from torch import nn
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-ARM_SUFFIX_TOKENS = (40, 70, 70, 100, 100, 130)  # generalist, MoED, RAD, MoED+RAD and two evidence variants
 
 
 def build_random(preset: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
@@ -128,16 +128,30 @@ def speed(model: nn.Module, device: torch.device, batch: int, prompt_tokens: int
             "decode_tokens_per_s": batch * new_tokens / decode_s, "generate_s": generate_s}
 
 
-@torch.no_grad()
 def gsco_cases(model: nn.Module, device: torch.device, cases: int, new_tokens: int) -> dict:
-    """Six arms per case, one batch per case (today's path: each arm computes the image and prefix again)."""
-    seconds = 0.0
-    for _ in range(cases):
-        inputs = image_prompt(model, len(ARM_SUFFIX_TOKENS), list(ARM_SUFFIX_TOKENS), device)
-        inputs["pixel_values"] = inputs["pixel_values"][:1].expand_as(inputs["pixel_values"]).contiguous()
-        seconds += timed(lambda: model.generate(**inputs, max_new_tokens=new_tokens, min_new_tokens=new_tokens,
-                                                do_sample=False, pad_token_id=0), device)
-    return {"cases": cases, "arms": len(ARM_SUFFIX_TOKENS), "cases_per_s": cases / seconds, "share_prefix": False}
+    """The six GSCo arms on ``cases`` cases through the runner, arm by arm and sharing each case's prefix."""
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from bench_prefix_sharing import ARMS, arm_prompts, time_arms, word_generalist, write_cases
+
+    from gsco.collab.run import GscoConfig
+    from gsco.config import load_config
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        cases_file = write_cases(root, cases)
+        cfg = load_config(GscoConfig, REPO / "configs/gsco/breastmnist.yaml",
+                          {"cases": str(cases_file), "max_new_tokens": new_tokens, "eval_batch_size": 8})
+        rows = json.loads(cases_file.read_text())
+        g = word_generalist(model, device, arm_prompts(cfg, rows), "bench (random weights)")
+        time_arms(g, cfg, rows[:1], root, True, root / "warm-up")
+        seconds, files = {}, {}
+        for share in (False, True):
+            seconds[share], files[share] = time_arms(g, cfg, rows, root, share, root / f"share_{share}")
+    return {"cases": cases, "arms": len(ARMS), "cases_per_s": cases / seconds[False],
+            "shared_cases_per_s": cases / seconds[True], "ratio": seconds[True] / seconds[False],
+            "identical_predictions": files[True] == files[False]}
 
 
 def one_quantization(args, method: str, device: torch.device) -> dict:
@@ -190,18 +204,18 @@ def zero3_step(args) -> dict:
 def markdown(result: dict) -> str:
     gib = 1024 ** 3
     lines = [f"GPU benchmark: preset {result['preset']} on {result['device_name']} ({result['date']})", "",
-             "| quantization | weights (GiB) | peak (GiB) | batch | prefill tok/s | decode tok/s | GSCo cases/s (6 arms) |",
-             "|---|---|---|---|---|---|---|"]
+             "| quantization | weights (GiB) | peak (GiB) | batch | prefill tok/s | decode tok/s | "
+             "GSCo cases/s, 6 arms: arm by arm | shared prefix |", "|---|---|---|---|---|---|---|---|"]
     for row in result["quantizations"]:
         if "skipped" in row:
-            lines.append(f"| {row['quantization']} | skipped: {row['skipped']} | | | | | |")
+            lines.append(f"| {row['quantization']} | skipped: {row['skipped']} | | | | | | |")
             continue
         weights = row.get("weights_allocated_bytes", row["weight_bytes_counted"]) / gib
         peak = f"{row['peak_allocated_bytes'] / gib:.2f}" if "peak_allocated_bytes" in row else "n/a"
         for s in row["speed"]:
             lines.append(f"| {row['quantization']} | {weights:.2f} | {peak} | {s['batch']} | "
                          f"{s['prefill_tokens_per_s']:.0f} | {s['decode_tokens_per_s']:.1f} | "
-                         f"{row['gsco']['cases_per_s']:.3f} |")
+                         f"{row['gsco']['cases_per_s']:.3f} | {row['gsco']['shared_cases_per_s']:.3f} |")
     if result.get("zero3"):
         z = result["zero3"]
         lines += ["", f"ZeRO-3 LoRA through train.sh, preset {Path(z['preset']).stem}: {z['steps']} steps in "

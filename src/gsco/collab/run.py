@@ -6,8 +6,10 @@
 Arms: ``specialist_<i>`` (each specialist's own prediction) and ``specialist_vote`` (their majority; ties go to
 the first specialist's label) need no generation; ``generalist`` (no hints), ``moed``, ``rad``, ``moed_rad`` (the
 reference's prompt) and the evidence variants ``rad_counts`` / ``moed_prob`` ask the generalist. Each generalist
-arm appends ``{out_dir}/{arm}_predictions.jsonl`` batch by batch (a re-run resumes); answers are parsed to the
-options (case-insensitive whole words, first option named); unparsed answers count as wrong and are reported.
+arm appends ``{out_dir}/{arm}_predictions.jsonl`` batch by batch (a re-run resumes); with ``share_prefix`` (the
+default) a case's arms are asked in one batch, so the image and the prompt prefix they share are computed once.
+Answers are parsed to the options (case-insensitive whole words, first option named); unparsed answers count as
+wrong and are reported.
 
 Multi-label datasets (the registry's task, or ``multi_label: true``): every option named is the answer, "no
 finding" names none (``no_finding``); the vote keeps the labels more than half of the specialists predict (a tie
@@ -47,7 +49,7 @@ class GscoConfig:
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
         "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
-        "generation": ("eval_batch_size", "max_new_tokens"),
+        "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
         "scoring": ("report_cleaning", "report_tokenize", "meteor"),
     }
     # --- what and where ---
@@ -87,8 +89,9 @@ class GscoConfig:
     keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
     max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     # --- generation ---
-    eval_batch_size: int = 8  # questions per generate() call
+    eval_batch_size: int = 8  # questions per generate() call (with share_prefix: a case's arms are never split)
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
+    share_prefix: bool = True  # ask a case's arms together: image + shared prompt prefix computed once (same answers)
     # --- scoring report generation: answers cleaned as R2Gen cleans references, then scored as the specialist's ---
     report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned text as it is (R2GenGPT); ptb: PTB
@@ -300,39 +303,68 @@ def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dic
     return [a for a in wanted if a not in skipped], skipped
 
 
-def run_generalist_arm(cfg: GscoConfig, arm: str, cases: list[dict], generalist, task: Task, root: Path) -> Path:
+def run_generalist_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, task: Task,
+                        root: Path) -> dict[str, Path]:
+    """The generalist's answers for ``arms``, each appended to its own ``{out_dir}/{arm}_predictions.jsonl`` with
+    its own manifest and resume. ``share_prefix``: the work goes case by case, every arm a case still lacks in one
+    batch about one opened image (the generalist computes the image and the prompt prefix the arms share once; a
+    serving engine with prefix caching would reuse it likewise), ``eval_batch_size`` // arms cases per batch;
+    otherwise arm after arm, ``eval_batch_size`` cases per batch."""
+    paths: dict[str, Path] = {}
+    for group in [arms] if cfg.share_prefix else [[arm] for arm in arms]:
+        paths.update(_ask_arms(cfg, group, cases, generalist, task, root))
+    return paths
+
+
+def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, task: Task,
+              root: Path) -> dict[str, Path]:
+    from functools import partial
+
     from gsco.data.readers import DatasetError, open_image
-    from gsco.generalist.resumable import answer_resumably, chunks
-
-    def ask(todo: list[dict]):
-        for chunk in chunks(todo, cfg.eval_batch_size, f"arm {arm}"):
-            batch, images = [], []
-            for case in chunk:
-                path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
-                try:
-                    images.append(open_image(path))
-                    batch.append(case)
-                except DatasetError as exc:
-                    logger.warning("arm %s: skipping case %s: %s", arm, case["id"], exc)
-            if not batch:
-                continue
-            prompts = [fill_case(cfg, arm, c, task) for c in batch]
-            answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(batch))
-            yield [{"question_id": str(c["id"]), "question": q, "answer": a, "annotation": c["label"],
-                    **({} if task.report else {"parsed": task.parse(a)}), "image": c["image"]}
-                   for c, q, a in zip(batch, prompts, answers)]
-
     from gsco.generalist.model import model_identity, quantization_identity
+    from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
-    out = Path(cfg.out_dir) / f"{arm}_predictions.jsonl"
-    manifest = {"model": model_identity(cfg.model), **quantization_identity(cfg),
-                "cases": file_fingerprint(repo_file(cfg.cases)), "arm": arm,
-                "image_root": str(root.resolve()), "max_new_tokens": cfg.max_new_tokens}
-    answer_resumably(cases, out, ask, id_of=lambda c: str(c["id"]),
-                     message=f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go", manifest=manifest,
-                     question_of=lambda c: fill_case(cfg, arm, c, task), overwrite=cfg.overwrite)
-    return out
+    def ask(todo: list[tuple[dict, list[str]]]):
+        per_batch = max(1, cfg.eval_batch_size // len(arms))
+        for chunk in chunks(todo, per_batch, f"arm {arms[0]}" if len(arms) == 1 else f"{len(arms)} arms, cases"):
+            images, asked = [], []
+            for case, lacking in chunk:
+                path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
+                try:
+                    image = open_image(path)  # one object for the case's arms: the generalist sees one image
+                except DatasetError as exc:
+                    logger.warning("arm %s: skipping case %s: %s", ", ".join(lacking), case["id"], exc)
+                    continue
+                images += [image] * len(lacking)
+                asked += [(case, arm) for arm in lacking]
+            if not asked:
+                continue
+            prompts = [fill_case(cfg, arm, c, task) for c, arm in asked]
+            answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(asked),
+                                        share_prefix=cfg.share_prefix)
+            rows: dict[str, list[dict]] = {}
+            for (c, arm), q, a in zip(asked, prompts, answers):
+                rows.setdefault(arm, []).append({"question_id": str(c["id"]), "question": q, "answer": a,
+                                                 "annotation": c["label"],
+                                                 **({} if task.report else {"parsed": task.parse(a)}),
+                                                 "image": c["image"]})
+            yield rows
+
+    common = {"model": model_identity(cfg.model), **quantization_identity(cfg),
+              "cases": file_fingerprint(repo_file(cfg.cases))}
+    outputs = {arm: Output(Path(cfg.out_dir) / f"{arm}_predictions.jsonl",
+                           {**common, "arm": arm, "image_root": str(root.resolve()),
+                            "max_new_tokens": cfg.max_new_tokens},
+                           partial(_arm_question, cfg, arm, task),
+                           f"arm {arm}: {{done}} of {{total}} cases answered, {{todo}} to go")
+               for arm in arms}
+    answer_resumably_many(cases, outputs, ask, id_of=lambda c: str(c["id"]), overwrite=cfg.overwrite)
+    return {arm: o.path for arm, o in outputs.items()}
+
+
+def _arm_question(cfg: GscoConfig, arm: str, task: Task, case: dict) -> str:
+    return fill_case(cfg, arm, case, task)
 
 
 def run(cfg: GscoConfig) -> dict:
@@ -362,20 +394,22 @@ def _run_arms(cfg: GscoConfig) -> dict:
     check_prompts(cfg, [a for a in arms if a not in specialists], cases, task)
     output_folder(cfg.out_dir)
     table: dict[str, dict] = {}
-    generalist = None
+    asked = [arm for arm in arms if arm not in specialists]
+    paths: dict[str, Path] = {}
+    if asked:
+        from gsco.generalist import Generalist
+        from gsco.generalist.resumable import distributed_context, process_device
+
+        rank, world = distributed_context()
+        generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
+        paths = run_generalist_arms(cfg, asked, cases, generalist, task, root)
+    from gsco.runtime import read_predictions
+
     for arm in arms:
         if arm in specialists:
             table[arm] = task.score(truth, specialists[arm])
             continue
-        if generalist is None:
-            from gsco.generalist.resumable import distributed_context, process_device
-            from gsco.generalist import Generalist
-
-            rank, world = distributed_context()
-            generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
-        path = run_generalist_arm(cfg, arm, cases, generalist, task, root)
-        from gsco.runtime import read_predictions
-
+        path = paths[arm]
         rows = {r["question_id"]: r for r in read_predictions(path)}
         answered = [c for c in cases if str(c["id"]) in rows]
         table[arm] = task.score([c["label"] for c in answered], [task.answer_of(rows[str(c["id"])]) for c in answered])

@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,6 +26,17 @@ Row = TypeVar("Row")
 
 class ResumeMismatchError(ValueError):
     """An output file written by a run that is not this one (another model, input, prompt or setting)."""
+
+
+@dataclass
+class Output:
+    """One resumable output of :func:`answer_resumably_many`: its JSONL file, the manifest of what produces it, the
+    question each of its rows must carry (None: not checked) and its log line (fields as ``answer_resumably``)."""
+
+    path: Path
+    manifest: dict | None = None
+    question_of: Callable | None = None
+    message: str = "{out}: {done} of {total} already answered, {todo} to go"
 
 
 def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], Iterable[list[dict]]],
@@ -48,30 +60,59 @@ def answer_resumably(rows: Sequence[Row], out: Path, ask: Callable[[list[Row]], 
     differs is refused with what differs (``overwrite=True`` starts over instead); with ``question_of`` each
     resumed row's stored ``question_key`` must equal the question that would be asked now. One writer per folder
     (:func:`gsco.runtime.output_lock`); rows found twice are reported and kept once."""
+    def ask_one(todo: list[tuple[Row, list[str]]]) -> Iterator[dict[str, list[dict]]]:
+        for batch in ask([row for row, _ in todo]):
+            yield {"": batch}
+
+    return answer_resumably_many(rows, {"": Output(out, manifest, question_of, message)}, ask_one, id_of, key,
+                                 rank_note, question_key=question_key, overwrite=overwrite)
+
+
+def answer_resumably_many(rows: Sequence[Row], outputs: dict[str, Output],
+                          ask: Callable[[list[tuple[Row, list[str]]]], Iterable[dict[str, list[dict]]]],
+                          id_of: Callable[[Row], str], key: str = "question_id",
+                          rank_note: str = " (rank {rank} of {world} takes every {world}th)", *,
+                          question_key: str = "question", overwrite: bool = False) -> dict:
+    """:func:`answer_resumably` for several outputs over the same rows (a GSCo case's arms), each with its own
+    file, manifest and resume: ``ask`` gets (row, names of the outputs it still lacks) pairs and yields
+    {output name: rows}, each appended to its output as it comes. Under torchrun a process takes every world-th
+    row that any output lacks, so the work for one row stays together (the arms of a case in one batch)."""
     from gsco.runtime import output_lock
 
     rank, world = distributed_context()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with output_lock(out.parent) if rank == 0 else contextlib.nullcontext():
-        if rank == 0:
-            written_rows = prepare_output(out, manifest, overwrite, key)
-            if question_of is not None:
-                check_questions(out, written_rows, rows, id_of, question_of, key, question_key)
-        part = out if world == 1 else out.with_name(f"{out.stem}.rank{rank}.jsonl")
+    with contextlib.ExitStack() as held:
+        for folder in sorted({o.path.parent for o in outputs.values()}):
+            folder.mkdir(parents=True, exist_ok=True)
+            if rank == 0:
+                held.enter_context(output_lock(folder))
         ids = [id_of(r) for r in rows]
-        done = answered_ids(out, rank, world, key)
-        todo = [r for r, i in zip(rows, ids) if i not in done]
+        lacking: dict[str, set[str]] = {}
+        for name, o in outputs.items():
+            if rank == 0:
+                written_rows = prepare_output(o.path, o.manifest, overwrite, key)
+                if o.question_of is not None:
+                    check_questions(o.path, written_rows, rows, id_of, o.question_of, key, question_key)
+            done = answered_ids(o.path, rank, world, key)
+            lacking[name] = {i for i in ids if i not in done}
+        todo = [(r, [n for n in outputs if i in lacking[n]]) for r, i in zip(rows, ids)
+                if any(i in lacking[n] for n in outputs)]
         mine, written = todo[rank::world], 0
-        fields = {"out": out, "done": len(rows) - len(todo), "total": len(rows), "todo": len(todo),
-                  "mine": len(mine), "rank": rank, "world": world}
-        logger.info((message + (rank_note if world > 1 else "")).format(**fields))
+        for name, o in outputs.items():
+            fields = {"out": o.path, "done": len(rows) - len(lacking[name]), "total": len(rows),
+                      "todo": len(lacking[name]), "mine": sum(name in names for _, names in mine), "rank": rank,
+                      "world": world}
+            logger.info((o.message + (rank_note if world > 1 else "")).format(**fields))
+        parts = {n: o.path if world == 1 else o.path.with_name(f"{o.path.stem}.rank{rank}.jsonl")
+                 for n, o in outputs.items()}
         if mine:
             for batch in ask(mine):
-                if batch:
-                    append_rows(part, batch)
-                    written += len(batch)
+                for name, produced in batch.items():
+                    if produced:
+                        append_rows(parts[name], produced)
+                        written += len(produced)
         if world > 1:
-            merge_parts(out, ids, rank, world, key)
+            for o in outputs.values():
+                merge_parts(o.path, ids, rank, world, key)
     return {"rank": rank, "world": world, "todo": len(mine), "written": written}
 
 

@@ -131,16 +131,30 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, image_size: int, image_s
     )
 
 
+# Yi's special tokens in Yi's order (ids 0-18), as the tokenizers built here lay them out
+SPECIAL_TOKENS = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<reserved_3>", "<reserved_4>", "<reserved_5>",
+                  "<|im_start|>", "<|im_end|>", "<|im_sep|>", IMG_START, IMG_END, IMG_CONTEXT,
+                  "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>", VIDEO]
+SPECIAL_NAMES = {"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+                 "unk_token": "<unk>"}
+
+
 def build_byte_tokenizer(model_max_length: int = 4096) -> PreTrainedTokenizerFast:
     """A small byte-level tokenizer with Yi's special-token layout (ids 0-18), for the ``tiny`` preset: any text
     round-trips through its 256 byte tokens, and nothing has to be downloaded."""
     from gsco.tokenizers import byte_level_tokenizer
 
-    special = ["<unk>", "<|startoftext|>", "<|endoftext|>", "<reserved_3>", "<reserved_4>", "<reserved_5>",
-               "<|im_start|>", "<|im_end|>", "<|im_sep|>", IMG_START, IMG_END, IMG_CONTEXT,
-               "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>", VIDEO]
-    tokenizer = byte_level_tokenizer(special, model_max_length, bos_token="<|startoftext|>", eos_token="<|im_end|>",
-                                     pad_token="<|endoftext|>", unk_token="<unk>",
+    tokenizer = byte_level_tokenizer(SPECIAL_TOKENS, model_max_length, **SPECIAL_NAMES,
+                                     extra_special_tokens=dict(IMAGE_SPECIAL_TOKENS))
+    return prepare_tokenizer(tokenizer)
+
+
+def build_word_tokenizer(texts: list[str], model_max_length: int = 4096) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``texts`` with Yi's special-token layout, for benchmarks: prompts get about
+    MedDr's token counts (:func:`gsco.tokenizers.word_level_tokenizer`)."""
+    from gsco.tokenizers import word_level_tokenizer
+
+    tokenizer = word_level_tokenizer(SPECIAL_TOKENS, texts, model_max_length, **SPECIAL_NAMES,
                                      extra_special_tokens=dict(IMAGE_SPECIAL_TOKENS))
     return prepare_tokenizer(tokenizer)
 
