@@ -47,7 +47,8 @@ class MedDrEvalConfig:
         "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
-        "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty"),
+        "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
+                       "share_prefix"),
         "scoring": ("report_tokenize", "meteor"),
     }
     # --- what and where ---
@@ -83,6 +84,7 @@ class MedDrEvalConfig:
     min_new_tokens: int | None = None  # null: no minimum (the reference: 1)
     num_beams: int = 1  # 1: greedy
     length_penalty: float = 1.0  # beam search only
+    share_prefix: bool = True  # questions about one image in a batch: image + shared prompt prefix computed once
     # --- scoring ---
     report_tokenize: Literal["ptb", "none"] = "ptb"  # report metrics: PTB tokenization (pycocoevalcap) or as is
     meteor: bool = True  # METEOR needs Java
@@ -196,10 +198,12 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
         rank, world = distributed_context()
         generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
         for chunk in chunks(todo, cfg.eval_batch_size, "answering"):
-            batch, images = [], []
+            batch, images, opened = [], [], {}
             for it in chunk:
-                try:
-                    images.append(None if it.image is None else open_image(it.image))
+                try:  # one object per image file: questions about one image share its prefix (share_prefix)
+                    if it.image is not None and it.image not in opened:
+                        opened[it.image] = open_image(it.image)
+                    images.append(None if it.image is None else opened[it.image])
                     batch.append(it)
                 except DatasetError as exc:
                     logger.warning("skipping question %s (line %d): %s", it.question_id, it.line, exc)
@@ -207,7 +211,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
             if batch:
                 answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
                                             cfg.num_beams, batch_size=len(batch), system=cfg.system,
-                                            **generation_kwargs(cfg))
+                                            share_prefix=cfg.share_prefix, **generation_kwargs(cfg))
                 yield [prediction_row(it, a) for it, a in zip(batch, answers)]
 
     done = answer_resumably(items, cfg.predictions_file, ask, id_of=lambda it: it.question_id,
