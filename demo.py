@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from gsco.data.render import RenderSettings
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "examples" / "images" / "case0.png"
@@ -48,7 +49,7 @@ def read_pairs(path: Path) -> list[tuple[str | None, str]]:
 
 
 @dataclasses.dataclass
-class DemoConfig:
+class DemoConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     model: str | None = None  # model directory, or a MedDr preset name (null: tiny)
@@ -72,7 +73,11 @@ def answer_and_print(cfg: DemoConfig) -> None:
     from gsco.generalist import Generalist, check_model_argument
 
     check_model_argument(cfg.model)
-    images = [None if image is None else open_image(image) for image, _ in pairs]  # fail before loading
+    opened: dict[str, object] = {}  # one object per file: questions about one image share its prefix
+    for image, _ in pairs:  # every image read (DICOM / NIfTI rendered as the render keys say) before loading
+        if image is not None and image not in opened:
+            opened[image] = open_image(image, cfg)
+    images = [None if image is None else opened[image] for image, _ in pairs]
     generalist = Generalist.from_config(cfg)
     answers = generalist.answer(images, [q for _, q in pairs], max_new_tokens=cfg.max_new_tokens,
                                 num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size)

@@ -27,6 +27,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
@@ -40,11 +41,12 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class GscoConfig:
+class GscoConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
+        "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
@@ -98,6 +100,7 @@ class GscoConfig:
     meteor: bool = True  # METEOR needs Java
 
     def validate(self) -> None:
+        super().validate()  # the render keys
         if self.eval_batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("keys eval_batch_size and max_new_tokens must be at least 1")
         if not 0 <= self.max_skipped_fraction <= 1:
@@ -322,6 +325,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
 
     from gsco.data.readers import DatasetError, open_image
     from gsco.generalist.model import model_identity, quantization_identity
+    from gsco.data.render import render_identity
     from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
@@ -332,7 +336,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
             for case, lacking in chunk:
                 path = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
                 try:
-                    image = open_image(path)  # one object for the case's arms: the generalist sees one image
+                    image = open_image(path, cfg)  # one object for the case's arms: the generalist sees one image
                 except DatasetError as exc:
                     logger.warning("arm %s: skipping case %s: %s", ", ".join(lacking), case["id"], exc)
                     continue
@@ -351,7 +355,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
                                                  "image": c["image"]})
             yield rows
 
-    common = {"model": model_identity(cfg.model), **quantization_identity(cfg),
+    common = {"model": model_identity(cfg.model), **quantization_identity(cfg), **render_identity(cfg),
               "cases": file_fingerprint(repo_file(cfg.cases))}
     outputs = {arm: Output(Path(cfg.out_dir) / f"{arm}_predictions.jsonl",
                            {**common, "arm": arm, "image_root": str(root.resolve()),

@@ -57,8 +57,9 @@ class Preprocess:
 class ClassificationDataset(Dataset):
     """Images of one split with labels: ``(tensor, label)``; label is a class index or a 0/1 float vector."""
 
-    def __init__(self, data: SplitData, info: DatasetInfo, transform: Preprocess, img_size: int):
+    def __init__(self, data: SplitData, info: DatasetInfo, transform: Preprocess, img_size: int, render=None):
         self.data, self.info, self.transform, self.img_size = data, info, transform, img_size
+        self.render = render  # RenderSettings for DICOM / NIfTI files (None: the defaults)
 
     def __len__(self) -> int:
         return len(self.data)
@@ -66,7 +67,7 @@ class ClassificationDataset(Dataset):
     def image(self, index: int) -> np.ndarray:
         if isinstance(self.data.images, np.ndarray):
             return self.data.images[index]
-        return read_image(self.data.images[index], self.img_size, self.transform.as_rgb)
+        return read_image(self.data.images[index], self.img_size, self.transform.as_rgb, self.render)
 
     def __getitem__(self, index: int):
         x = self.transform(self.image(index))
@@ -103,5 +104,7 @@ def build_dataset(
     data_path: str | Path,
     img_size: int,
     preprocess: Preprocess,
+    render=None,
 ) -> ClassificationDataset:
-    return ClassificationDataset(read_split(info, split, data_path, img_size), info, preprocess, img_size)
+    """``render``: how DICOM / NIfTI images of a metafile become 8-bit images (a RenderSettings; None: defaults)."""
+    return ClassificationDataset(read_split(info, split, data_path, img_size), info, preprocess, img_size, render)

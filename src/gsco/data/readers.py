@@ -15,10 +15,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gsco.data.medical import MedicalImageError, is_medical
+from gsco.data.render import minmax as to_8bit  # noqa: F401 - the name readers have always offered
+from gsco.data.render import open_plain_image, render
 from gsco.data.registry import DatasetError, DatasetInfo
 from gsco.runtime import reading
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm"}
+# image files the readers take; a DICOM series is a folder
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 
 
 @dataclasses.dataclass
@@ -178,52 +182,33 @@ def read_metafile_split(path: Path, info: DatasetInfo, image_root: Path | None =
         where = f"{path} line {lineno}"
         image = Path(str(row["image"]))
         image = image if image.is_absolute() else root / image
-        if image.suffix.lower() not in IMAGE_SUFFIXES:
-            raise DatasetError(f"{where}: image {image} has an unsupported suffix; expected one of {sorted(IMAGE_SUFFIXES)}")
+        if not image.name.lower().endswith(IMAGE_SUFFIXES) and not image.is_dir():
+            raise DatasetError(f"{where}: image {image} has an unsupported suffix; expected one of "
+                               f"{', '.join(IMAGE_SUFFIXES)} (or a DICOM series folder)")
         paths.append(image)
         labels.append(_parse_label(row["label"], info, where))
         ids.append(str(row.get("id") or image.stem))
     return SplitData(images=paths, labels=np.asarray(labels, dtype=np.int64), ids=ids, source=str(path))
 
 
-HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
-
-
-def to_8bit(arr: np.ndarray) -> np.ndarray:
-    """uint8 from any numeric image, its real range [min, max] mapped onto [0, 255] (a constant image: 0; NaN: 0).
-    What every reader does with 16-bit, 32-bit and float pixels — Pillow's own convert("L") clips them to 255."""
-    arr = np.asarray(arr, dtype=np.float64)
-    finite = np.isfinite(arr)
-    lo, hi = (float(arr[finite].min()), float(arr[finite].max())) if finite.any() else (0.0, 0.0)
-    scaled = (np.clip(np.where(finite, arr, lo), lo, hi) - lo) / (hi - lo if hi > lo else 1.0) * 255.0
-    return scaled.round().astype(np.uint8)
-
-
-def open_image(path: str | Path) -> Image.Image:
-    """Open one image file (PNG/JPEG/TIFF/…, or DICOM) fully decoded; 16-bit, 32-bit and float images (and DICOM)
-    come back as 8-bit grey scaled by their real range (:func:`to_8bit`). Any failure is one DatasetError naming
-    the file."""
+def open_image(path: str | Path, settings=None) -> Image.Image:
+    """Open one image fully decoded: an ordinary file (PNG/JPEG/TIFF/…; 16-bit, 32-bit and float images as 8-bit
+    grey scaled by their real range, :func:`to_8bit`), or a DICOM file or series folder or a NIfTI volume rendered
+    as :mod:`gsco.data.render` renders it (``settings``: a :class:`~gsco.data.render.RenderSettings`; default: the
+    file's own window, the middle axial slice). Any failure is one DatasetError naming the file."""
     path = Path(path)
-    try:
-        if path.suffix.lower() == ".dcm":
-            import pydicom
-
-            arr = pydicom.dcmread(path).pixel_array
-            if arr.ndim == 3 and arr.shape[-1] != 3:  # multi-frame: take the middle frame
-                arr = arr[arr.shape[0] // 2]
-            return Image.fromarray(to_8bit(arr))
-        img = Image.open(path)
-        img.load()
-        if img.mode in HIGH_DEPTH_MODES:
-            return Image.fromarray(to_8bit(np.asarray(img)))
-        return img
-    except Exception as exc:  # noqa: BLE001 - any decoder failure becomes one clear error
-        raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
+    if is_medical(path):
+        try:
+            return render(path, settings)
+        except MedicalImageError as exc:
+            raise DatasetError(f"image {exc}") from None
+    return open_plain_image(path)
 
 
-def read_image(path: Path, img_size: int, as_rgb: bool) -> np.ndarray:
-    """Read one image file as uint8 (H,W) or (H,W,3), bicubic-resized to a square."""
-    img = open_image(path)
+def read_image(path: Path, img_size: int, as_rgb: bool, render=None) -> np.ndarray:
+    """Read one image file as uint8 (H,W) or (H,W,3), bicubic-resized to a square (``render``: RenderSettings for
+    DICOM / NIfTI)."""
+    img = open_image(path, render)
     img = img.convert("RGB" if as_rgb or img.mode not in ("1", "L", "LA") else "L")
     if img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)

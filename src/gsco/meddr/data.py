@@ -180,10 +180,11 @@ class ConversationDataset(torch.utils.data.Dataset):
     image cannot be read is logged and comes back as None, which :class:`ConversationCollator` leaves out."""
 
     def __init__(self, samples: list[Sample], processor, max_seq_length: int, overlong: str = "truncate",
-                 system: str | None = None):
+                 system: str | None = None, render=None):
         if overlong not in ("truncate", "skip"):
             raise ValueError(f"overlong {overlong!r}: expected 'truncate' or 'skip'")
         self.processor, self.max_seq_length, self.system = processor, max_seq_length, system
+        self.render = render  # RenderSettings for DICOM / NIfTI images (None: the defaults)
         self.image_size = processor.image_processor.size["height"]
         self.encoded, self.samples = [], []
         truncated = skipped = 0
@@ -223,7 +224,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         item = {"input_ids": torch.tensor(ids), "labels": torch.tensor(labels)}
         if sample.image is not None:
             try:
-                image = open_image(sample.image).convert("RGB")
+                image = open_image(sample.image, self.render).convert("RGB")
             except DatasetError as exc:
                 logger.warning("sample %s skipped: %s", sample.id, exc)
                 return None

@@ -27,6 +27,7 @@ from typing import Literal
 
 import yaml
 
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
@@ -39,11 +40,12 @@ TASKS = ("report", "vqa", "diagnosis")
 
 
 @dataclasses.dataclass
-class MedDrEvalConfig:
+class MedDrEvalConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
+        "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
         "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
@@ -90,6 +92,7 @@ class MedDrEvalConfig:
     meteor: bool = True  # METEOR needs Java
 
     def validate(self) -> None:
+        super().validate()  # the render keys
         for key in ("eval_batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
@@ -202,7 +205,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
             for it in chunk:
                 try:  # one object per image file: questions about one image share its prefix (share_prefix)
                     if it.image is not None and it.image not in opened:
-                        opened[it.image] = open_image(it.image)
+                        opened[it.image] = open_image(it.image, cfg)
                     images.append(None if it.image is None else opened[it.image])
                     batch.append(it)
                 except DatasetError as exc:
@@ -223,11 +226,12 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
 def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
+    from gsco.data.render import render_identity
     from gsco.generalist.model import model_identity, quantization_identity
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})
-    return {"model": model_identity(cfg.model), **quantization_identity(cfg),
+    return {"model": model_identity(cfg.model), **quantization_identity(cfg), **render_identity(cfg),
             "metafile": file_fingerprint(repo_file(cfg.metafile)),
             "task": cfg.task, "image_folders": images[:3] + ([f"... {len(images)} in all"] if len(images) > 3 else []),
             "system": cfg.system, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,

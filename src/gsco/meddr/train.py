@@ -21,6 +21,7 @@ from typing import Literal
 
 import torch
 
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.runtime import output_folder, repo_file, write_json
@@ -31,11 +32,12 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 
 @dataclasses.dataclass
-class MedDrTrainConfig:
+class MedDrTrainConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
+        "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
         "samples": ("max_seq_length", "overlong", "system"),
         "tuning": ("freeze_vision", "freeze_projector", "freeze_llm", "lora_r", "lora_alpha", "lora_dropout",
             "lora_modules"),
@@ -85,6 +87,7 @@ class MedDrTrainConfig:
     num_workers: int = 0  # DataLoader workers
 
     def validate(self) -> None:
+        super().validate()  # the render keys
         for key in ("model", "data"):
             if getattr(self, key) is None:
                 raise ConfigError(f"key {key!r} is required (this recipe leaves it to you: {key}=... or "
@@ -253,7 +256,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     samples = read_training_data(repo_file(cfg.data), cfg.image_root)
     if not samples:
         raise ConfigError(f"key 'data': {cfg.data} holds no usable sample")
-    dataset = ConversationDataset(samples, processor, cfg.max_seq_length, cfg.overlong, cfg.system)
+    dataset = ConversationDataset(samples, processor, cfg.max_seq_length, cfg.overlong, cfg.system, render=cfg)
     model = prepare_trainable(model, cfg)
     MedDrTrainer = _trainer_class()
     if cfg.gradient_checkpointing:

@@ -54,7 +54,7 @@ class SpecialistSetup:
     files: RunFiles
 
     def dataset(self, split: str) -> ClassificationDataset:
-        return build_dataset(self.info, split, self.cfg.data_path, self.cfg.img_size, self.preprocess)
+        return build_dataset(self.info, split, self.cfg.data_path, self.cfg.img_size, self.preprocess, self.cfg)
 
     def loader(self, dataset: ClassificationDataset, train: bool, generator: torch.Generator | None = None) -> DataLoader:
         bs = self.cfg.batch_size if train else self.cfg.batch_size_eval

@@ -6,13 +6,14 @@ import dataclasses
 import re
 from typing import Literal
 
+from gsco.data.render import RenderSettings
 from gsco.config import ConfigError
 
 PROCEDURES = ("endToEnd", "linearProbing", "kNN")
 
 
 @dataclasses.dataclass
-class SpecialistConfig:
+class SpecialistConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"eval_split": "split"}
     # --- the reference's keys ---
@@ -66,6 +67,7 @@ class SpecialistConfig:
     extra_datasets: str | None = None  # your own dataset registry YAML (DATASET.md, "Adding a dataset")
 
     def validate(self) -> None:
+        super().validate()  # the render keys
         positive = ("epochs", "batch_size", "batch_size_eval", "k", "search_top_n")
         for key in positive:
             if getattr(self, key) < 1:
