@@ -3,7 +3,7 @@ import yaml
 
 from gsco.data.registry import TASK_TYPES, DatasetError, get_dataset_info, list_datasets
 
-MEDMNIST_2D = {  # name: (task, classes, channels, train, val, test) as published by MedMNIST v2
+MEDMNIST_2D = {  # name: (task, classes, channels, train, val, test): the files MedMNIST distributes (medmnist 3.x)
     "pathmnist": ("multi-class", 9, 3, 89996, 10004, 7180),
     "chestmnist": ("multi-label, binary-class", 14, 1, 78468, 11219, 22433),
     "dermamnist": ("multi-class", 7, 3, 7007, 1003, 2005),
@@ -13,16 +13,31 @@ MEDMNIST_2D = {  # name: (task, classes, channels, train, val, test) as publishe
     "breastmnist": ("binary-class", 2, 1, 546, 78, 156),
     "bloodmnist": ("multi-class", 8, 3, 11959, 1712, 3421),
     "tissuemnist": ("multi-class", 8, 1, 165466, 23640, 47280),
-    "organamnist": ("multi-class", 11, 1, 34581, 6491, 17778),
-    "organcmnist": ("multi-class", 11, 1, 13000, 2392, 8268),
-    "organsmnist": ("multi-class", 11, 1, 13940, 2452, 8829),
+    "organamnist": ("multi-class", 11, 1, 34561, 6491, 17778),  # the v2 paper: 34581 train
+    "organcmnist": ("multi-class", 11, 1, 12975, 2392, 8216),  # the paper: 13000, 8268 test
+    "organsmnist": ("multi-class", 11, 1, 13932, 2452, 8827),  # the paper: 13940, 8829 test
 }
 EXTRA = {"pcam200", "retoct", "ham10000", "dermnet", "derm7pt", "cbis_ddsm_calc", "cbis_ddsm_mass", "vindr_spinexr",
          "vindr_pcxr", "vindr_mammo", "brset", "fmc_colon", "fmc_chest", "fmc_endo", "wce"}
 
 
+MEDMNIST_3D = {"organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d", "synapsemnist3d"}
+
+
 def test_registry_holds_medmnist_and_the_gsco_extras():
-    assert set(list_datasets()) == set(MEDMNIST_2D) | EXTRA
+    assert set(list_datasets()) == set(MEDMNIST_2D) | MEDMNIST_3D | EXTRA
+
+
+@pytest.mark.parametrize("name", sorted(set(MEDMNIST_2D) | MEDMNIST_3D))
+def test_medmnist_entries_equal_the_medmnist_packages_table(name):
+    """Task, classes, channels, split sizes (and the 3D sets' label names) as medmnist.INFO states them."""
+    from medmnist.info import INFO
+
+    ref, info = INFO[name], get_dataset_info(name)
+    assert (info.task, info.num_classes, info.n_channels) == (ref["task"], len(ref["label"]), ref["n_channels"])
+    assert info.n_samples == ref["n_samples"] and info.dims == (3 if name in MEDMNIST_3D else 2)
+    if name in MEDMNIST_3D:
+        assert list(info.label_names) == [ref["label"][str(i)] for i in range(len(ref["label"]))]
 
 
 @pytest.mark.parametrize("name", sorted(MEDMNIST_2D))

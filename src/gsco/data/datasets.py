@@ -27,17 +27,21 @@ TARGET_SIZE = 224
 
 
 class Preprocess:
-    """uint8 (H,W) or (H,W,3) -> normalised float tensor (C,S,S)."""
+    """uint8 (H,W) or (H,W,3) -> normalised float tensor (C,S,S); with ``volume``, uint8 (D,H,W) -> (1,D,H,W) at its
+    stored size (padding or resizing a volume to 224^3 is not done)."""
 
-    def __init__(self, mode: str, mean: Sequence[float], std: Sequence[float], as_rgb: bool, target: int = TARGET_SIZE):
+    def __init__(self, mode: str, mean: Sequence[float], std: Sequence[float], as_rgb: bool, target: int = TARGET_SIZE,
+                 volume: bool = False):
         if mode not in PREPROCESS:
             raise ValueError(f"preprocess {mode!r} is not one of {PREPROCESS}")
-        self.mode, self.as_rgb, self.target = mode, as_rgb, target
+        self.mode, self.as_rgb, self.target, self.volume = mode, as_rgb, target, volume
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
 
     def __call__(self, image: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(image)).float().div_(255.0)
+        if self.volume:
+            return ((x - self.mean[0]) / self.std[0]).unsqueeze(0)
         x = x.unsqueeze(0) if x.ndim == 2 else x.permute(2, 0, 1)
         if self.as_rgb and x.shape[0] == 1:
             x = x.expand(3, -1, -1)
@@ -51,7 +55,7 @@ class Preprocess:
         return x
 
     def output_size(self, img_size: int) -> int:
-        return img_size if self.mode == "native" else max(img_size, self.target)
+        return img_size if self.mode == "native" or self.volume else max(img_size, self.target)
 
 
 class ClassificationDataset(Dataset):

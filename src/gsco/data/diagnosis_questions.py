@@ -57,7 +57,7 @@ def answer_text(label: str | list[str]) -> str:
 
 
 def write_split_images(info: DatasetInfo, split: str, data_path: str | Path, img_size: int, out: Path) -> list[dict]:
-    """PNG files of one split (skipped when already there) -> ``[{id, image, label}]`` with image relative to
+    """PNG files (NIfTI volumes for a 3D dataset) of one split (skipped when already there) -> ``[{id, image, label}]`` with image relative to
     ``out``; ``label`` is a label name, or for a multi-label dataset the list of the case's label names."""
     data = read_split(info, split, data_path, img_size)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,13 @@ def write_split_images(info: DatasetInfo, split: str, data_path: str | Path, img
             label = [info.label_names[j] for j in np.flatnonzero(labels[i])]
         else:
             label = info.label_names[int(labels[i, 0])]
-        if isinstance(data.images, np.ndarray):
+        if isinstance(data.images, np.ndarray) and info.dims == 3:  # a volume: NIfTI, rendered when read
+            name = f"images/{split}_{i}.nii.gz"
+            if not (out / name).is_file():
+                from gsco.data.medical import write_nifti
+
+                write_nifti(out / name, data.images[i])
+        elif isinstance(data.images, np.ndarray):
             name = f"images/{split}_{i}.png"
             if not (out / name).is_file():
                 Image.fromarray(data.images[i]).save(out / name)

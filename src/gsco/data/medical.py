@@ -267,3 +267,17 @@ def canonical_to_display(data: np.ndarray) -> np.ndarray:
     """RAS+ ``data[x, y, z]`` -> ``values[z, row, col]``: rows from anterior to posterior, columns from the patient's
     right to left (an axial slice as radiologists view it), z from inferior to superior."""
     return np.ascontiguousarray(data[::-1, ::-1, :].transpose(2, 1, 0))
+
+
+def display_to_canonical(values: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`canonical_to_display`: ``values[z, row, col]`` -> RAS+ ``data[x, y, z]``."""
+    return np.ascontiguousarray(values.transpose(2, 1, 0)[::-1, ::-1, :])
+
+
+def write_nifti(path: Path, values: np.ndarray, spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)) -> None:
+    """A volume held as ``values[z, row, col]`` (e.g. a MedMNIST 3D volume, D x H x W) written as NIfTI in RAS+
+    orientation, so that reading it back (:func:`read_nifti`) gives ``values`` again."""
+    import nibabel as nib
+
+    affine = np.diag([spacing[2], spacing[1], spacing[0], 1.0])
+    nib.save(nib.Nifti1Image(display_to_canonical(values), affine), str(path))

@@ -27,7 +27,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".ni
 
 @dataclasses.dataclass
 class SplitData:
-    """One split: ``images`` is a uint8 array (N,H,W) / (N,H,W,3), or a list of image paths."""
+    """One split: ``images`` is a uint8 array (N,H,W) / (N,H,W,3) / volumes (N,D,H,W), or a list of image paths."""
 
     images: np.ndarray | list[Path]
     labels: np.ndarray  # int64, (N, 1) or (N, L)
@@ -98,6 +98,8 @@ def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | No
     where = f"{path} key {img_key!r}"
     if images.dtype != np.uint8:
         raise DatasetError(f"{where}: expected uint8 images, got {images.dtype}")
+    if info.dims == 3:
+        return _volume_split(path, images, labels, info, img_size, where, lbl_key)
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if not (images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)):
@@ -110,6 +112,23 @@ def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | No
     labels = check_labels(labels, info, f"{path} key {lbl_key!r}")
     if len(labels) != len(images):
         raise DatasetError(f"{path}: {len(images)} images in {img_key!r} but {len(labels)} labels in {lbl_key!r}")
+    return SplitData(images=images, labels=labels, ids=[str(i) for i in range(len(images))], source=str(path))
+
+
+def _volume_split(path: Path, images: np.ndarray, labels: np.ndarray, info: DatasetInfo, img_size: int | None,
+                  where: str, lbl_key: str) -> SplitData:
+    """A 3D dataset's split: uint8 volumes (N, D, H, W) (a trailing channel of 1 is dropped)."""
+    if images.ndim == 5 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 4:
+        raise DatasetError(f"{where}: dataset {info.name!r} is 3D; expected volumes shaped (N,D,H,W), got "
+                           f"{images.shape}")
+    if img_size is not None and images.shape[1:] != (img_size,) * 3:
+        raise DatasetError(f"{where}: expected {img_size}x{img_size}x{img_size} volumes, got "
+                           f"{'x'.join(map(str, images.shape[1:]))}")
+    labels = check_labels(labels, info, f"{path} key {lbl_key!r}")
+    if len(labels) != len(images):
+        raise DatasetError(f"{path}: {len(images)} volumes but {len(labels)} labels")
     return SplitData(images=images, labels=labels, ids=[str(i) for i in range(len(images))], source=str(path))
 
 

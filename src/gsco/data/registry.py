@@ -32,6 +32,7 @@ class DatasetInfo:
     task: str
     label_names: tuple[str, ...]
     n_channels: int | None = None  # None: taken from the data
+    dims: int = 2  # 2: images (N, H, W[, 3]); 3: volumes (N, D, H, W)
     n_samples: dict[str, int] | None = None  # None: not checked
     modality: str = "medical"
     format: str = "npz"
@@ -96,6 +97,9 @@ def _build_info(name: str, entry: dict[str, Any]) -> DatasetInfo:
     channels = entry.get("n_channels")
     if channels not in (None, 1, 3):
         raise DatasetError(f"{where}: n_channels must be 1 or 3, got {channels!r}")
+    dims = entry.get("dims", 2)
+    if dims not in (2, 3) or (dims == 3 and (fmt != "npz" or channels not in (None, 1))):
+        raise DatasetError(f"{where}: dims must be 2 or 3 (3: one-channel npz volumes), got dims {dims!r}")
     n_samples = entry.get("n_samples")
     if n_samples is not None:
         if not isinstance(n_samples, dict) or set(n_samples) - set(SPLITS):
@@ -112,6 +116,7 @@ def _build_info(name: str, entry: dict[str, Any]) -> DatasetInfo:
         task=task,
         label_names=labels,
         n_channels=channels,
+        dims=dims,
         n_samples=dict(n_samples) if n_samples else None,
         modality=str(entry.get("modality", "medical")),
         format=fmt,

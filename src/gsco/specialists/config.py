@@ -87,6 +87,23 @@ class SpecialistConfig(RenderSettings):
             raise ConfigError("keys num_workers, early_stopping_patience and weight_decay must not be negative")
         if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device):
             raise ConfigError(f"key 'device': {self.device!r} is not valid; expected auto, cpu, cuda, cuda:N or mps")
+        from gsco.data.registry import DatasetError, get_dataset_info
+
+        try:
+            info = get_dataset_info(self.dataset, self.extra_datasets)
+        except DatasetError as exc:
+            raise ConfigError(f"key 'dataset': {exc}") from None
+        if info.dims == 3:
+            from gsco.specialists.models import VOLUME_ARCHITECTURES
+
+            if self.architecture not in VOLUME_ARCHITECTURES:
+                raise ConfigError(f"key 'architecture': {self.architecture!r} for the 3D dataset {self.dataset!r}; "
+                                  f"choose one of {', '.join(VOLUME_ARCHITECTURES)} (MONAI's 3D ResNets; "
+                                  "configs/specialists/medmnist3d.yaml)")
+            if self.pretrained or self.stem != "default" or self.training_procedure != "endToEnd":
+                raise ConfigError(f"3D dataset {self.dataset!r}: a 3D specialist trains endToEnd from random weights "
+                                  "with stem default (pretrained=false; configs/specialists/medmnist3d.yaml)")
+            return
         import timm
 
         if not timm.is_model(self.architecture):
@@ -94,12 +111,6 @@ class SpecialistConfig(RenderSettings):
                 f"key 'architecture': {self.architecture!r} is not a timm model; list them with "
                 "python -c \"import timm; print(timm.list_models())\""
             )
-        from gsco.data.registry import DatasetError, get_dataset_info
-
-        try:
-            get_dataset_info(self.dataset, self.extra_datasets)
-        except DatasetError as exc:
-            raise ConfigError(f"key 'dataset': {exc}") from None
 
     @property
     def run_name(self) -> str:

@@ -1,4 +1,5 @@
-"""The specialist factory: any timm classifier by name, local weights only, and its feature views."""
+"""The specialist factory: any timm classifier by name (2D), a MONAI 3D network for volumes, local weights only,
+and their feature views."""
 
 from __future__ import annotations
 
@@ -73,6 +74,58 @@ def _create(architecture: str, num_classes: int, in_chans: int, pretrained_path:
     if announce:
         logger.info("%s: random initialisation (pretrained: false)", architecture)
     return timm.create_model(architecture, pretrained=False, num_classes=num_classes, in_chans=in_chans)
+
+
+VOLUME_ARCHITECTURES = ("resnet10", "resnet18", "resnet34", "resnet50")  # MONAI's 3D ResNets (MedMNIST 3D)
+
+
+class VolumeClassifier(nn.Module):
+    """A MONAI 3D ResNet with the timm classifier interface the specialists use (``forward_features`` -> the last
+    stage's feature map, ``forward_head``, ``get_classifier``, ``pretrained_cfg`` with the mean / std of 0.5
+    MedMNIST's 3D examples normalise with), so training, prediction and retrieval run unchanged on volumes."""
+
+    def __init__(self, architecture: str, num_classes: int, in_chans: int = 1):
+        super().__init__()
+        from monai.networks import nets
+
+        if architecture not in VOLUME_ARCHITECTURES:
+            raise ValueError(f"architecture {architecture!r} has no 3D version here; for a 3D dataset choose one of "
+                             f"{', '.join(VOLUME_ARCHITECTURES)} (MONAI's 3D ResNets)")
+        self.net = getattr(nets, architecture)(spatial_dims=3, n_input_channels=in_chans, num_classes=num_classes)
+        self.pretrained_cfg = {"mean": (0.5,), "std": (0.5,), "architecture": f"monai.{architecture} (3D)"}
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        x = net.act(net.bn1(net.conv1(x)))
+        if not net.no_max_pool:
+            x = net.maxpool(x)
+        return net.layer4(net.layer3(net.layer2(net.layer1(x))))
+
+    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        pooled = self.net.avgpool(features).flatten(1)
+        return pooled if pre_logits else self.net.fc(pooled)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.net.fc
+
+
+def create_volume_specialist(architecture: str, num_classes: int, in_chans: int = 1, pretrained_path: str | None = None,
+                             pretrained: bool = False, stem: str = "default", announce: bool = True) -> nn.Module:
+    """A 3D specialist (MONAI ResNet, random initialisation; ``pretrained_path`` loads one of our 3D checkpoints)."""
+    if pretrained:
+        raise ValueError("pretrained: true loads timm's 2D ImageNet weights; a 3D specialist has none here "
+                         "(pretrained=false, or pretrained_path= a 3D checkpoint)")
+    if stem != "default":
+        raise ValueError(f"stem {stem!r} is a 2D ResNet stem; a 3D specialist keeps MONAI's (stem: default)")
+    model = VolumeClassifier(architecture, num_classes, in_chans)
+    if pretrained_path:
+        load_specialist_checkpoint(model, pretrained_path)
+    elif announce:
+        logger.info("%s (3D, MONAI): random initialisation", architecture)
+    return model
 
 
 def use_cifar_stem(model: nn.Module, architecture: str) -> None:
