@@ -18,7 +18,7 @@ from PIL import Image
 from gsco.data.medical import MedicalImageError, is_medical
 from gsco.data.render import minmax as to_8bit  # noqa: F401 - the name readers have always offered
 from gsco.data.render import open_plain_image, render
-from gsco.data.registry import DatasetError, DatasetInfo
+from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D, DatasetError, DatasetInfo
 from gsco.runtime import reading
 
 # image files the readers take; a DICOM series is a folder
@@ -82,8 +82,9 @@ def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | No
     """Read ``{split}_images`` / ``{split}_labels`` from a MedMNIST-layout npz, without pickles."""
     if not path.is_file():
         raise DatasetError(
-            f"dataset file {path} not found (dataset {info.name!r}); nothing is downloaded: put the npz there "
-            "or set data_path (see DATASET.md)"
+            f"dataset file {path} not found (dataset {info.name!r}): "
+            + (f"python -m gsco.data.prepare {info.name} --root {path.parent} fetches it, or set data_path"
+               if info.name in MEDMNIST_2D + MEDMNIST_3D else "put the npz there or set data_path (see DATASET.md)")
         )
     img_key, lbl_key = f"{split}_images", f"{split}_labels"
     with reading(path, "npz file", "is it truncated or damaged? replace it with a fresh copy (DATASET.md)", DatasetError):

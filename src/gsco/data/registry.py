@@ -26,6 +26,12 @@ class DatasetError(ValueError):
     """A dataset entry or data file that cannot be used as it is."""
 
 
+MEDMNIST_2D = ("pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist", "breastmnist",
+               "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist")
+MEDMNIST_3D = ("organmnist3d", "nodulemnist3d", "adrenalmnist3d", "fracturemnist3d", "vesselmnist3d",
+               "synapsemnist3d")  # python -m gsco.data.prepare fetches these and the 2D ones
+
+
 @dataclasses.dataclass(frozen=True)
 class DatasetInfo:
     name: str

@@ -1,0 +1,168 @@
+"""python -m gsco.data.prepare: MedMNIST files fetched from local paths and a local HTTP server, checked by MD5
+and split sizes, atomic, resumable, and idempotent — on miniature files in MedMNIST's own npz layout."""
+
+import functools
+import hashlib
+import http.server
+import json
+import threading
+
+import numpy as np
+import pytest
+
+from gsco.data.prepare import PrepareError, medmnist_table, npz_split_sizes, prepare_medmnist
+
+
+def miniature(folder, name="breastmnist", sizes=(28,), n=(6, 2, 3), volume=False):
+    """Miniature MedMNIST npz files (real layout, few images) and a table entry naming their MD5s."""
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"n_samples": dict(zip(("train", "val", "test"), n)), "license": "CC BY 4.0"}
+    rng = np.random.default_rng(0)
+    for size in sizes:
+        shape = (size,) * (3 if volume else 2)
+        arrays = {}
+        for split, count in zip(("train", "val", "test"), n):
+            arrays[f"{split}_images"] = rng.integers(0, 255, (count, *shape), dtype=np.uint8)
+            arrays[f"{split}_labels"] = rng.integers(0, 2, (count, 1))
+        filename = f"{name}.npz" if size == 28 else f"{name}_{size}.npz"
+        np.savez(folder / filename, **arrays)
+        suffix = "" if size == 28 else f"_{size}"
+        entry[f"url{suffix}"] = f"https://example.invalid/{filename}"
+        entry[f"MD5{suffix}"] = hashlib.md5((folder / filename).read_bytes()).hexdigest()
+    return {name: entry}
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """A static server that honours ``Range: bytes=N-`` (206), as zenodo does; it counts the bytes it sends."""
+
+    sent: list = []
+
+    def do_GET(self):  # noqa: N802 - http.server's name
+        path = self.translate_path(self.path)
+        try:
+            data = open(path, "rb").read()
+        except OSError:
+            self.send_error(404)
+            return
+        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.send_response(206 if start else 200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+        self.sent.append(len(data) - start)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server(tmp_path):
+    served = tmp_path / "served"
+    served.mkdir()
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
+    RangeHandler.sent = []
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+def test_the_table_is_the_medmnist_packages_and_agrees_with_the_registry():
+    from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D, get_dataset_info
+
+    table = medmnist_table()
+    assert set(MEDMNIST_2D + MEDMNIST_3D) <= set(table)
+    for name in MEDMNIST_2D + MEDMNIST_3D:
+        assert table[name]["n_samples"] == get_dataset_info(name).n_samples
+    assert table["breastmnist"]["MD5"] == "750601b1f35ba3300ea97c75c52ff8f6"
+
+
+def test_local_folder_source_then_a_second_run_changes_nothing(tmp_path):
+    table = miniature(tmp_path / "mirror", sizes=(28, 64))
+    root = tmp_path / "data"
+    rows = prepare_medmnist(["breastmnist"], root, [28, 64], source=str(tmp_path / "mirror"), table=table,
+                            progress=False)
+    assert [r["status"] for r in rows] == ["copied", "copied"]
+    assert rows[0]["splits"] == {"train": 6, "val": 2, "test": 3} and rows[0]["licence"] == "CC BY 4.0"
+    stamps = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
+    again = prepare_medmnist(["breastmnist"], root, [28, 64], source=str(tmp_path / "mirror"), table=table,
+                             progress=False)
+    assert [r["status"] for r in again] == ["present", "present"]
+    assert {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == stamps  # nothing rewritten, no stray files
+
+
+def test_download_over_http_resumes_a_partial_file(tmp_path, server):
+    served, url = server
+    table = miniature(served, "organmnist3d", n=(4, 2, 2), volume=True)
+    root = tmp_path / "data"
+    root.mkdir()
+    whole = (served / "organmnist3d.npz").read_bytes()
+    (root / "organmnist3d.npz.partial").write_bytes(whole[:1000])  # an interrupted download
+    rows = prepare_medmnist(["organmnist3d"], root, [28], source=url, table=table, progress=False)
+    assert rows[0]["status"] == "downloaded" and RangeHandler.sent == [len(whole) - 1000]  # only the rest was sent
+    assert (root / "organmnist3d.npz").read_bytes() == whole and not list(root.glob("*.partial"))
+    assert npz_split_sizes(root / "organmnist3d.npz") == {"train": 4, "val": 2, "test": 2}
+
+
+def test_an_md5_mismatch_or_wrong_split_sizes_leave_no_file(tmp_path, server):
+    served, url = server
+    table = miniature(served)
+    good_md5 = table["breastmnist"]["MD5"]
+    table["breastmnist"]["MD5"] = "0" * 32
+    root = tmp_path / "data"
+    with pytest.raises(PrepareError, match=r"MD5 [0-9a-f]{32}, expected 0{32} .*nothing was written to .*breastmnist.npz"):
+        prepare_medmnist(["breastmnist"], root, [28], source=url, table=table, progress=False)
+    assert list(root.iterdir()) == []  # neither the file nor its .partial
+    table["breastmnist"]["MD5"], table["breastmnist"]["n_samples"]["test"] = good_md5, 5
+    with pytest.raises(PrepareError, match="split sizes differ from the published ones: test: 3 .expected 5."):
+        prepare_medmnist(["breastmnist"], root, [28], source=url, table=table, progress=False)
+    with pytest.raises(PrepareError, match="is not there"):
+        prepare_medmnist(["breastmnist"], tmp_path / "other", [28], source=str(tmp_path / "empty"), table=table,
+                         progress=False)
+
+
+@pytest.mark.e2e
+def test_readme_prepare_commands_say_what_is_wrong_in_one_line(tmp_path):
+    """The documented commands, run as users run them, on a mirror folder holding a re-saved BreastMNIST (our
+    ../shared copy: real data, another MD5), an unreachable URL, and a wrong size."""
+    import shutil
+
+    from conftest import shared_path
+    from doc_commands import run_documented
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    shutil.copy(shared_path("data", "medmnist", "breastmnist.npz"), mirror / "breastmnist.npz")
+    proc = run_documented("python -m gsco.data.prepare breastmnist --root data/medmnist",
+                          replace={"data/medmnist": str(tmp_path / "root")}, append=[f"source={mirror}"], check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert "expected 750601b1f35ba3300ea97c75c52ff8f6" in proc.stderr
+    assert not list((tmp_path / "root").glob("*"))  # neither breastmnist.npz nor a .partial
+    proc = run_documented("python -m gsco.data.prepare medmnist --root data/medmnist source=/mnt/mirror",
+                          replace={"data/medmnist": str(tmp_path / "root"), "/mnt/mirror": "http://127.0.0.1:9"},
+                          check=False)
+    assert proc.returncode == 2 and "cannot be reached" in proc.stderr and "source=DIR" in proc.stderr
+    proc = run_documented("python -m gsco.data.prepare organmnist3d --root data/medmnist sizes=[28,64]",
+                          replace={"data/medmnist": str(tmp_path / "root"), "sizes=[28,64]": "sizes=[28,128]"},
+                          check=False)
+    assert proc.returncode == 2 and "organmnist3d is not published at 128 px (sizes: [28, 64])" in proc.stderr
+    assert json.dumps(proc.stderr).count("Traceback") == 0
+
+
+def test_dataset_md_lists_each_medmnist_dataset_with_the_sizes_and_licence_the_preparer_checks():
+    import re
+
+    from conftest import REPO
+    from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D
+
+    text = (REPO / "DATASET.md").read_text()
+    rows = {m[0]: m[1:] for m in re.findall(r"^\| `(\w+)` \| ([\d, ]+) \| (\d+) / (\d+) / (\d+) \| ([^|]+) \|$", text,
+                                            re.M)}
+    table = medmnist_table()
+    assert set(rows) == set(MEDMNIST_2D + MEDMNIST_3D)
+    for name, (sizes, train, val, test, licence) in rows.items():
+        entry = table[name]
+        published = [s for s in (28, 64, 128, 224) if ("url" if s == 28 else f"url_{s}") in entry]
+        assert [int(x) for x in sizes.split(",")] == published
+        assert {"train": int(train), "val": int(val), "test": int(test)} == entry["n_samples"]
+        assert licence.strip() == entry["license"]
