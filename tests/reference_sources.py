@@ -128,6 +128,14 @@ MEDMNIST_V2 = {"lr": 0.001, "gamma": 0.1, "milestones_fraction": [0.5, 0.75], "n
                "normalize_mean": [.5], "normalize_std": [.5], "as_rgb": False, "optimizer": "adam",
                "selection": "val_auc"}
 
+# ----------------------------------------------------------------- MedMNIST v2 3D (MedMNIST3D/train_and_eval_pytorch)
+# main(): lr = 0.001, gamma=0.1, milestones = [0.5 * num_epochs, 0.75 * num_epochs], torch.optim.Adam; argparse:
+# --num_epochs 100, --batch_size 32, --model_flag resnet18 (an ACS-converted 2D ResNet, --conv ACSConv,
+# --pretrained_3d i3d); best model by val AUC (cur_auc > best_auc); medmnist/dataset.py MedMNIST3D.__getitem__:
+# img / 255.0 (in [0, 1]), utils.Transform3D() only casts to float32 (no Normalize)
+MEDMNIST_3D = {"lr": 0.001, "gamma": 0.1, "milestones_fraction": [0.5, 0.75], "num_epochs": 100, "batch_size": 32,
+               "optimizer": "adam", "selection": "val_auc", "scale": "img / 255.0"}
+
 # ---------------------------------------------------------------------------------------------------- R2GenGPT
 R2GENGPT_DEFAULTS = {"precision": "bf16-mixed", "learning_rate": 1e-4, "beam_size": 3, "repetition_penalty": 2.0,
                      "length_penalty": 2.0, "llm_r": 16, "llm_alpha": 16, "vis_r": 16, "vis_alpha": 16,

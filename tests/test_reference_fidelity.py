@@ -206,6 +206,26 @@ def test_medmnist_v2_preset_is_the_references():
     assert cfg.preprocess == "native" and cfg.scheduler == "multistep"
 
 
+def test_medmnist_3d_preset_follows_the_references_3d_script():
+    """configs/specialists/medmnist3d.yaml: MedMNIST3D/train_and_eval_pytorch.py's optimiser, schedule, batch and
+    selection, volumes scaled to [0, 1] as medmnist's MedMNIST3D dataset gives them (x / 255: mean 0, std 1); the
+    network is MONAI's 3D ResNet from random weights where the script's default is an ACS-converted 2D ResNet."""
+    import numpy as np
+
+    from gsco.data.datasets import Preprocess
+    from gsco.specialists.config import SpecialistConfig
+
+    v3 = ref.MEDMNIST_3D
+    cfg = load_config(SpecialistConfig, REPO / "configs/specialists/medmnist3d.yaml")
+    assert cfg.learning_rate == v3["lr"] and cfg.gamma == v3["gamma"] and cfg.epochs == v3["num_epochs"]
+    assert cfg.milestones == [int(f * v3["num_epochs"]) for f in v3["milestones_fraction"]]
+    assert cfg.batch_size == v3["batch_size"] and cfg.optimizer == v3["optimizer"] and cfg.weight_decay == 0
+    assert cfg.selection_metric == v3["selection"] and cfg.pretrained is False and cfg.architecture == "resnet18"
+    volume = np.arange(27, dtype=np.uint8).reshape(3, 3, 3) * 9
+    x = Preprocess("native", cfg.mean, cfg.std, as_rgb=False, volume=True)(volume)
+    assert x.shape == (1, 3, 3, 3) and np.allclose(x[0].numpy(), volume / 255.0)
+
+
 @pytest.mark.parametrize("name, script", [("iu_xray_shallow", ref.R2GENGPT_IU_SHALLOW_SH),
                                           ("mimic_cxr_shallow", ref.R2GENGPT_MIMIC_SHALLOW_SH)])
 def test_r2gengpt_recipes_are_its_scripts(name, script):

@@ -81,8 +81,8 @@ VOLUME_ARCHITECTURES = ("resnet10", "resnet18", "resnet34", "resnet50")  # MONAI
 
 class VolumeClassifier(nn.Module):
     """A MONAI 3D ResNet with the timm classifier interface the specialists use (``forward_features`` -> the last
-    stage's feature map, ``forward_head``, ``get_classifier``, ``pretrained_cfg`` with the mean / std of 0.5
-    MedMNIST's 3D examples normalise with), so training, prediction and retrieval run unchanged on volumes."""
+    stage's feature map, ``forward_head``, ``get_classifier``, ``pretrained_cfg`` with mean 0 / std 1: volumes in
+    [0, 1], as medmnist's 3D datasets give them), so training, prediction and retrieval run unchanged on volumes."""
 
     def __init__(self, architecture: str, num_classes: int, in_chans: int = 1):
         super().__init__()
@@ -92,7 +92,7 @@ class VolumeClassifier(nn.Module):
             raise ValueError(f"architecture {architecture!r} has no 3D version here; for a 3D dataset choose one of "
                              f"{', '.join(VOLUME_ARCHITECTURES)} (MONAI's 3D ResNets)")
         self.net = getattr(nets, architecture)(spatial_dims=3, n_input_channels=in_chans, num_classes=num_classes)
-        self.pretrained_cfg = {"mean": (0.5,), "std": (0.5,), "architecture": f"monai.{architecture} (3D)"}
+        self.pretrained_cfg = {"mean": (0.0,), "std": (1.0,), "architecture": f"monai.{architecture} (3D)"}
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         net = self.net
