@@ -166,3 +166,75 @@ def test_dataset_md_lists_each_medmnist_dataset_with_the_sizes_and_licence_the_p
         assert [int(x) for x in sizes.split(",")] == published
         assert {"train": int(train), "val": int(val), "test": int(test)} == entry["n_samples"]
         assert licence.strip() == entry["license"]
+
+
+def vqa_sources(folder):
+    """Miniature VQA-RAD and SLAKE downloads in their publishers' JSON layouts, with tiny images."""
+    from PIL import Image
+
+    rad, slake = folder / "vqa_rad", folder / "Slake1.0"
+    (rad / "VQA_RAD Image Folder").mkdir(parents=True)
+    (slake / "imgs" / "xmlab1").mkdir(parents=True)
+    for i in range(2):
+        Image.new("L", (20, 20), 40 * i).save(rad / "VQA_RAD Image Folder" / f"synpic{i}.jpg")
+    Image.new("L", (16, 16), 90).save(slake / "imgs" / "xmlab1" / "source.jpg")
+    questions = [{"qid": 1, "image_name": "synpic0.jpg", "question": "Is there an effusion?", "answer": "No",
+                  "answer_type": "CLOSED", "question_type": "PRES", "phrase_type": "freeform"},
+                 {"qid": 2, "image_name": "synpic1.jpg", "question": "What organ is shown? ", "answer": "brain",
+                  "answer_type": "OPEN ", "question_type": "ORGAN", "phrase_type": "test_freeform"},
+                 {"qid": 3, "image_name": "synpic1.jpg", "question": "How many lesions?", "answer": 2,
+                  "answer_type": "OPEN", "question_type": "COUNT", "phrase_type": "test_para"}]
+    (rad / "VQA_RAD Dataset Public.json").write_text(json.dumps(questions))
+    for file, n in (("train.json", 2), ("validate.json", 1), ("test.json", 1)):
+        rows = [{"img_id": 1, "img_name": "xmlab1/source.jpg", "question": f"Q{k}?", "answer": "Yes",
+                 "q_lang": "en", "answer_type": "CLOSED", "qid": 10 * n + k} for k in range(n)]
+        rows.append({"img_id": 1, "img_name": "xmlab1/source.jpg", "question": "图片里有什么?", "answer": "肺",
+                     "q_lang": "zh", "answer_type": "OPEN", "qid": 999})
+        (slake / file).write_text(json.dumps(rows, ensure_ascii=False))
+    return rad, slake
+
+
+def test_vqa_rad_and_slake_become_metafiles_with_closed_and_open_marked(tmp_path):
+    from gsco.data.prepare import prepare_vqa
+
+    rad, slake = vqa_sources(tmp_path / "downloads")
+    root = tmp_path / "data"
+    report = prepare_vqa("vqa_rad", root, str(rad), expected={"train": 1, "test": 2})
+    assert [r["status"] for r in report] == ["written", "written"]
+    test = [json.loads(line) for line in (root / "vqa_rad" / "vqa_rad_test.jsonl").read_text().splitlines()]
+    assert test[0] == {"id": "2", "split": "test", "image": "images/synpic1.jpg", "question": "What organ is shown?",
+                       "question_id": "2", "answer": "brain", "answer_type": "OPEN"}
+    assert test[1]["answer"] == "2" and (root / "vqa_rad" / "images" / "synpic1.jpg").is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in (root / "vqa_rad").rglob("*")}
+    assert [r["status"] for r in prepare_vqa("vqa_rad", root, str(rad), {"train": 1, "test": 2})] == ["present"] * 2
+    assert {p: p.stat().st_mtime_ns for p in (root / "vqa_rad").rglob("*")} == stamps
+    report = prepare_vqa("slake", root, str(slake), expected={"train": 2, "val": 1, "test": 1})  # English only
+    assert [r["splits"] for r in report][1] == {"val": 1, "closed": 1, "open": 0}
+    assert (root / "slake" / "images" / "xmlab1" / "source.jpg").is_file()
+    with pytest.raises(PrepareError, match=r"gives \{'train': 1, 'test': 2\} questions per split, the published "
+                                           r"sizes are \{'train': 3064, 'test': 451\}"):
+        prepare_vqa("vqa_rad", tmp_path / "other", str(rad))
+    with pytest.raises(PrepareError, match="download .*osf.io/89kps.* give source=FOLDER"):
+        prepare_vqa("vqa_rad", tmp_path / "other", None)
+
+
+@pytest.mark.e2e
+def test_prepared_vqa_rad_runs_through_inference_meddr_sh(tmp_path):
+    """DATASET.md's commands on the miniature downloads: prepare refuses a source of another size in one line; the
+    metafile it writes (sizes as the miniature) is what inference_meddr.sh evaluates, closed and open apart."""
+    from doc_commands import run_documented
+    from gsco.data.prepare import prepare_vqa
+
+    rad, slake = vqa_sources(tmp_path / "downloads")
+    for command, source in (("python -m gsco.data.prepare vqa_rad --root data source=downloads/vqa_rad", rad),
+                            ("python -m gsco.data.prepare slake --root data source=downloads/Slake1.0", slake)):
+        proc = run_documented(command, replace={"--root data": f"--root {tmp_path / 'data'}",
+                                                f"source=downloads/{source.name}": f"source={source}"}, check=False)
+        assert proc.returncode == 2 and "questions per split, the published sizes are" in proc.stderr
+        assert proc.stderr.count("\n") == 1 and not (tmp_path / "data").exists()
+    prepare_vqa("vqa_rad", tmp_path / "data", str(rad), expected={"train": 1, "test": 2})
+    run_documented("METAFILE=data/vqa_rad/vqa_rad_test.jsonl TASK=vqa bash inference_meddr.sh",
+                   replace={"data/vqa_rad": str(tmp_path / "data" / "vqa_rad")},
+                   env={"OUT_DIR": str(tmp_path / "eval")}, append=["device=cpu", "max_new_tokens=3"])
+    metrics = json.loads(next((tmp_path / "eval").glob("*_metrics.json")).read_text())
+    assert metrics["metrics"]["n_closed"] == 0 and metrics["metrics"]["n_open"] == 2

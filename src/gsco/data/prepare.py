@@ -11,12 +11,18 @@ checked against its MD5 and only then renamed to its final name, so a failed or 
 file the readers would take; a file already in place with the right MD5 is left as it is (a second run does
 nothing). Its split sizes are checked against the registry. ``source=`` takes a local folder holding the files, or
 another URL to fetch them from, instead of MedMNIST's.
+
+VQA-RAD and SLAKE (``vqa_rad``, ``slake``) are converted from the files their publishers distribute, which the user
+downloads (``source=`` their folder), into MedDr evaluation metafiles ``root/<name>/<name>_<split>.jsonl`` with
+closed and open questions marked (``answer_type``), the images copied beside them; split sizes are checked against
+the published ones.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import sys
 import urllib.error
@@ -187,6 +193,95 @@ def prepare_medmnist(names: list[str], root: Path, sizes: list[int], source: str
     return rows
 
 
+@dataclasses.dataclass(frozen=True)
+class VqaSource:
+    """A VQA benchmark converted from the files its publisher distributes (downloaded by the user: ``source=``)."""
+
+    name: str
+    where: str  # what to download, from where, under which terms
+    sizes: dict  # questions per split after conversion (English only for SLAKE)
+
+
+VQA_SOURCES = {
+    "vqa_rad": VqaSource("vqa_rad", "'VQA_RAD Dataset Public.json' and the 'VQA_RAD Image Folder' from "
+                         "https://osf.io/89kps/ (CC0 1.0)", {"train": 3064, "test": 451}),
+    "slake": VqaSource("slake", "Slake1.0 (train.json, validate.json, test.json and imgs/) from "
+                       "https://www.med-vqa.com/slake/ (CC BY 4.0)", {"train": 4919, "val": 1053, "test": 1061}),
+}
+
+
+def vqa_rad_rows(source: Path) -> dict[str, list[dict]]:
+    """VQA-RAD's public JSON: the test split is the questions whose phrase_type starts with ``test``."""
+    from gsco.runtime import read_json
+
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    for q in read_json(source / "VQA_RAD Dataset Public.json", "VQA-RAD questions"):
+        split = "test" if str(q["phrase_type"]).startswith("test") else "train"
+        rows[split].append(_vqa_row(q["qid"], split, "VQA_RAD Image Folder", q["image_name"], q))
+    return rows
+
+
+def slake_rows(source: Path) -> dict[str, list[dict]]:
+    """SLAKE's train / validate / test JSON, English questions only (``q_lang`` en)."""
+    from gsco.runtime import read_json
+
+    rows: dict[str, list[dict]] = {}
+    for split, file in (("train", "train.json"), ("val", "validate.json"), ("test", "test.json")):
+        questions = read_json(source / file, "SLAKE questions")
+        rows[split] = [_vqa_row(q["qid"], split, "imgs", q["img_name"], q) for q in questions if q["q_lang"] == "en"]
+    return rows
+
+
+def _vqa_row(qid, split: str, folder: str, image: str, q: dict) -> dict:
+    kind = str(q["answer_type"]).strip().upper()
+    if kind not in ("OPEN", "CLOSED"):
+        raise PrepareError(f"question {qid}: answer_type {q['answer_type']!r}, expected OPEN or CLOSED")
+    return {"id": str(qid), "split": split, "image": f"images/{image}", "question": str(q["question"]).strip(),
+            "question_id": str(qid), "answer": str(q["answer"]).strip(), "answer_type": kind, "_from": f"{folder}/{image}"}
+
+
+def prepare_vqa(name: str, root: Path, source: str | None, expected: dict | None = None) -> list[dict]:
+    """``root/<name>/<name>_<split>.jsonl`` (MedDr evaluation metafiles, OPEN / CLOSED marked) and the images they
+    name under ``root/<name>/images``; written only where missing or different (a second run changes nothing)."""
+    spec = VQA_SOURCES[name]
+    if source is None or "://" in source or not Path(source).is_dir():
+        raise PrepareError(f"{name}: download {spec.where} yourself and give source=FOLDER (the folder holding them)")
+    source_dir, out = Path(source), root / name
+    try:
+        rows = (vqa_rad_rows if name == "vqa_rad" else slake_rows)(source_dir)
+    except KeyError as exc:
+        raise PrepareError(f"{name}: a question in {source_dir} lacks the field {exc}; is it {spec.where}?") from None
+    expected = expected or spec.sizes
+    found = {split: len(r) for split, r in rows.items()}
+    if found != expected:
+        raise PrepareError(f"{name}: {source_dir} gives {found} questions per split, the published sizes are "
+                           f"{expected}; another version of the files?")
+    report = []
+    for split, split_rows in rows.items():
+        copied = 0
+        for row in split_rows:
+            image, target = source_dir / row.pop("_from"), out / row["image"]
+            if not target.is_file() or target.stat().st_size != image.stat().st_size:
+                if not image.is_file():
+                    raise PrepareError(f"{name}: {image} (question {row['id']}) is missing from the source")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _copy(image, target.with_name(target.name + ".partial"))
+                target.with_name(target.name + ".partial").replace(target)
+                copied += 1
+        metafile = out / f"{name}_{split}.jsonl"
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in split_rows)
+        status = "present" if metafile.is_file() and metafile.read_text() == text and not copied else "written"
+        if status == "written":
+            partial = metafile.with_name(metafile.name + ".partial")
+            partial.write_text(text)
+            partial.replace(metafile)
+        closed = sum(r["answer_type"] == "CLOSED" for r in split_rows)
+        report.append({"dataset": name, "file": str(metafile), "status": status,
+                       "splits": {split: len(split_rows), "closed": closed, "open": len(split_rows) - closed},
+                       "licence": spec.where.rsplit("(", 1)[-1].rstrip(")")})
+    return report
+
+
 @dataclasses.dataclass
 class PrepareConfig:
     name: list[str] = dataclasses.field(default_factory=list)  # datasets (or medmnist, medmnist2d, medmnist3d)
@@ -198,10 +293,11 @@ class PrepareConfig:
         if not self.name:
             raise ConfigError("give a dataset: python -m gsco.data.prepare NAME --root DIR (NAME: a MedMNIST dataset, "
                               "medmnist, medmnist2d or medmnist3d)")
-        unknown = [n for n in self.name if n not in GROUPS and n not in GROUPS["medmnist"]]
+        unknown = [n for n in self.name if n not in GROUPS and n not in GROUPS["medmnist"] and n not in VQA_SOURCES]
         if unknown:
-            raise ConfigError(f"{unknown}: no preparer; choose MedMNIST datasets ({', '.join(GROUPS['medmnist'])}) "
-                              f"or a group ({', '.join(GROUPS)}); DATASET.md says how to get the others")
+            raise ConfigError(f"{unknown}: no preparer; choose MedMNIST datasets ({', '.join(GROUPS['medmnist'])}), "
+                              f"a group ({', '.join(GROUPS)}) or {', '.join(VQA_SOURCES)}; DATASET.md says how to "
+                              "get the others")
 
     def datasets(self) -> list[str]:
         names: list[str] = []
@@ -211,9 +307,13 @@ class PrepareConfig:
 
 
 def _prepare_and_print(cfg: PrepareConfig) -> None:
-    rows = prepare_medmnist(cfg.datasets(), Path(cfg.root), cfg.sizes, cfg.source)
+    names = cfg.datasets()
+    medmnist = [n for n in names if n not in VQA_SOURCES]
+    rows = prepare_medmnist(medmnist, Path(cfg.root), cfg.sizes, cfg.source) if medmnist else []
+    for name in (n for n in names if n in VQA_SOURCES):
+        rows += prepare_vqa(name, Path(cfg.root), cfg.source)
     for row in rows:
-        splits = " / ".join(f"{s} {n}" for s, n in row["splits"].items())
+        splits = " / ".join(f"{k} {n}" for k, n in row["splits"].items())
         print(f"{row['status']:10s} {row['file']}  ({splits}; {row['licence']})")
 
 
