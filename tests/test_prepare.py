@@ -238,3 +238,70 @@ def test_prepared_vqa_rad_runs_through_inference_meddr_sh(tmp_path):
                    env={"OUT_DIR": str(tmp_path / "eval")}, append=["device=cpu", "max_new_tokens=3"])
     metrics = json.loads(next((tmp_path / "eval").glob("*_metrics.json")).read_text())
     assert metrics["metrics"]["n_closed"] == 0 and metrics["metrics"]["n_open"] == 2
+
+
+def r2gen_zip(folder, n=(2, 1, 1)):
+    """A miniature of R2Gen's iu_xray archive: iu_xray/annotation.json + iu_xray/images/<id>/{0,1}.png."""
+    import zipfile
+
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    data, files = {}, {}
+    for split, count in zip(("train", "val", "test"), n):
+        data[split] = []
+        for i in range(count):
+            sid = f"CXR{split}{i}"
+            data[split].append({"id": sid, "report": "The lungs are clear.", "split": split,
+                                "image_path": [f"{sid}/0.png", f"{sid}/1.png"]})
+            for view in (0, 1):
+                image = folder / "img.png"
+                Image.new("L", (8, 8), 30 * view).save(image)
+                files[f"iu_xray/images/{sid}/{view}.png"] = image.read_bytes()
+    with zipfile.ZipFile(folder / "iu_xray.zip", "w") as archive:
+        archive.writestr("iu_xray/annotation.json", json.dumps(data))
+        for name, blob in files.items():
+            archive.writestr(name, blob)
+    return folder / "iu_xray.zip"
+
+
+def test_iu_xray_archive_is_extracted_only_when_checked(tmp_path):
+    import shutil
+    import zipfile
+
+    from gsco.data.prepare import prepare_report_data
+
+    archive = r2gen_zip(tmp_path / "downloads")
+    root = tmp_path / "data"
+    with pytest.raises(PrepareError, match=r"studies per split, the published sizes are \{'train': 2069"):
+        prepare_report_data("iu_xray", root, str(archive))
+    assert not root.exists() or not list(root.iterdir())  # nothing extracted under any name
+    sizes = {"train": 2, "val": 1, "test": 1}
+    row = prepare_report_data("iu_xray", root, str(archive), sizes)[0]
+    assert row["status"] == "extracted" and row["image_root"] == str(root / "iu_xray" / "images")
+    assert (root / "iu_xray" / "images" / "CXRtest0" / "1.png").is_file() and not (root / "iu_xray.partial").exists()
+    assert prepare_report_data("iu_xray", root, str(archive), sizes)[0]["status"] == "present"
+    shutil.copytree(root / "iu_xray", tmp_path / "folder")
+    (tmp_path / "folder" / "images" / "CXRval0" / "0.png").unlink()
+    with pytest.raises(PrepareError, match="1 images the annotation names are missing .e.g. CXRval0/0.png"):
+        prepare_report_data("iu_xray", root, str(tmp_path / "folder"), sizes)
+    (tmp_path / "broken.zip").write_bytes(b"PK not a zip")
+    with pytest.raises(PrepareError, match="broken.zip"):
+        prepare_report_data("iu_xray", tmp_path / "other", str(tmp_path / "broken.zip"), sizes)
+    assert zipfile.is_zipfile(archive)
+
+
+@pytest.mark.e2e
+def test_report_prepare_commands_check_in_one_line(tmp_path):
+    from doc_commands import run_documented
+
+    archive = r2gen_zip(tmp_path / "downloads")
+    proc = run_documented("python -m gsco.data.prepare iu_xray --root data source=downloads/iu_xray.zip",
+                          replace={"--root data": f"--root {tmp_path / 'data'}",
+                                   "source=downloads/iu_xray.zip": f"source={archive}"}, check=False)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "the published sizes are" in proc.stderr
+    proc = run_documented("python -m gsco.data.prepare mimic_cxr --root data source=/data/mimic_cxr",
+                          replace={"--root data": f"--root {tmp_path / 'data'}",
+                                   "/data/mimic_cxr": str(tmp_path / "nowhere")}, check=False)
+    assert proc.returncode == 2 and "mimic_cxr: download R2Gen's mimic_cxr annotation.json" in proc.stderr
+    assert "PhysioNet" in proc.stderr and not list((tmp_path / "data").rglob("*"))  # nothing left behind

@@ -12,7 +12,9 @@ file the readers would take; a file already in place with the right MD5 is left 
 nothing). Its split sizes are checked against the registry. ``source=`` takes a local folder holding the files, or
 another URL to fetch them from, instead of MedMNIST's.
 
-VQA-RAD and SLAKE (``vqa_rad``, ``slake``) are converted from the files their publishers distribute, which the user
+IU-Xray and MIMIC-CXR (``iu_xray``, ``mimic_cxr``) in R2Gen's layout are checked where the user put them (a zip is
+extracted first): split sizes and every image the annotation names. VQA-RAD and SLAKE (``vqa_rad``, ``slake``) are
+converted from the files their publishers distribute, which the user
 downloads (``source=`` their folder), into MedDr evaluation metafiles ``root/<name>/<name>_<split>.jsonl`` with
 closed and open questions marked (``answer_type``), the images copied beside them; split sizes are checked against
 the published ones.
@@ -194,8 +196,8 @@ def prepare_medmnist(names: list[str], root: Path, sizes: list[int], source: str
 
 
 @dataclasses.dataclass(frozen=True)
-class VqaSource:
-    """A VQA benchmark converted from the files its publisher distributes (downloaded by the user: ``source=``)."""
+class PublishedSource:
+    """A benchmark made from the files its publisher distributes, which the user downloads (``source=``)."""
 
     name: str
     where: str  # what to download, from where, under which terms
@@ -203,9 +205,9 @@ class VqaSource:
 
 
 VQA_SOURCES = {
-    "vqa_rad": VqaSource("vqa_rad", "'VQA_RAD Dataset Public.json' and the 'VQA_RAD Image Folder' from "
+    "vqa_rad": PublishedSource("vqa_rad", "'VQA_RAD Dataset Public.json' and the 'VQA_RAD Image Folder' from "
                          "https://osf.io/89kps/ (CC0 1.0)", {"train": 3064, "test": 451}),
-    "slake": VqaSource("slake", "Slake1.0 (train.json, validate.json, test.json and imgs/) from "
+    "slake": PublishedSource("slake", "Slake1.0 (train.json, validate.json, test.json and imgs/) from "
                        "https://www.med-vqa.com/slake/ (CC BY 4.0)", {"train": 4919, "val": 1053, "test": 1061}),
 }
 
@@ -282,6 +284,64 @@ def prepare_vqa(name: str, root: Path, source: str | None, expected: dict | None
     return report
 
 
+REPORT_SOURCES = {  # the R2Gen layout: annotation.json {train, val, test: [{id, report, image_path, split}]} + images/
+    "iu_xray": PublishedSource("iu_xray", "R2Gen's iu_xray (annotation.json and images/, as its README links them; "
+                         "IU X-ray from Open-i, CC BY-NC-ND 4.0)", {"train": 2069, "val": 296, "test": 590}),
+    "mimic_cxr": PublishedSource("mimic_cxr", "R2Gen's mimic_cxr annotation.json with the MIMIC-CXR-JPG images under "
+                           "images/ (PhysioNet credentialed access: PhysioNet Credentialed Health Data License 1.5.0)",
+                           {"train": 270790, "val": 2130, "test": 3858}),
+}
+
+
+def prepare_report_data(name: str, root: Path, source: str | None, expected: dict | None = None) -> list[dict]:
+    """IU-Xray / MIMIC-CXR in the R2Gen layout from what the user downloaded: a zip is extracted into
+    ``root/<name>.partial``, checked, and only then renamed to ``root/<name>``; a folder is checked where it is. The
+    checks: the annotation's split sizes and every image it names."""
+    import shutil
+
+    spec = REPORT_SOURCES[name]
+    if source is None or "://" in source or not Path(source).exists():
+        raise PrepareError(f"{name}: download {spec.where} yourself and give source=FOLDER or source=FILE.zip")
+    given, target = Path(source), root / name
+    if given.is_dir():
+        return [_check_report_data(name, given, "in place", expected)]
+    if (target / "annotation.json").is_file():
+        return [_check_report_data(name, target, "present", expected)]
+    partial = root / f"{name}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        with zipfile.ZipFile(given) as archive:
+            archive.extractall(partial)
+        inner = next((p.parent for p in sorted(partial.rglob("annotation.json"))), partial)
+        row = _check_report_data(name, inner, "extracted", expected)
+    except (PrepareError, zipfile.BadZipFile) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise PrepareError(f"{given}: {exc}") from None
+    inner.replace(target)
+    shutil.rmtree(partial, ignore_errors=True)
+    return [{**row, "file": str(target / "annotation.json"), "image_root": str(target / "images")}]
+
+
+def _check_report_data(name: str, folder: Path, status: str, expected: dict | None) -> dict:
+    from gsco.runtime import read_json
+
+    spec = REPORT_SOURCES[name]
+    annotation = next((p for p in (folder / "annotation.json", folder / name / "annotation.json") if p.is_file()), None)
+    if annotation is None:
+        raise PrepareError(f"{folder}: no annotation.json (expected {spec.where})")
+    data = read_json(annotation, "R2Gen annotation")
+    found = {split: len(data.get(split, [])) for split in ("train", "val", "test")}
+    if found != (expected or spec.sizes):
+        raise PrepareError(f"{annotation}: {found} studies per split, the published sizes are "
+                           f"{expected or spec.sizes}; another version of the files?")
+    images = annotation.parent / "images"
+    missing = [p for split in data.values() for row in split for p in row["image_path"] if not (images / p).is_file()]
+    if missing:
+        raise PrepareError(f"{images}: {len(missing)} images the annotation names are missing (e.g. {missing[0]})")
+    return {"dataset": name, "file": str(annotation), "status": status, "splits": found,
+            "licence": spec.where.rsplit("(", 1)[-1].rstrip(")"), "image_root": str(images)}
+
+
 @dataclasses.dataclass
 class PrepareConfig:
     name: list[str] = dataclasses.field(default_factory=list)  # datasets (or medmnist, medmnist2d, medmnist3d)
@@ -293,11 +353,12 @@ class PrepareConfig:
         if not self.name:
             raise ConfigError("give a dataset: python -m gsco.data.prepare NAME --root DIR (NAME: a MedMNIST dataset, "
                               "medmnist, medmnist2d or medmnist3d)")
-        unknown = [n for n in self.name if n not in GROUPS and n not in GROUPS["medmnist"] and n not in VQA_SOURCES]
+        others = (*VQA_SOURCES, *REPORT_SOURCES)
+        unknown = [n for n in self.name if n not in GROUPS and n not in GROUPS["medmnist"] and n not in others]
         if unknown:
             raise ConfigError(f"{unknown}: no preparer; choose MedMNIST datasets ({', '.join(GROUPS['medmnist'])}), "
-                              f"a group ({', '.join(GROUPS)}) or {', '.join(VQA_SOURCES)}; DATASET.md says how to "
-                              "get the others")
+                              f"a group ({', '.join(GROUPS)}) or {', '.join(others)}; DATASET.md says how to get the "
+                              "others")
 
     def datasets(self) -> list[str]:
         names: list[str] = []
@@ -308,13 +369,18 @@ class PrepareConfig:
 
 def _prepare_and_print(cfg: PrepareConfig) -> None:
     names = cfg.datasets()
-    medmnist = [n for n in names if n not in VQA_SOURCES]
+    medmnist = [n for n in names if n not in VQA_SOURCES and n not in REPORT_SOURCES]
     rows = prepare_medmnist(medmnist, Path(cfg.root), cfg.sizes, cfg.source) if medmnist else []
-    for name in (n for n in names if n in VQA_SOURCES):
-        rows += prepare_vqa(name, Path(cfg.root), cfg.source)
+    for name in names:
+        if name in VQA_SOURCES:
+            rows += prepare_vqa(name, Path(cfg.root), cfg.source)
+        elif name in REPORT_SOURCES:
+            rows += prepare_report_data(name, Path(cfg.root), cfg.source)
     for row in rows:
         splits = " / ".join(f"{k} {n}" for k, n in row["splits"].items())
         print(f"{row['status']:10s} {row['file']}  ({splits}; {row['licence']})")
+        if "image_root" in row:
+            print(f"           annotation={row['file']} image_root={row['image_root']}")
 
 
 def main(argv: list[str] | None = None) -> int:
