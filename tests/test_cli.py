@@ -306,3 +306,16 @@ def test_max_skipped_fraction_is_a_fraction(cls_name):
     assert load_config(cls, None, {"max_skipped_fraction": 1}).max_skipped_fraction == 1.0
     with pytest.raises(ConfigError, match="key 'max_skipped_fraction': must be between 0 and 1, got 5"):
         load_config(cls, None, {"max_skipped_fraction": 5})
+
+
+def test_key_value_words_after_a_former_list_flag_stay_overrides(monkeypatch):
+    """`--question "What?" window=lung`: a list flag takes the words up to the next flag; a key=value among them is
+    an override, not a second question."""
+    module = load("demo", monkeypatch)
+    seen = []
+    monkeypatch.setattr(module, "answer_and_print", seen.append)
+    assert module.main(["--image", "a.png", "--question", "What is x=1?", "window=lung", "plane=coronal",
+                        "max_new_tokens=3"]) == 0
+    cfg = seen[0]
+    assert cfg.question == ["What is x=1?"] and cfg.window == "lung" and cfg.plane == "coronal"
+    assert cfg.max_new_tokens == 3 and cfg.image == ["a.png"]

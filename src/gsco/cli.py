@@ -102,7 +102,15 @@ def _parser(cls: type, description: str, config: ConfigPath, aliases: Mapping[st
     return parser
 
 
+def _is_override(word: str, cls: type) -> bool:
+    """``word`` is ``key=value`` (or ``section.key=value``) for one of ``cls``'s keys."""
+    key = word.partition("=")[0].rpartition(".")[2]
+    return "=" in word and key in {f.name for f in dataclasses.fields(cls)}
+
+
 def _alias_values(cls: type, args: argparse.Namespace, aliases: Mapping[str, Alias]) -> dict[str, Any]:
+    """The former flags' values by key. A list flag takes the words after it up to the next flag, so a ``key=value``
+    among them (``--question "What?" window=lung``) is handed back to the overrides, not read as a value."""
     hints = typing.get_type_hints(cls)
     values: dict[str, Any] = {}
     for flag, alias in aliases.items():
@@ -111,7 +119,8 @@ def _alias_values(cls: type, args: argparse.Namespace, aliases: Mapping[str, Ali
             continue
         tp = hints[alias.key]
         if isinstance(given, list):
-            values[alias.key] = list(given)
+            args.overrides += [w for w in given if _is_override(w, cls)]
+            values[alias.key] = [w for w in given if not _is_override(w, cls)]
         else:
             values[alias.key] = scalar_for(tp, given)
         for key, value in alias.implies.items():
