@@ -211,12 +211,17 @@ def test_nifti_slices_equal_nibabels_canonical_data_sliced_by_hand(name):
 
 @pytest.mark.e2e
 def test_render_command_writes_the_image_the_models_see(tmp_path):
+    import shutil
+
     from gsco.data.readers import open_image
 
     out = tmp_path / "ct_lung.png"
     proc = subprocess.run([sys.executable, "-m", "gsco.data.render", str(pydicom_file("CT_small.dcm")), str(out),
                            "window=lung"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0 and f"wrote {out} (128x128, grey)" in proc.stdout
+    shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "IM0001")  # a PACS export's name: no suffix, DICM preamble
+    assert np.array_equal(np.asarray(open_image(tmp_path / "IM0001")),
+                          np.asarray(open_image(pydicom_file("CT_small.dcm"))))
     assert np.array_equal(np.asarray(Image.open(out)), np.asarray(open_image(pydicom_file("CT_small.dcm"),
                                                                              RenderSettings(window="lung"))))
     bad = subprocess.run([sys.executable, "-m", "gsco.data.render", str(tmp_path / "nope.dcm"), str(out)],

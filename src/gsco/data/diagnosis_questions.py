@@ -57,8 +57,9 @@ def answer_text(label: str | list[str]) -> str:
 
 
 def write_split_images(info: DatasetInfo, split: str, data_path: str | Path, img_size: int, out: Path) -> list[dict]:
-    """PNG files (NIfTI volumes for a 3D dataset) of one split (skipped when already there) -> ``[{id, image, label}]`` with image relative to
-    ``out``; ``label`` is a label name, or for a multi-label dataset the list of the case's label names."""
+    """PNG files (NIfTI volumes for a 3D dataset) of one split (skipped when already there) -> ``[{id, image,
+    label}]`` with image relative to ``out``; ``label`` is a label name, or for a multi-label dataset the list of the
+    case's label names."""
     data = read_split(info, split, data_path, img_size)
     (out / "images").mkdir(parents=True, exist_ok=True)
     labels = data.labels.reshape(len(data), -1)

@@ -59,9 +59,18 @@ class Scan:
 
 
 def is_medical(path: Path) -> bool:
-    """A DICOM file, a series folder or a NIfTI volume (what :func:`read_scan` reads)."""
+    """A DICOM file (``.dcm``, or any file with DICOM's ``DICM`` preamble, as PACS exports name them ``IM0001``), a
+    series folder or a NIfTI volume (what :func:`read_scan` reads)."""
     name = path.name.lower()
-    return path.is_dir() or name.endswith(".dcm") or name.endswith(NIFTI_SUFFIXES)
+    return path.is_dir() or name.endswith(".dcm") or name.endswith(NIFTI_SUFFIXES) or has_dicom_preamble(path)
+
+
+def has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)[128:] == b"DICM"
+    except OSError:
+        return False
 
 
 def read_scan(path: Path) -> Scan:

@@ -239,7 +239,8 @@ def _vqa_row(qid, split: str, folder: str, image: str, q: dict) -> dict:
     if kind not in ("OPEN", "CLOSED"):
         raise PrepareError(f"question {qid}: answer_type {q['answer_type']!r}, expected OPEN or CLOSED")
     return {"id": str(qid), "split": split, "image": f"images/{image}", "question": str(q["question"]).strip(),
-            "question_id": str(qid), "answer": str(q["answer"]).strip(), "answer_type": kind, "_from": f"{folder}/{image}"}
+            "question_id": str(qid), "answer": str(q["answer"]).strip(), "answer_type": kind,
+            "_from": f"{folder}/{image}"}
 
 
 def prepare_vqa(name: str, root: Path, source: str | None, expected: dict | None = None) -> list[dict]:
