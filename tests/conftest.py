@@ -152,3 +152,22 @@ def kill_when_written(cmd: list[str], env: dict, watched: Path, min_lines: int, 
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     return watched.read_text().count("\n") if watched.exists() else 0
+
+
+@pytest.fixture
+def vision_tower_calls(monkeypatch):
+    """Images through the vision tower, per call, of every generalist loaded while the test runs (patches
+    Generalist.load to hook its model's vision tower)."""
+    from gsco.generalist import Generalist
+
+    seen: list[int] = []
+    load = Generalist.load
+
+    def counting_load(*args, **kwargs):
+        g = load(*args, **kwargs)
+        g.model.model.vision_tower.register_forward_hook(
+            lambda m, a, kw, out: seen.append(len(a[0] if a else kw["pixel_values"])), with_kwargs=True)
+        return g
+
+    monkeypatch.setattr(Generalist, "load", counting_load)
+    return seen

@@ -528,7 +528,7 @@ def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypat
     assert "rad_top2 (the two most similar cases only)" in " ".join(capsys.readouterr().out.split())
 
 
-def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp_path):
+def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp_path, vision_tower_calls):
     """share_prefix: the arms a case still lacks are asked in one batch about one image (the vision tower sees each
     case once, not once per arm), each arm keeps its own file and resume, and every file equals the arm-by-arm
     run's (share_prefix=false), also when one arm was complete and another half done before."""
@@ -536,7 +536,6 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
 
     from gsco.collab.run import GscoConfig, run
     from gsco.config import load_config
-    from gsco.generalist import Generalist
 
     rng = np.random.default_rng(3)
     cases = []
@@ -546,38 +545,28 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
                       "rad": ["tumor", "normal", "tumor"][: 1 + i % 3], "moed": ["tumor", "normal"]})
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     arms = ["generalist", "moed", "rad", "moed_rad"]
-    seen: list[int] = []  # images through the vision tower, per call
-    load = Generalist.load
-
-    def counting_load(*args, **kwargs):
-        g = load(*args, **kwargs)
-        g.model.model.vision_tower.register_forward_hook(
-            lambda m, a, kw, out: seen.append(len(a[0] if a else kw["pixel_values"])), with_kwargs=True)
-        return g
+    seen = vision_tower_calls  # images through the vision tower, per call
 
     def gsco(out: str, share: bool, arms: list[str]) -> dict:
         return run(load_config(GscoConfig, None, {
             "dataset": "pcam200", "device": "cpu", "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / out),
             "max_new_tokens": 8, "eval_batch_size": 8, "share_prefix": share, "arms": arms}))
 
-    import unittest.mock
-
-    with unittest.mock.patch.object(Generalist, "load", counting_load):
-        gsco("arm_by_arm", False, arms)
-        assert sum(seen) == 5 * len(arms)
-        seen.clear()
-        gsco("together", True, arms)
-        assert sum(seen) == 5 and len(seen) == 3  # two cases (8 questions) per batch, each image once
-        files = {arm: (tmp_path / "arm_by_arm" / f"{arm}_predictions.jsonl").read_text() for arm in arms}
-        assert all((tmp_path / "together" / f"{arm}_predictions.jsonl").read_text() == files[arm] for arm in arms)
-        assert len({json.loads(line)["answer"] for arm in arms for line in files[arm].splitlines()}) > 1
-        gsco("resumed", True, ["moed"])  # one arm complete, another half done: only what is missing is asked
-        half = "".join(files["rad"].splitlines(keepends=True)[:2])
-        (tmp_path / "resumed" / "rad_predictions.jsonl").write_text(half)
-        (tmp_path / "resumed" / "rad_predictions.manifest.json").write_text(
-            (tmp_path / "together" / "rad_predictions.manifest.json").read_text())
-        seen.clear()
-        result = gsco("resumed", True, arms)
+    gsco("arm_by_arm", False, arms)
+    assert sum(seen) == 5 * len(arms)
+    seen.clear()
+    gsco("together", True, arms)
+    assert sum(seen) == 5 and len(seen) == 3  # two cases (8 questions) per batch, each image once
+    files = {arm: (tmp_path / "arm_by_arm" / f"{arm}_predictions.jsonl").read_text() for arm in arms}
+    assert all((tmp_path / "together" / f"{arm}_predictions.jsonl").read_text() == files[arm] for arm in arms)
+    assert len({json.loads(line)["answer"] for arm in arms for line in files[arm].splitlines()}) > 1
+    gsco("resumed", True, ["moed"])  # one arm complete, another half done: only what is missing is asked
+    half = "".join(files["rad"].splitlines(keepends=True)[:2])
+    (tmp_path / "resumed" / "rad_predictions.jsonl").write_text(half)
+    (tmp_path / "resumed" / "rad_predictions.manifest.json").write_text(
+        (tmp_path / "together" / "rad_predictions.manifest.json").read_text())
+    seen.clear()
+    result = gsco("resumed", True, arms)
     assert sum(seen) == 5  # every case still lacks generalist and moed_rad
     assert all((tmp_path / "resumed" / f"{arm}_predictions.jsonl").read_text() == files[arm] for arm in arms)
     assert all(result["arms"][arm]["n"] == 5 for arm in arms)

@@ -247,13 +247,9 @@ def test_a_multi_label_dataset_becomes_questions_scored_label_by_label(tmp_path,
     assert m == multilabel_metrics(truth, parsed, names) and m["unparsed"] == 1
 
 
-def test_questions_about_one_image_share_its_prefix_and_answer_as_without(tmp_path):
+def test_questions_about_one_image_share_its_prefix_and_answer_as_without(tmp_path, vision_tower_calls):
     """VQA rows asking several questions about one image: in a batch the image is opened once and goes through the
     vision tower once (share_prefix, the default); the predictions file equals share_prefix=false's."""
-    import unittest.mock
-
-    from gsco.generalist import Generalist
-
     rng = np.random.default_rng(2)
     rows = []
     for i in range(3):
@@ -262,21 +258,11 @@ def test_questions_about_one_image_share_its_prefix_and_answer_as_without(tmp_pa
                  for j, q in enumerate(["Is there an effusion?", "Is the heart enlarged?", "What organ is shown?"])]
     meta = tmp_path / "vqa.jsonl"
     meta.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    seen: list[int] = []
-    load = Generalist.load
-
-    def counting_load(*args, **kwargs):
-        g = load(*args, **kwargs)
-        g.model.model.vision_tower.register_forward_hook(
-            lambda m, a, kw, out: seen.append(len(a[0] if a else kw["pixel_values"])), with_kwargs=True)
-        return g
-
-    files = {}
-    with unittest.mock.patch.object(Generalist, "load", counting_load):
-        for share in (False, True):
-            seen.clear()
-            cfg = cfg_of(meta, tmp_path / str(share), task="vqa", eval_batch_size=6, share_prefix=share)
-            evaluate(cfg)
-            files[share] = cfg.predictions_file.read_text()
-            assert seen == ([6, 3] if not share else [2, 1])  # batches of 6 questions: images 0-1, then 2
+    seen, files = vision_tower_calls, {}
+    for share in (False, True):
+        seen.clear()
+        cfg = cfg_of(meta, tmp_path / str(share), task="vqa", eval_batch_size=6, share_prefix=share)
+        evaluate(cfg)
+        files[share] = cfg.predictions_file.read_text()
+        assert seen == ([6, 3] if not share else [2, 1])  # batches of 6 questions: images 0-1, then 2
     assert files[True] == files[False] and len(files[True].splitlines()) == 9
