@@ -45,11 +45,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        self.sent.append(len(data) - start)  # before the body: the client may be done before this thread returns
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
         self.wfile.write(data[start:])
-        self.sent.append(len(data) - start)
 
     def log_message(self, *args):
         pass
