@@ -10,7 +10,8 @@ import threading
 import numpy as np
 import pytest
 
-from gsco.data.prepare import PrepareError, medmnist_table, npz_split_sizes, prepare_medmnist
+from gsco.data.prepare.files import PrepareError
+from gsco.data.prepare.medmnist import medmnist_table, npz_split_sizes, prepare_medmnist
 
 
 def miniature(folder, name="breastmnist", sizes=(28,), n=(6, 2, 3), volume=False):
@@ -195,7 +196,7 @@ def vqa_sources(folder):
 
 
 def test_vqa_rad_and_slake_become_metafiles_with_closed_and_open_marked(tmp_path):
-    from gsco.data.prepare import prepare_vqa
+    from gsco.data.prepare.vqa import prepare_vqa
 
     rad, slake = vqa_sources(tmp_path / "downloads")
     root = tmp_path / "data"
@@ -223,7 +224,7 @@ def test_prepared_vqa_rad_runs_through_inference_meddr_sh(tmp_path):
     """DATASET.md's commands on the miniature downloads: prepare refuses a source of another size in one line; the
     metafile it writes (sizes as the miniature) is what inference_meddr.sh evaluates, closed and open apart."""
     from doc_commands import run_documented
-    from gsco.data.prepare import prepare_vqa
+    from gsco.data.prepare.vqa import prepare_vqa
 
     rad, slake = vqa_sources(tmp_path / "downloads")
     for command, source in (("python -m gsco.data.prepare vqa_rad --root data source=downloads/vqa_rad", rad),
@@ -269,7 +270,7 @@ def test_iu_xray_archive_is_extracted_only_when_checked(tmp_path):
     import shutil
     import zipfile
 
-    from gsco.data.prepare import prepare_report_data
+    from gsco.data.prepare.reports import prepare_report_data
 
     archive = r2gen_zip(tmp_path / "downloads")
     root = tmp_path / "data"

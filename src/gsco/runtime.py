@@ -12,10 +12,12 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +40,8 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def resolve_device(device: str) -> torch.device:
     """``auto`` picks CUDA when present, else CPU; anything else is passed to torch as written."""
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
@@ -47,6 +51,8 @@ def resolve_device(device: str) -> torch.device:
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -59,6 +65,8 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
     """Write via a temporary file so an interrupted save never leaves a truncated checkpoint."""
+    import torch
+
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
