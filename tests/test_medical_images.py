@@ -289,3 +289,35 @@ def test_entry_points_read_dicom_series_and_nifti_with_their_render_keys(tmp_pat
     assert np.array_equal(ds.image(0), read_image(tmp_path / "head.nii", 32, False, settings))
     assert np.array_equal(ds.image(1), np.asarray(open_image(tmp_path / "series", settings).resize(
         (32, 32), Image.Resampling.BICUBIC)))
+
+
+def test_the_report_specialist_reads_dicom_views_with_its_render_keys(tmp_path):
+    """R2Gen-layout studies whose views are DICOM files: ReportDataset hands the processor exactly what
+    gsco.data.render renders with the config's window (a section key in YAML, a plain key on the command line)."""
+    import shutil
+
+    import torch
+
+    from gsco.config import load_config
+    from gsco.data.readers import open_image
+    from gsco.specialists.report.config import ReportConfig
+    from gsco.specialists.report.data import ReportDataset
+
+    (tmp_path / "s1").mkdir()
+    shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "s1" / "0.dcm")
+    (tmp_path / "cfg.yaml").write_text("render:\n  window: bone\n")
+    assert load_config(ReportConfig, tmp_path / "cfg.yaml").window == "bone"
+    cfg = load_config(ReportConfig, REPO / "configs/report/tiny.yaml", {"window": "lung"})
+    seen = []
+
+    def processor(images, return_tensors):
+        seen.extend(np.asarray(i) for i in images)
+        return {"pixel_values": torch.zeros(len(images), 3, 4, 4)}
+
+    rows = [{"id": "s1", "report": "No acute disease.", "image_path": ["s1/0.dcm"]}]
+    assert ReportDataset(rows, tmp_path, processor, "iu_xray", cfg)[0]["pixel_values"].shape == (1, 3, 4, 4)
+    lung = np.asarray(open_image(tmp_path / "s1" / "0.dcm", RenderSettings(window="lung")).convert("RGB"))
+    assert np.array_equal(seen[0], lung)
+    assert not np.array_equal(lung, np.asarray(open_image(tmp_path / "s1" / "0.dcm").convert("RGB")))
+    with pytest.raises(ConfigError, match="window"):
+        load_config(ReportConfig, None, {"window": "lunge"})

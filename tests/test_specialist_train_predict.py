@@ -184,13 +184,17 @@ def test_pretrained_path_loads_local_weights_and_reinitialises_the_head(toy_data
 def test_shipped_metafile_example_trains_and_predicts(tmp_path):
     from conftest import REPO
 
-    cfg = cfg_of({"data_path": str(REPO / "data"), "extra_datasets": str(REPO / "data/examples/my_datasets.yaml"),
-                  "dataset": "toy_xray", "architecture": "test_resnet", "output_path": str(tmp_path), "epochs": 1,
-                  "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native", "pretrained": False})
+    keys = {"data_path": str(REPO / "data"), "extra_datasets": str(REPO / "data/examples/my_datasets.yaml"),
+            "dataset": "toy_xray", "architecture": "test_resnet", "output_path": str(tmp_path), "epochs": 1,
+            "device": "cpu", "search_top_n": 3, "img_size": 28, "preprocess": "native", "pretrained": False}
+    cfg = cfg_of(keys)
     train_specialist(cfg)
     res = predict_specialist(cfg)["results"]
     assert res["label_names"] == ["normal", "abnormal"] and np.array(res["y_true"]).tolist() == [0, 1]
     assert np.array(res["all_search_train_ids"]).shape == (2, 3)
+    # its images are files, rendered: a finished run is not taken for one trained with another window
+    with pytest.raises(ValueError, match=r"trained with other settings \(window: auto -> lung\)"):
+        train_specialist(cfg_of({**keys, "window": "lung"}))
 
 
 def test_cifar_stem_keeps_28px_resolution_and_its_checkpoint_reloads(toy_data, tmp_path):

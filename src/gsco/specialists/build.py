@@ -71,32 +71,32 @@ def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) ->
     so the initial weights (ImageNet's, ``pretrained_path``'s or random) do not matter."""
     seed_everything(cfg.seed, cfg.deterministic)
     info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
-    if info.dims == 3:
-        return _setup_volume_specialist(cfg, info, checkpoint_follows)
+    model = (_volume_model if info.dims == 3 else _image_model)(cfg, info, checkpoint_follows)
+    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else mean_std(model)
+    if info.dims == 3:  # volumes at their stored size, one channel
+        preprocess = Preprocess("native", mean, std, as_rgb=False, volume=True)
+    else:
+        preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
+    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split)
+    return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
+
+
+def _image_model(cfg: SpecialistConfig, info: DatasetInfo, checkpoint_follows: bool) -> torch.nn.Module:
     in_chans = 3 if cfg.as_rgb else (info.n_channels or 3)
     if checkpoint_follows:
-        model = create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False, stem=cfg.stem)
-    else:
-        model = create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem,
-                                  pretrained=cfg.pretrained)
-    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else mean_std(model)
-    preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
-    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split)
-    return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
+        return create_specialist(cfg.architecture, info.num_classes, in_chans, None, announce=False, stem=cfg.stem)
+    return create_specialist(cfg.architecture, info.num_classes, in_chans, cfg.pretrained_path, stem=cfg.stem,
+                             pretrained=cfg.pretrained)
 
 
-def _setup_volume_specialist(cfg: SpecialistConfig, info: DatasetInfo, checkpoint_follows: bool) -> SpecialistSetup:
-    """A 3D dataset: a MONAI 3D network (``architecture`` resnet10/18/34/50), volumes at their stored size."""
+def _volume_model(cfg: SpecialistConfig, info: DatasetInfo, checkpoint_follows: bool) -> torch.nn.Module:
+    """A 3D dataset: a MONAI 3D network (``architecture`` resnet10/18/34/50)."""
     from gsco.specialists.models import create_volume_specialist
 
-    model = create_volume_specialist(cfg.architecture, info.num_classes, 1,
-                                     None if checkpoint_follows else cfg.pretrained_path,
-                                     pretrained=cfg.pretrained and not checkpoint_follows, stem=cfg.stem,
-                                     announce=not checkpoint_follows)
-    mean, std = (cfg.mean, cfg.std) if cfg.mean is not None else mean_std(model)
-    preprocess = Preprocess("native", mean, std, as_rgb=False, volume=True)
-    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split)
-    return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
+    return create_volume_specialist(cfg.architecture, info.num_classes, 1,
+                                    None if checkpoint_follows else cfg.pretrained_path,
+                                    pretrained=cfg.pretrained and not checkpoint_follows, stem=cfg.stem,
+                                    announce=not checkpoint_follows)
 
 
 def loss_function(info: DatasetInfo) -> torch.nn.Module:

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
+from gsco.data.render import RENDER_KEYS
 from gsco.metrics.classification import accuracy, auc
 from gsco.runtime import atomic_torch_save, output_folder, read_json, reading, write_json
 from gsco.specialists.build import (
@@ -54,20 +55,21 @@ TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "preprocess", "as_rgb"
                  "selection_metric", "early_stopping_patience", "deterministic")
 
 
-def check_same_run(cfg: SpecialistConfig, files) -> None:
-    """A run found in output_path is resumed (or reported as finished) only if it was trained with these settings."""
+def check_same_run(cfg: SpecialistConfig, files, keys: tuple = TRAINING_KEYS) -> None:
+    """A run found in output_path is resumed (or reported as finished) only if it was trained with these settings
+    (``keys``: TRAINING_KEYS, and the render keys where the dataset's images are files)."""
     if not files.config.is_file():
         logger.warning("%s: no %s to check the earlier run's settings against; resuming it", files.last, files.config)
         return
     stored, current = read_json(files.config, "record of a run's settings"), config_to_dict(cfg)
-    differ = [k for k in TRAINING_KEYS if k in stored and stored[k] != current[k]]
+    differ = [k for k in keys if k in stored and stored[k] != current[k]]
     if differ:
         shown = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in differ[:4])
         raise ValueError(f"{files.last} is a run trained with other settings ({shown}): use another output_path, "
                          "or give overwrite=true to train it again")
 
 
-def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore):
+def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore, keys: tuple):
     """(first epoch, best score, finished?) of the run in output_path: a fresh start (no run, ``resume: false`` or
     ``overwrite: true``), or the interrupted / finished run, checked to be this one and loaded into ``parts``
     (model, optimizer, scheduler)."""
@@ -77,7 +79,7 @@ def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: 
     if not (cfg.resume and files.last.exists()):
         history.clear()
         return 0, best, False
-    check_same_run(cfg, files)
+    check_same_run(cfg, files, keys)
     with reading(files.last, "training checkpoint", "delete it to train from the start, or give overwrite=true"):
         state = torch.load(files.last, map_location="cpu", weights_only=True)
     best = BestScore(best.maximize, state["best"], state["best_epoch"], state.get("bad_epochs", 0))
@@ -115,7 +117,8 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     criterion = loss_function(info)
     history, best = History(files.history), BestScore(maximize=cfg.selection_metric != "val_loss")
 
-    start_epoch, best, finished = _resume(cfg, files, (model, opt, sched), history, best)
+    keys = TRAINING_KEYS + (RENDER_KEYS if info.format == "metafile" else ())  # npz images are not rendered
+    start_epoch, best, finished = _resume(cfg, files, (model, opt, sched), history, best, keys)
     if finished:
         return _summary(files, best.score, best.epoch)
     write_json(config_to_dict(cfg), files.config)

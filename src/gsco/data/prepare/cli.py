@@ -34,7 +34,7 @@ OTHERS = ("pcam200", *VQA_SOURCES, *REPORT_SOURCES)
 
 @dataclasses.dataclass
 class PrepareConfig:
-    name: list[str] = dataclasses.field(default_factory=list)  # datasets (or medmnist, medmnist2d, medmnist3d)
+    name: list[str] = dataclasses.field(default_factory=list)  # datasets (a wrong name lists the choices)
     root: str = "data/medmnist"  # the folder the files go to (the specialists' data_path)
     sizes: list[int] | None = None  # image sizes of the npz files (null: 28 for MedMNIST, 224 for PCam200)
     source: str | None = None  # a local folder holding the files, or a URL to fetch them from (null: the publisher's)

@@ -163,7 +163,8 @@ def prepare_pcam200(root: Path, source: str | None = None, sizes: list[int] = (2
     expected = expected or PCAM.sizes
     files = pcam_downloads(md5)
     rows = [{"dataset": "pcam", "file": str(root / d.filename), "status": fetch(d, root, source, progress),
-             "splits": {split: expected[split]}, "licence": PCAM.licence} for split, pair in files.items() for d in pair]
+             "splits": {split: expected[split]}, "licence": PCAM.licence}
+            for split, pair in files.items() for d in pair]
     labels, picked = {}, {}
     for stream, split in enumerate(SPLITS):
         x, y = (root / d.filename for d in files[split])

@@ -7,11 +7,12 @@ import re
 from typing import Literal
 
 from gsco.config import ConfigError
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 
 @dataclasses.dataclass
-class ReportConfig:
+class ReportConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "run_dir", "val_batch_size": "eval_batch_size", "beam_size": "num_beams",
                "tokenize": "report_tokenize", "llm_r": "llm_lora_r", "llm_alpha": "llm_lora_alpha"}
@@ -27,6 +28,7 @@ class ReportConfig:
             "length_penalty"),
         "evaluation": ("checkpoint", "split", "out_dir", "overwrite", "search_top_n", "retrieval_backend"),
         "scoring": ("report_tokenize", "truncate_references", "meteor"),
+        "render": RENDER_KEYS,  # DICOM / NIfTI views (R2Gen's own data are PNGs)
     }
     # --- where ---
     run_dir: str = "outputs/report/iu_xray_shallow"  # the training run: checkpoints, history, best_checkpoint.json
@@ -91,6 +93,7 @@ class ReportConfig:
     meteor: bool = True  # METEOR needs Java
 
     def validate(self) -> None:
+        self.check()
         for key in ("epochs", "batch_size", "eval_batch_size", "max_length", "num_beams", "max_new_tokens",
                     "save_every_steps"):
             if getattr(self, key) < 1:

@@ -29,8 +29,9 @@ def read_annotation(path: str | Path, split: str) -> list[dict]:
 class ReportDataset(Dataset):
     """Studies of one split: ``{id, pixel_values (V, 3, H, W), report (cleaned)}``; None for an unreadable one."""
 
-    def __init__(self, rows: list[dict], image_root: str | Path, processor, cleaning: str = "iu_xray"):
+    def __init__(self, rows: list[dict], image_root: str | Path, processor, cleaning: str = "iu_xray", render=None):
         self.rows = rows
+        self.render = render  # a RenderSettings for DICOM / NIfTI views (None: the defaults)
         self.root = Path(image_root)
         self.processor = processor
         self.cleaning = cleaning
@@ -42,7 +43,7 @@ class ReportDataset(Dataset):
     def __getitem__(self, i: int) -> dict | None:
         row = self.rows[i]
         try:
-            views = [open_image(self.root / p).convert("RGB") for p in row["image_path"]]
+            views = [open_image(self.root / p, self.render).convert("RGB") for p in row["image_path"]]
         except DatasetError as exc:
             logger.warning("skipping study %s: %s", row["id"], exc)
             return None

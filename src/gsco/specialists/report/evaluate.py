@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gsco.config import ConfigError
+from gsco.data.render import render_identity
 from gsco.specialists.report.config import ReportConfig, report_command
 
 logger = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
         train = queries
     else:
         train = ReportDataset(read_annotation(cfg.annotation, "train")[: cfg.limit], cfg.image_root, processor,
-                              cfg.dataset)
+                              cfg.dataset, cfg)
     train_ids, train_feats = study_features(model, study_loader(train, cfg.eval_batch_size, cfg.num_workers), device,
                                             "training features")
     index = RetrievalIndex(train_feats, torch.arange(len(train_ids)), backend=cfg.retrieval_backend)
@@ -145,7 +146,7 @@ def _write_and_score(cfg: ReportConfig) -> dict:
     load_report_checkpoint(model, checkpoint)
     model.to(device)
     rows = read_annotation(cfg.annotation, cfg.split)[: cfg.limit]
-    dataset = ReportDataset(rows, cfg.image_root, processor, cfg.dataset)
+    dataset = ReportDataset(rows, cfg.image_root, processor, cfg.dataset, cfg)
     out = out_dir / f"{cfg.split}_reports.jsonl"
 
     def ask(todo: list[int]):  # indices into rows (and the dataset)
@@ -157,7 +158,8 @@ def _write_and_score(cfg: ReportConfig) -> dict:
     manifest = {"checkpoint": [str(checkpoint.resolve()), stat.st_size, stat.st_mtime_ns],
                 "annotation": file_fingerprint(cfg.annotation), "split": cfg.split,
                 "image_root": str(Path(cfg.image_root).resolve()), "model": dataclasses.asdict(cfg.model_settings()),
-                "generation": cfg.generation_kwargs(), "truncate_references": cfg.truncate_references}
+                "generation": cfg.generation_kwargs(), "truncate_references": cfg.truncate_references,
+                **render_identity(cfg)}
     answer_resumably(list(range(len(rows))), out, ask, id_of=lambda i: str(rows[i]["id"]), key="id",
                      message="{out}: {done} of {total} studies already written, {todo} to go", manifest=manifest,
                      overwrite=cfg.overwrite)

@@ -67,8 +67,8 @@ def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = No
     model, processor = build_report_model(cfg.model_settings(), accelerator.device)
     train_rows = read_annotation(cfg.annotation, "train")[: cfg.limit]
     val_rows = read_annotation(cfg.annotation, "val")[: cfg.limit]
-    train_set = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset)
-    val_set = ReportDataset(val_rows, cfg.image_root, processor, cfg.dataset)
+    train_set = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset, cfg)
+    val_set = ReportDataset(val_rows, cfg.image_root, processor, cfg.dataset, cfg)
     if cfg.drop_last and len(train_set) < cfg.batch_size:
         raise ValueError(f"the training split has {len(train_set)} studies, fewer than batch_size {cfg.batch_size}: "
                          "with drop_last: true no step would run (lower batch_size or set drop_last=false)")
