@@ -12,6 +12,7 @@ import os
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import REPO, shared_path, write_npz
 from doc_commands import documented_commands, entry_point, is_bare, normalize, run_documented
@@ -100,6 +101,15 @@ def test_convert_commands(tmp_path, command):
     config = json.loads((tmp_path / "meddr-hf" / "config.json").read_text())
     assert config["model_type"] == "meddr"
     assert config["dtype"] == ("bfloat16" if "bfloat16" in command else "float32")
+    if "bfloat16" in command:  # README's next command writes it back in the original layout, as stored (bf16)
+        run_documented("python -m gsco.meddr.export model=/path/to/meddr-hf out_dir=/path/to/meddr-internvl",
+                       replace={"/path/to/": ""}, cwd=tmp_path)
+        exported = json.loads((tmp_path / "meddr-internvl" / "config.json").read_text())
+        assert exported["model_type"] == "internvl_chat" and exported["ps_version"] == "v1"
+        from safetensors import safe_open
+
+        with safe_open(str(tmp_path / "meddr-internvl" / "model.safetensors"), "pt") as f:
+            assert f.get_tensor("mlp1.1.weight").dtype == torch.bfloat16
 
 
 @pytest.mark.e2e

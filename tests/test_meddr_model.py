@@ -324,3 +324,58 @@ def test_word_tokenizer_gives_a_token_per_word_or_punctuation_run_with_yis_speci
     inputs = processor(text=["<IMG_CONTEXT>\nmalignant?"], images=[Image.new("RGB", (448, 448))],
                        return_tensors="pt")
     assert inputs["input_ids"].shape[1] == 256 + 2 + 2
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", FIXTURES)
+def test_export_writes_the_original_layout_and_converts_back_to_the_same_model(converted, name, tmp_path):
+    """convert -> export -> convert on both original-format fixtures: identical weights, logits within 1e-5 of the
+    first conversion (and the original code's within its 1e-4); the exported layout is the fixture's — same tensor
+    names (the LoRA fixture's merged, as use_llm_lora 0 says), the config values the original code reads, Hermes-2
+    with ps_version v1, the tokenizer at the top level with the engines' chat template."""
+    from safetensors import safe_open
+
+    from gsco.meddr.export import ENGINE_CHAT_TEMPLATE, export
+
+    root = shared_path("fixtures", name)
+    exported = export(converted[name], tmp_path / "exported", max_shard_gb=0.0003)  # several shards
+    back = convert(exported, tmp_path / "back")
+    first = MedDrForConditionalGeneration.from_pretrained(converted[name], dtype=torch.float32).eval()
+    again = MedDrForConditionalGeneration.from_pretrained(back, dtype=torch.float32).eval()
+    a, b = first.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    arrays = fixture_arrays(name)
+    with torch.no_grad():
+        logits = [m(input_ids=arrays["input_ids"], attention_mask=arrays["attention_mask"],
+                    pixel_values=arrays["pixel_values"]).logits for m in (first, again)]
+    assert (logits[0] - logits[1]).abs().max() <= 1e-5 and (logits[1] - arrays["logits"]).abs().max() <= 1e-4
+
+    index = json.loads((exported / "model.safetensors.index.json").read_text())["weight_map"]
+    assert len(set(index.values())) > 1
+    with safe_open(str(root / "model.safetensors"), "pt") as f:
+        original = {k.replace("base_model.model.", "").replace(".base_layer", "") for k in f.keys() if "lora_" not in k}
+    assert set(index) == original
+    if name == "meddr_original_tiny":  # no LoRA: every tensor is the fixture's own
+        with safe_open(str(root / "model.safetensors"), "pt") as f:
+            for key, shard in index.items():
+                with safe_open(str(exported / shard), "pt") as g:
+                    assert torch.equal(f.get_tensor(key), g.get_tensor(key)), key
+    config, source = (json.loads((d / "config.json").read_text()) for d in (exported, root))
+    assert config["ps_version"] == "v1" and config["template"] == "Hermes-2" and config["use_llm_lora"] == 0
+    for key in ("architectures", "model_type", "select_layer", "downsample_ratio", "force_image_size", "pad2square"):
+        assert config[key] == source[key], key
+    for part, keys in (("vision_config", ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size",
+                                          "image_size", "qk_normalization", "qkv_bias")),
+                       ("llm_config", ("hidden_size", "num_hidden_layers", "num_key_value_heads", "vocab_size",
+                                       "rope_theta", "eos_token_id", "tie_word_embeddings"))):
+        assert {k: config[part][k] for k in keys} == {k: source[part][k] for k in keys}, part
+    assert config["vision_config"]["norm_type"] == "rms_norm"  # the original code's default, which the fixture uses
+    assert (exported / "chat_template.jinja").read_text() == ENGINE_CHAT_TEMPLATE  # transformers' own file for it
+    assert (exported / "tokenizer.json").is_file() and (exported / "tokenizer" / "tokenizer.json").is_file()
+    assert json.loads((exported / "generation_config.json").read_text())["eos_token_id"] == 7
+    from transformers import AutoTokenizer
+
+    prompt = AutoTokenizer.from_pretrained(exported).apply_chat_template(
+        [{"role": "user", "content": "<image>\nIs it normal?"}], add_generation_prompt=True, tokenize=False)
+    assert prompt == ("<|im_start|>system\nAnswer the questions.<|im_end|><|im_start|>user\n<image>\nIs it normal?"
+                      "<|im_end|><|im_start|>assistant\n")
