@@ -22,6 +22,7 @@ from typing import Literal
 
 from gsco.data.render import RenderSettings
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
+from gsco.generalist.served import ServedSettings
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "examples" / "images" / "case0.png"
 DEFAULT_QUESTION = "Describe the findings in this chest X-ray."
@@ -49,7 +50,7 @@ def read_pairs(path: Path) -> list[tuple[str | None, str]]:
 
 
 @dataclasses.dataclass
-class DemoConfig(RenderSettings):
+class DemoConfig(RenderSettings, ServedSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     model: str | None = None  # model directory, or a MedDr preset name (null: tiny)
@@ -66,21 +67,29 @@ class DemoConfig(RenderSettings):
     keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
     max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
 
+    def validate(self) -> None:
+        self.check()  # the render keys
+        self.check_served()
+
 
 def answer_and_print(cfg: DemoConfig) -> None:
     pairs = collect_pairs(cfg)
     from gsco.data.readers import open_image
-    from gsco.generalist import Generalist, check_model_argument
+    from gsco.generalist import check_model_argument
+    from gsco.generalist.served import load_generalist
 
-    check_model_argument(cfg.model)
+    if cfg.backend == "local":
+        check_model_argument(cfg.model)
     opened: dict[str, object] = {}  # one object per file: questions about one image share its prefix
     for image, _ in pairs:  # every image read (DICOM / NIfTI rendered as the render keys say) before loading
         if image is not None and image not in opened:
             opened[image] = open_image(image, cfg)
     images = [None if image is None else opened[image] for image, _ in pairs]
-    generalist = Generalist.from_config(cfg)
+    generalist = load_generalist(cfg)
     answers = generalist.answer(images, [q for _, q in pairs], max_new_tokens=cfg.max_new_tokens,
                                 num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size)
+    if None in answers:
+        raise RuntimeError(f"{answers.count(None)} of {len(answers)} questions got no answer from the server (logged)")
     for answer in answers:
         print(answer.replace("\n", "\\n"))
 

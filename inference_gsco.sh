@@ -11,6 +11,10 @@
 #   BATCH_SIZE  questions per generate() call
 #   GPUS        >1: one process per GPU (torchrun data parallel); for one model sharded over GPUs use device_map=auto
 #   ARMS        comma-separated arms (default all), e.g. generalist,moed_rad
+#   BACKEND     local (default: the model runs here) or openai: a served model behind an OpenAI-compatible API
+#   BASE_URL    BACKEND=openai: the server's API root, e.g. http://localhost:8000/v1
+#   MODEL_NAME  BACKEND=openai: the served model's name (default: the server's only model)
+#   API_KEY     BACKEND=openai: read by the client from the environment; never logged or written
 #   CONFIG, PYTHON
 # Extra key=value arguments are passed to `python -m gsco.collab.run`. Re-running resumes each arm.
 set -euo pipefail
@@ -24,6 +28,9 @@ args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
 [[ -n "${IMAGE_ROOT:-}" ]] && args+=("image_root=${IMAGE_ROOT}")
 [[ -n "${OUT_DIR:-}" ]] && args+=("out_dir=${OUT_DIR}")
 [[ -n "${BATCH_SIZE:-}" ]] && args+=("eval_batch_size=${BATCH_SIZE}")
+[[ -n "${BACKEND:-}" ]] && args+=("backend=${BACKEND}")
+[[ -n "${BASE_URL:-}" ]] && args+=("base_url=${BASE_URL}")
+[[ -n "${MODEL_NAME:-}" ]] && args+=("model_name=${MODEL_NAME}")
 [[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then

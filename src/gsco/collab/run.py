@@ -29,6 +29,7 @@ from typing import Literal
 
 from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
+from gsco.generalist.served import SERVED_KEYS, ServedSettings
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class GscoConfig(RenderSettings):
+class GscoConfig(RenderSettings, ServedSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
@@ -50,7 +51,8 @@ class GscoConfig(RenderSettings):
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
-        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
+        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
+                       *SERVED_KEYS),
         "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
         "scoring": ("report_cleaning", "report_tokenize", "meteor"),
     }
@@ -101,6 +103,7 @@ class GscoConfig(RenderSettings):
 
     def validate(self) -> None:
         super().validate()  # the render keys
+        self.check_served()
         if self.eval_batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("keys eval_batch_size and max_new_tokens must be at least 1")
         if not 0 <= self.max_skipped_fraction <= 1:
@@ -324,8 +327,9 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
     from functools import partial
 
     from gsco.data.readers import DatasetError, open_image
-    from gsco.generalist.model import model_identity, quantization_identity
     from gsco.data.render import render_identity
+    from gsco.generalist.model import quantization_identity
+    from gsco.generalist.served import model_or_served
     from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
@@ -349,13 +353,15 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
                                         share_prefix=cfg.share_prefix)
             rows: dict[str, list[dict]] = {}
             for (c, arm), q, a in zip(asked, prompts, answers):
+                if a is None:  # the served backend logged why; a re-run asks it again
+                    continue
                 rows.setdefault(arm, []).append({"question_id": str(c["id"]), "question": q, "answer": a,
                                                  "annotation": c["label"],
                                                  **({} if task.report else {"parsed": task.parse(a)}),
                                                  "image": c["image"]})
             yield rows
 
-    common = {"model": model_identity(cfg.model), **quantization_identity(cfg), **render_identity(cfg),
+    common = {**model_or_served(cfg), **quantization_identity(cfg), **render_identity(cfg),
               "cases": file_fingerprint(repo_file(cfg.cases))}
     outputs = {arm: Output(Path(cfg.out_dir) / f"{arm}_predictions.jsonl",
                            {**common, "arm": arm, "image_root": str(root.resolve()),
@@ -401,11 +407,11 @@ def _run_arms(cfg: GscoConfig) -> dict:
     asked = [arm for arm in arms if arm not in specialists]
     paths: dict[str, Path] = {}
     if asked:
-        from gsco.generalist import Generalist
         from gsco.generalist.resumable import distributed_context, process_device
+        from gsco.generalist.served import load_generalist
 
         rank, world = distributed_context()
-        generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
+        generalist = load_generalist(cfg, process_device(cfg.device, rank, world))
         paths = run_generalist_arms(cfg, asked, cases, generalist, task, root)
     from gsco.runtime import read_predictions
 

@@ -32,6 +32,7 @@ from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
+from gsco.generalist.served import SERVED_KEYS, ServedSettings
 from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -40,13 +41,14 @@ TASKS = ("report", "vqa", "diagnosis")
 
 
 @dataclasses.dataclass
-class MedDrEvalConfig(RenderSettings):
+class MedDrEvalConfig(RenderSettings, ServedSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
-        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory"),
+        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
+                       *SERVED_KEYS),
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
@@ -93,6 +95,7 @@ class MedDrEvalConfig(RenderSettings):
 
     def validate(self) -> None:
         super().validate()  # the render keys
+        self.check_served()
         for key in ("eval_batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
@@ -193,13 +196,13 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
 def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """Answer every item not yet in the predictions file; returns counts."""
     from gsco.data.readers import DatasetError, open_image
-    from gsco.generalist import Generalist
+    from gsco.generalist.served import load_generalist
 
     skipped: list[dict] = []
 
     def ask(todo: list[Item]):
         rank, world = distributed_context()
-        generalist = Generalist.from_config(cfg, process_device(cfg.device, rank, world))
+        generalist = load_generalist(cfg, process_device(cfg.device, rank, world))
         for chunk in chunks(todo, cfg.eval_batch_size, "answering"):
             batch, images, opened = [], [], {}
             for it in chunk:
@@ -215,7 +218,9 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
                 answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
                                             cfg.num_beams, batch_size=len(batch), system=cfg.system,
                                             share_prefix=cfg.share_prefix, **generation_kwargs(cfg))
-                yield [prediction_row(it, a) for it, a in zip(batch, answers)]
+                for it in (it for it, a in zip(batch, answers) if a is None):  # logged by the served backend
+                    skipped.append({"question_id": it.question_id, "line": it.line, "error": "no answer from the server"})
+                yield [prediction_row(it, a) for it, a in zip(batch, answers) if a is not None]
 
     done = answer_resumably(items, cfg.predictions_file, ask, id_of=lambda it: it.question_id,
                             message="{done} of {total} questions already answered; {mine} to go",
@@ -227,11 +232,12 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
     from gsco.data.render import render_identity
-    from gsco.generalist.model import model_identity, quantization_identity
+    from gsco.generalist.model import quantization_identity
+    from gsco.generalist.served import model_or_served
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})
-    return {"model": model_identity(cfg.model), **quantization_identity(cfg), **render_identity(cfg),
+    return {**model_or_served(cfg), **quantization_identity(cfg), **render_identity(cfg),
             "metafile": file_fingerprint(repo_file(cfg.metafile)),
             "task": cfg.task, "image_folders": images[:3] + ([f"... {len(images)} in all"] if len(images) > 3 else []),
             "system": cfg.system, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,
