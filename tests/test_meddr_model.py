@@ -362,6 +362,7 @@ def test_export_writes_the_original_layout_and_converts_back_to_the_same_model(c
                     assert torch.equal(f.get_tensor(key), g.get_tensor(key)), key
     config, source = (json.loads((d / "config.json").read_text()) for d in (exported, root))
     assert config["ps_version"] == "v1" and config["template"] == "Hermes-2" and config["use_llm_lora"] == 0
+    assert config["auto_map"] == {"AutoConfig": "configuration_internvl_chat.InternVLChatConfig"}
     for key in ("architectures", "model_type", "select_layer", "downsample_ratio", "force_image_size", "pad2square"):
         assert config[key] == source[key], key
     for part, keys in (("vision_config", ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size",

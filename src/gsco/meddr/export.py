@@ -13,6 +13,7 @@ checkpoint also has it) with MedDr's Hermes-2 chat template, and ``generation_co
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +26,11 @@ logger = logging.getLogger(__name__)
 # What an engine's InternVL-Chat prompt builder expects: each image as "<image>" (the engine expands it to
 # <img> + N x <IMG_CONTEXT> + </img>), otherwise MedDr's Hermes-2 conversation exactly.
 ENGINE_CHAT_TEMPLATE = HERMES2_CHAT_TEMPLATE.replace(IMG_CONTEXT + "\\n", "<image>\\n")
+
+
+# The config class of OpenGVLab's InternVL-Chat repositories (their configuration_internvl_chat.py), which engines
+# load with trust_remote_code; the export names it as those repositories do.
+ENGINE_CONFIG_CLASS = "configuration_internvl_chat.InternVLChatConfig"
 
 
 class ExportError(ValueError):
@@ -56,6 +62,9 @@ def export(model: str | Path, out_dir: str | Path, dtype: str = "auto", max_shar
             with torch.no_grad():
                 save_original(loaded, tokenizer, out, max_shard_bytes=int(max_shard_gb * 1e9))
             tokenizer.save_pretrained(out)  # also at the top level, where engines read it
+            config = json.loads((out / "config.json").read_text())
+            config["auto_map"] = {"AutoConfig": ENGINE_CONFIG_CLASS}  # where trust_remote_code finds the config class
+            (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             generation = GenerationConfig.from_pretrained(src) if (src / "generation_config.json").is_file() \
                 else GenerationConfig(eos_token_id=tokenizer.eos_token_id)
             generation.save_pretrained(out)
