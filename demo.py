@@ -6,7 +6,8 @@
     python demo.py model=DIR pairs=questions.jsonl            # {"image": ..., "question": ...} per line
 
 Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, max_new_tokens, num_beams,
-eval_batch_size, device, dtype, device_map. The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
+eval_batch_size, device, dtype, device_map, quantization, the render keys (window, plane, view, ...), and backend=openai
+base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment). The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
 ``--max-new-tokens``, ...) are read for one release. Answers go to stdout, one per line (newlines inside an answer
 are kept as "\\n"); logs go to stderr. A converted MedDr directory comes from
 `python -m gsco.meddr.convert original=ORIGINAL out_dir=DIR`.
@@ -18,11 +19,9 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Literal
 
 from gsco.data.render import RenderSettings
-from gsco.generalist.quantization import KEEP_UNQUANTIZED
-from gsco.generalist.served import ServedSettings
+from gsco.generalist.served import GeneralistSettings
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "examples" / "images" / "case0.png"
 DEFAULT_QUESTION = "Describe the findings in this chest X-ray."
@@ -50,26 +49,19 @@ def read_pairs(path: Path) -> list[tuple[str | None, str]]:
 
 
 @dataclasses.dataclass
-class DemoConfig(RenderSettings, ServedSettings):
+class DemoConfig(RenderSettings, GeneralistSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
-    model: str | None = None  # model directory, or a MedDr preset name (null: tiny)
     image: list[str] = dataclasses.field(default_factory=list)  # image files, paired with the questions in order
     question: list[str] = dataclasses.field(default_factory=list)  # the questions, one per image (or none)
     pairs: str | None = None  # JSONL file of {image, question} rows
     max_new_tokens: int = 256  # answer length limit
     num_beams: int = 1  # 1: greedy
     eval_batch_size: int = 8  # questions per generate() call
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
-    device_map: str | None = None  # e.g. auto: shard a large model over the visible GPUs
-    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
-    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
-    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
 
     def validate(self) -> None:
         self.check()  # the render keys
-        self.check_served()
+        self.check_generalist()
 
 
 def answer_and_print(cfg: DemoConfig) -> None:

@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from gsco.data.render import RENDER_KEYS, RenderSettings
-from gsco.generalist.quantization import KEEP_UNQUANTIZED
-from gsco.generalist.served import SERVED_KEYS, ServedSettings
+from gsco.generalist.served import GENERALIST_KEYS, GeneralistSettings
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
@@ -42,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
-class GscoConfig(RenderSettings, ServedSettings):
+class GscoConfig(RenderSettings, GeneralistSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"k": "rad_k", "batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
@@ -51,8 +50,7 @@ class GscoConfig(RenderSettings, ServedSettings):
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
-        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
-                       *SERVED_KEYS),
+        "generalist": GENERALIST_KEYS,  # gsco.generalist.served.GeneralistSettings: local or served
         "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
         "scoring": ("report_cleaning", "report_tokenize", "meteor"),
     }
@@ -84,14 +82,6 @@ class GscoConfig(RenderSettings, ServedSettings):
     # the prompt starts and ends with a space (inference_gsco.py); stripped: no space before or after
     prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
-    # --- generalist: the model that answers ---
-    model: str | None = "tiny"  # model directory (a converted MedDr, any image-text-to-text model) or a preset
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
-    device_map: str | None = None  # auto: shard one large model over the visible GPUs
-    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
-    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
-    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     # --- generation ---
     eval_batch_size: int = 8  # questions per generate() call (with share_prefix: a case's arms are never split)
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
@@ -103,7 +93,7 @@ class GscoConfig(RenderSettings, ServedSettings):
 
     def validate(self) -> None:
         super().validate()  # the render keys
-        self.check_served()
+        self.check_generalist()
         if self.eval_batch_size < 1 or self.max_new_tokens < 1:
             raise ConfigError("keys eval_batch_size and max_new_tokens must be at least 1")
         if not 0 <= self.max_skipped_fraction <= 1:

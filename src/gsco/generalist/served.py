@@ -22,9 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
+from gsco.generalist.quantization import KEEP_UNQUANTIZED
+
 logger = logging.getLogger(__name__)
 
-SERVED_KEYS = ("backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
+GENERALIST_KEYS = ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
+                   "backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
 
 
 class ServerUnavailableError(RuntimeError):
@@ -32,9 +35,17 @@ class ServerUnavailableError(RuntimeError):
 
 
 @dataclasses.dataclass
-class ServedSettings:
-    """Which backend answers (keys of every command that asks the generalist)."""
+class GeneralistSettings:
+    """The model that answers, local or served: the keys of every command that asks the generalist (demo.py, MedDr
+    evaluation, GSCo), in their ``generalist`` section."""
 
+    model: str | None = "tiny"  # model directory (a converted MedDr, any image-text-to-text model) or a preset
+    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
+    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
+    device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
+    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
+    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
+    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     backend: Literal["local", "openai"] = "local"  # local: transformers here; openai: an OpenAI-compatible server
     base_url: str | None = None  # backend=openai: the server's API root, e.g. http://localhost:8000/v1
     model_name: str | None = None  # backend=openai: the served model (null: the server's only model)
@@ -42,7 +53,7 @@ class ServedSettings:
     request_timeout: float = 600.0  # backend=openai: seconds one request may take
     max_retries: int = 5  # backend=openai: retries of a request that got 429, 5xx or a timeout (with backoff)
 
-    def check_served(self) -> None:
+    def check_generalist(self) -> None:
         from gsco.config import ConfigError
 
         if self.backend == "openai" and not self.base_url:

@@ -28,11 +28,10 @@ from typing import Literal
 import yaml
 
 from gsco.data.render import RENDER_KEYS, RenderSettings
-from gsco.generalist.quantization import KEEP_UNQUANTIZED
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
-from gsco.generalist.served import SERVED_KEYS, ServedSettings
+from gsco.generalist.served import GENERALIST_KEYS, GeneralistSettings
 from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -41,14 +40,13 @@ TASKS = ("report", "vqa", "diagnosis")
 
 
 @dataclasses.dataclass
-class MedDrEvalConfig(RenderSettings, ServedSettings):
+class MedDrEvalConfig(RenderSettings, GeneralistSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
-        "generalist": ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
-                       *SERVED_KEYS),
+        "generalist": GENERALIST_KEYS,  # gsco.generalist.served.GeneralistSettings: local or served
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
@@ -61,14 +59,6 @@ class MedDrEvalConfig(RenderSettings, ServedSettings):
     overwrite: bool = False  # start the predictions over (a re-run of another model or input is refused otherwise)
     max_skipped_fraction: float = 0.05  # more rows skipped than this (unreadable images...): exit status 2 at the end
     score_only: bool = False  # only (re)compute metrics from an existing predictions file
-    # --- generalist: the model that answers ---
-    model: str | None = "tiny"  # model directory, or a MedDr preset name (random weights)
-    device: str = "auto"  # auto (CUDA when present), cpu, cuda, cuda:N
-    dtype: str = "auto"  # auto (bf16 on GPU, fp32 on CPU), bfloat16, float16, float32
-    device_map: str | None = None  # "auto": shard one large model over the visible GPUs (no data parallel)
-    quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
-    keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
-    max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
     # --- data ---
     metafile: str = "data/examples/meddr/iu_xray_sample.jsonl"  # JSONL rows {id, image, question_id, answer, ...}
     image_root: str | None = None  # default: the metafile's folder
@@ -95,7 +85,7 @@ class MedDrEvalConfig(RenderSettings, ServedSettings):
 
     def validate(self) -> None:
         super().validate()  # the render keys
-        self.check_served()
+        self.check_generalist()
         for key in ("eval_batch_size", "max_new_tokens", "num_beams"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
