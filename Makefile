@@ -55,7 +55,7 @@ demo: install
 	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUT_DIR=$(DEMO_OUT)/meddr \
 		bash train.sh epochs=$(MEDDR_EPOCHS) save_steps=100000
 	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \
-		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24
+		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24 eval_batch_size=48
 	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"
 	@echo "training cases and hint samples: $(DEMO_OUT)/gsco/train/"
 	@echo "fine-tuned toy generalist: $(DEMO_OUT)/meddr/final"

@@ -58,6 +58,13 @@ class DemoConfig(RenderSettings, GeneralistSettings):
     max_new_tokens: int = 256  # answer length limit
     num_beams: int = 1  # 1: greedy
     eval_batch_size: int = 8  # questions per generate() call
+    # --- the web app (python demo.py --web) ---
+    web: bool = False  # open the web app instead of answering on the command line
+    specialists: list[str] | None = None  # web app, GSCo mode: the specialists' {...}_results.json files
+    gsco: str | None = None  # web app, GSCo mode: a GSCo config (options, prompt pieces, rad_k; null: the defaults)
+    data_path: str | None = None  # web app, GSCo mode: the specialists' data (null: where they were trained)
+    port: int = 7860  # web app: the local port it listens on
+    keep_uploads: str = "outputs/web/uploads"  # web app: where "keep my upload" copies a file (else none is kept)
 
     def validate(self) -> None:
         self.check()  # the render keys
@@ -86,6 +93,32 @@ def answer_and_print(cfg: DemoConfig) -> None:
         print(answer.replace("\n", "\\n"))
 
 
+def serve_web(cfg: DemoConfig) -> None:
+    """The web app: the generalist (and the specialists, for GSCo mode) loaded once, then the page until Ctrl+C."""
+    from gsco.collab.run import GscoConfig
+    from gsco.collab.single import LiveSpecialist, Workbench
+    from gsco.collab.web import build_app
+    from gsco.config import load_config
+    from gsco.generalist.served import GENERALIST_KEYS
+    from gsco.runtime import repo_file
+
+    specialists = [LiveSpecialist(path, cfg.data_path, cfg.device) for path in cfg.specialists or []]
+    keys = {k: getattr(cfg, k) for k in GENERALIST_KEYS} | {"max_new_tokens": cfg.max_new_tokens}
+    if specialists and not cfg.gsco:
+        keys["dataset"] = specialists[0].info.name
+    workbench = Workbench(load_config(GscoConfig, repo_file(cfg.gsco) if cfg.gsco else None, keys), specialists)
+    app = build_app(workbench, cfg.keep_uploads, render=cfg)
+    print(f"web app: http://127.0.0.1:{cfg.port}", flush=True)
+    app.launch(server_name="127.0.0.1", server_port=cfg.port, quiet=True)
+
+
+def run_demo(cfg: DemoConfig) -> None:
+    if cfg.web:
+        serve_web(cfg)
+    else:
+        answer_and_print(cfg)
+
+
 def collect_pairs(cfg: DemoConfig) -> list[tuple[str | None, str]]:
     pairs = read_pairs(Path(cfg.pairs)) if cfg.pairs else []
     if cfg.image or cfg.question:
@@ -106,8 +139,8 @@ def main(argv: list[str] | None = None) -> int:
 
     aliases = {f"--{key.replace('_', '-')}": Alias(key) for key in
                ("model", "image", "question", "pairs", "max_new_tokens", "num_beams", "device", "dtype",
-                "device_map")} | {"--batch-size": Alias("eval_batch_size")}
-    return command(DemoConfig, answer_and_print, description=__doc__.split("\n\n")[0], aliases=aliases)(argv)
+                "device_map", "web")} | {"--batch-size": Alias("eval_batch_size")}
+    return command(DemoConfig, run_demo, description=__doc__.split("\n\n")[0], aliases=aliases)(argv)
 
 
 if __name__ == "__main__":

@@ -73,6 +73,27 @@ def _names(row: list[int], names: list[str]) -> list[str]:
     return [n for n, on in zip(names, row) if int(on)]
 
 
+def case_hints(names: list[str], multi_label: bool, predictions: list, probabilities: list, neighbours,
+               distances) -> dict:
+    """A case's evidence as the arms read it: each specialist's prediction (``moed``; a class index, or a 0/1 row for
+    multi-label) with its probability (``moed_prob``: of the predicted class, or every label's; None when a
+    specialist has none), and the labels of the nearest training cases (``rad``, nearest first) with their
+    distances."""
+    hints = {}
+    if multi_label:
+        moed_labels = [_names(p, names) for p in predictions]
+        rad_labels = [_names(t, names) for t in neighbours]
+        hints.update(rad=[labels_phrase(t) for t in rad_labels], moed=[labels_phrase(m) for m in moed_labels],
+                     rad_labels=rad_labels, moed_labels=moed_labels,
+                     moed_prob=[None if p is None else [float(v) for v in p] for p in probabilities])
+    else:
+        preds = [int(p) for p in predictions]
+        hints.update(rad=[names[int(t)] for t in neighbours], moed=[names[p] for p in preds],
+                     moed_prob=[None if prob is None else float(prob[p]) for prob, p in zip(probabilities, preds)])
+    hints["rad_distance"] = [float(d) for d in distances]
+    return hints
+
+
 def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str | Path | None = None,
                 rad_from: int = 0, k: int = 10, extra_datasets: str | None = None) -> Path:
     """Write the case file (for the split the results files are on); returns its path."""
@@ -106,20 +127,10 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
         if images[i]["label"] != label:
             raise DatasetError(f"{split} case {i}: the results say {label!r}, the dataset {images[i]['label']!r} "
                                "(results from another version of the data?)")
-        neighbours = rad_source["all_search_train_labels"][i][:k]
         case = {"id": images[i]["id"], "image": images[i]["image"], "label": label, "split": split}
-        if info.multi_label:
-            moed_labels = [_names(r["y_pred"][i], names) for r in results]
-            rad_labels = [_names(t, names) for t in neighbours]
-            case.update(rad=[labels_phrase(t) for t in rad_labels], moed=[labels_phrase(m) for m in moed_labels],
-                        rad_labels=rad_labels, moed_labels=moed_labels,
-                        moed_prob=[[float(p) for p in r["y_prob"][i]] if "y_prob" in r else None for r in results])
-        else:
-            preds = [int(r["y_pred"][i]) for r in results]
-            case.update(rad=[names[int(t)] for t in neighbours], moed=[names[p] for p in preds],
-                        moed_prob=[float(r["y_prob"][i][p]) if "y_prob" in r else None
-                                   for r, p in zip(results, preds)])
-        case["rad_distance"] = [float(d) for d in rad_source["all_search_sims"][i][:k]]
+        case.update(case_hints(names, info.multi_label, [r["y_pred"][i] for r in results],
+                               [r["y_prob"][i] if "y_prob" in r else None for r in results],
+                               rad_source["all_search_train_labels"][i][:k], rad_source["all_search_sims"][i][:k]))
         cases.append(case)
     out.write_text(json.dumps(cases, indent=1) + "\n")
     logger.info("%d %s cases from %d specialists (RAD: %s, k=%d)", len(cases), split, len(results),
