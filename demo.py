@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from gsco.data.render import RenderSettings
-from gsco.generalist.served import GeneralistSettings
+from gsco.generalist.backends import GeneralistSettings
 
 DEFAULT_IMAGE = Path(__file__).resolve().parent / "data" / "examples" / "images" / "case0.png"
 DEFAULT_QUESTION = "Describe the findings in this chest X-ray."
@@ -75,7 +75,7 @@ def answer_and_print(cfg: DemoConfig) -> None:
     pairs = collect_pairs(cfg)
     from gsco.data.readers import open_image
     from gsco.generalist import check_model_argument
-    from gsco.generalist.served import load_generalist
+    from gsco.generalist.backends import load_generalist
 
     if cfg.backend == "local":
         check_model_argument(cfg.model)
@@ -99,7 +99,7 @@ def serve_web(cfg: DemoConfig) -> None:
     from gsco.collab.single import LiveSpecialist, Workbench
     from gsco.collab.web import build_app
     from gsco.config import load_config
-    from gsco.generalist.served import GENERALIST_KEYS
+    from gsco.generalist.backends import GENERALIST_KEYS
     from gsco.runtime import repo_file
 
     specialists = [LiveSpecialist(path, cfg.data_path, cfg.device) for path in cfg.specialists or []]

@@ -174,9 +174,21 @@ def build_tiny_llava(path):
     return path
 
 
-def test_a_non_internvl_generalist_plugs_in(tmp_path):
+def pcam_cases(folder, n):
+    """``folder/cases.json``: n PCam200-style cases over generated images, with growing RAD hints."""
     from PIL import Image
 
+    rng = np.random.default_rng(3)
+    cases = []
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
+        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["normal"] * (i + 1),
+                      "moed": ["tumor", "normal"]})
+    (folder / "cases.json").write_text(json.dumps(cases))
+    return cases
+
+
+def test_a_non_internvl_generalist_plugs_in(tmp_path):
     from gsco.collab.run import GscoConfig, run
     from gsco.config import load_config
     from gsco.generalist import Generalist
@@ -184,13 +196,7 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
     model = build_tiny_llava(tmp_path / "llava")
     g = Generalist.load(str(model), device="cpu")
     assert type(g.model).__name__ == "LlavaForConditionalGeneration"
-    rng = np.random.default_rng(3)
-    cases = []
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
-        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["normal"] * (i + 1),
-                      "moed": ["tumor", "normal"]})
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cases = pcam_cases(tmp_path, 4)
     common = {"dataset": "pcam200", "options": ["normal", "tumor"], "modality": "pathology", "model": str(model),
               "cases": str(tmp_path / "cases.json"), "device": "cpu", "max_new_tokens": 5,
               "arms": ["generalist", "moed_rad"]}

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from doc_commands import documented_argv, documented_env, run_documented
-from test_collab import build_tiny_llava
+from test_collab import build_tiny_llava, pcam_cases
 
 pytestmark = pytest.mark.e2e
 SECRET = "sk-test-not-to-be-seen-0123456789"
@@ -123,13 +123,7 @@ def test_inference_meddr_served_gives_the_local_answers_and_survives_a_server_re
 def test_inference_gsco_and_demo_served_give_the_local_answers(served, tmp_path):
     from PIL import Image
 
-    rng = np.random.default_rng(3)
-    cases = []
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
-        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["normal"] * (i + 1),
-                      "moed": ["tumor", "normal"]})
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    pcam_cases(tmp_path, 3)
     from gsco.collab.run import GscoConfig, run
     from gsco.config import load_config
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Literal
 
 from gsco.data.render import RENDER_KEYS, RenderSettings
-from gsco.generalist.served import GENERALIST_KEYS, GeneralistSettings
+from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
 from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
@@ -50,7 +50,7 @@ class GscoConfig(RenderSettings, GeneralistSettings):
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
             "outro", "prompt_style", "hint_separator"),
-        "generalist": GENERALIST_KEYS,  # gsco.generalist.served.GeneralistSettings: local or served
+        "generalist": GENERALIST_KEYS,  # gsco.generalist.backends.GeneralistSettings: local or served
         "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
         "scoring": ("report_cleaning", "report_tokenize", "meteor"),
     }
@@ -319,7 +319,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
     from gsco.data.readers import DatasetError, open_image
     from gsco.data.render import render_identity
     from gsco.generalist.model import quantization_identity
-    from gsco.generalist.served import model_or_served
+    from gsco.generalist.backends import model_or_served
     from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
@@ -398,7 +398,7 @@ def _run_arms(cfg: GscoConfig) -> dict:
     paths: dict[str, Path] = {}
     if asked:
         from gsco.generalist.resumable import distributed_context, process_device
-        from gsco.generalist.served import load_generalist
+        from gsco.generalist.backends import load_generalist
 
         rank, world = distributed_context()
         generalist = load_generalist(cfg, process_device(cfg.device, rank, world))

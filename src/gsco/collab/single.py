@@ -93,7 +93,7 @@ class Workbench:
     """The generalist and the specialists, loaded once; ``ask`` one question, or ``collaborate`` on one image."""
 
     def __init__(self, cfg: GscoConfig, specialists: list[LiveSpecialist] | None = None):
-        from gsco.generalist.served import load_generalist
+        from gsco.generalist.backends import load_generalist
 
         self.cfg, self.specialists = cfg, specialists or []
         self.generalist = load_generalist(cfg)

@@ -31,7 +31,7 @@ from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
-from gsco.generalist.served import GENERALIST_KEYS, GeneralistSettings
+from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
 from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class MedDrEvalConfig(RenderSettings, GeneralistSettings):
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
-        "generalist": GENERALIST_KEYS,  # gsco.generalist.served.GeneralistSettings: local or served
+        "generalist": GENERALIST_KEYS,  # gsco.generalist.backends.GeneralistSettings: local or served
         "data": ("metafile", "image_root", "split", "limit", "allow_text_only"),
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
@@ -186,7 +186,7 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
 def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """Answer every item not yet in the predictions file; returns counts."""
     from gsco.data.readers import DatasetError, open_image
-    from gsco.generalist.served import load_generalist
+    from gsco.generalist.backends import load_generalist
 
     skipped: list[dict] = []
 
@@ -223,7 +223,7 @@ def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
     from gsco.data.render import render_identity
     from gsco.generalist.model import quantization_identity
-    from gsco.generalist.served import model_or_served
+    from gsco.generalist.backends import model_or_served
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})

@@ -1,6 +1,8 @@
-"""A generalist behind an OpenAI-compatible chat API (vLLM, SGLang, LMDeploy, TGI, ``transformers serve``, a hosted
-model): the same ``answer`` interface as the local :class:`~gsco.generalist.model.Generalist`, so every evaluation
-(resumable, appended) runs on it unchanged.
+"""The generalist's backends behind one ``answer`` interface: the local transformers model
+(:class:`~gsco.generalist.model.Generalist`) or a model behind an OpenAI-compatible chat API (vLLM, SGLang, LMDeploy,
+TGI, ``transformers serve``, a hosted model; :class:`ServedGeneralist`), chosen by the ``backend`` key of
+:class:`GeneralistSettings` (every generalist key of demo.py, MedDr evaluation and GSCo) in :func:`load_generalist`;
+every evaluation (resumable, appended) runs on either unchanged.
 
 Images go as base64 PNG data URLs of exactly what the local path would feed the model (DICOM / NIfTI rendered by
 the caller with its render keys). Requests of a batch are in flight together, up to ``concurrency``; the ``openai``
