@@ -55,19 +55,16 @@ class LiveSpecialist:
         self.train_labels = labels
 
     def input_array(self, image) -> np.ndarray:
-        """A PIL image as this specialist's training images are: grey or RGB as its config says, resized (bicubic)
-        to its ``img_size``."""
-        from PIL import Image
+        """A PIL image as the readers hand this specialist's training images on (grey for a one-channel model)."""
+        from gsco.data.readers import image_array
 
         grey = not self.cfg.as_rgb and self.info.n_channels == 1
-        image = image.convert("L" if grey else "RGB")
-        if image.size != (self.cfg.img_size, self.cfg.img_size):
-            image = image.resize((self.cfg.img_size, self.cfg.img_size), Image.Resampling.BICUBIC)
-        return np.array(image, dtype=np.uint8)
+        return image_array(image, self.cfg.img_size, self.cfg.as_rgb, grey)
 
     @torch.no_grad()
     def look(self, image, k: int) -> dict:
         """Prediction (class index, or a 0/1 row), probabilities, and the ``k`` nearest training cases."""
+        from gsco.metrics.classification import predict_labels
         from gsco.specialists.build import probabilities
         from gsco.specialists.models import features_from
 
@@ -76,7 +73,7 @@ class LiveSpecialist:
         prob = probabilities(self.run.model.forward_head(fmap).float().cpu(), self.info).numpy()[0]
         feature = features_from(self.run.model, fmap, self.cfg.retrieval_features).float().cpu()
         dist, ids = self.index.search(feature, min(k, len(self.index)))
-        pred = (prob >= 0.5).astype(int).tolist() if self.info.multi_label else int(prob.argmax())
+        pred = predict_labels(prob[None], self.info.task)[0].tolist()  # as the results files' y_pred
         neighbours = self.train_labels[ids[0]]
         return {"prediction": pred, "probabilities": prob.tolist(), "ids": ids[0].tolist(),
                 "distances": dist[0].tolist(),

@@ -228,8 +228,13 @@ def open_image(path: str | Path, settings=None) -> Image.Image:
 def read_image(path: Path, img_size: int, as_rgb: bool, render=None) -> np.ndarray:
     """Read one image file as uint8 (H,W) or (H,W,3), bicubic-resized to a square (``render``: RenderSettings for
     DICOM / NIfTI)."""
-    img = open_image(path, render)
-    img = img.convert("RGB" if as_rgb or img.mode not in ("1", "L", "LA") else "L")
+    return image_array(open_image(path, render), img_size, as_rgb)
+
+
+def image_array(img: Image.Image, img_size: int, as_rgb: bool, grey: bool = False) -> np.ndarray:
+    """An opened image as the readers hand it on: RGB (``as_rgb``, or a colour image), else grey (a grey image, or
+    any image with ``grey``: a one-channel model's input), bicubic-resized to a square of ``img_size``."""
+    img = img.convert("L" if grey or (not as_rgb and img.mode in ("1", "L", "LA")) else "RGB")
     if img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)
     return np.array(img, dtype=np.uint8)
