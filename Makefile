@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast install bench clean
+.PHONY: demo test test-fast install system-packages bench clean
 
 install: $(VENV)/.installed
 
@@ -63,13 +63,32 @@ demo: install
 # Two pytest-xdist workers with one thread each, an idle one taking tests from the other's queue (worksteal): on 2
 # cores the suite took 493 s against 724 s in one two-thread process (loadfile: 564 s). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: install
+test: install system-packages
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
 
 # The fast tier: tests not marked e2e (in one process, generated data; an unmarked test that starts a process or
 # reads ../shared fails there, so the marks stay true).
 test-fast: install
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal --fast tests
+
+# What the suite needs beyond Python: Java (pycocoevalcap's PTB tokenizer and METEOR) and headless Chromium with its
+# driver (the web app's browser test). Installed from Debian's packages when missing and this is root with apt-get;
+# otherwise it stops at once with the one command to run.
+SYSTEM_PACKAGES := default-jre-headless chromium chromium-driver
+system-packages:
+	@missing=; command -v java >/dev/null 2>&1 || missing=1; \
+	{ command -v chromium || command -v chromium-browser; } >/dev/null 2>&1 || missing=1; \
+	{ command -v chromedriver || test -x /usr/lib/chromium/chromedriver; } >/dev/null 2>&1 || missing=1; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(SYSTEM_PACKAGES) (Java and headless Chromium for the tests)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null \
+	      || { echo "error: could not install $(SYSTEM_PACKAGES)" >&2; exit 2; }; \
+	  else \
+	    echo "error: the tests need Java and headless Chromium with its driver; install them first:" >&2; \
+	    echo "  sudo apt-get install -y $(SYSTEM_PACKAGES)" >&2; exit 2; \
+	  fi; \
+	fi
 
 bench: install
 	$(PY) bench/bench_retrieval.py

@@ -172,6 +172,23 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
     assert not list(tmp_path.glob("*.rank*.jsonl"))
 
+    # what a killed GPUS=2 run leaves (its manifest and each rank's part file), resumed by one process:
+    # with another prompt every stale answer is refused; with the same settings the parts are adopted, none left
+    (tmp_path / "iu_xray_test_predictions.jsonl").unlink()  # killed before any merge: all answers in parts
+    (tmp_path / "iu_xray_test_predictions.rank0.jsonl").write_text("".join(lines[:5]))
+    (tmp_path / "iu_xray_test_predictions.rank1.jsonl").write_text("".join(lines[6:8]))
+    one = dict(replace={"GPUS=4": "GPUS=1", "/path/to/meddr-hf": "tiny", "data/iu_xray/test.jsonl": str(iu_xray)},
+               append=[f"out_dir={tmp_path}", "eval_batch_size=8", "device=cpu", "max_new_tokens=12", "meteor=false"])
+    command = "GPUS=4 MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh"
+    refused = run_documented(command, replace=one["replace"], append=one["append"] + ["prompt_set=iu_xray"],
+                             check=False)
+    assert refused.returncode == 2 and "iu_xray_test_predictions.jsonl line 1 (question_id 0): its question is not " \
+        "the one asked now" in refused.stderr
+    proc = run_documented(command, **one)
+    assert "7 of 12 questions already answered; 5 to go" in proc.stderr
+    assert sorted((tmp_path / "iu_xray_test_predictions.jsonl").read_text().splitlines(keepends=True)) == sorted(lines)
+    assert not list(tmp_path.glob("*.rank*.jsonl"))
+
 
 @pytest.mark.e2e
 def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):

@@ -119,3 +119,34 @@ def test_one_writer_per_output_folder(tmp_path):
         with pytest.raises(OutputLockedError, match=f"{tmp_path} is being written by another run"):
             with output_lock(tmp_path):
                 pass
+
+
+def test_part_files_of_a_killed_data_parallel_run_pass_the_same_checks_and_are_adopted(tmp_path, caplog):
+    """A killed torchrun leaves {stem}.rank{R}.jsonl beside the manifest; a re-run of any world size folds them into
+    the main file first, so a changed prompt or model is refused for them too, and none is left behind."""
+    from gsco.generalist.resumable import ResumeMismatchError
+
+    out = tmp_path / "answers.jsonl"
+    rows = [{"id": i, "q": f"question {i}"} for i in range(6)]
+    manifest = {"model": {"path": "/models/a"}}
+    answer_resumably(rows[:1], out, _ask([]), id_of=lambda r: str(r["id"]), manifest=manifest)
+    (tmp_path / "answers.rank0.jsonl").write_text(json.dumps({"question_id": "2", "question": "question 2",
+                                                              "answer": "QUESTION 2"}) + "\n")
+    (tmp_path / "answers.rank1.jsonl").write_text(json.dumps({"question_id": "3", "question": "question 3",
+                                                              "answer": "QUESTION 3"}) + '\n{"question_id": "5"')
+    changed = [{**r, "q": r["q"] + " (another prompt)"} if r["id"] >= 2 else r for r in rows]  # only parts' rows
+    with pytest.raises(ResumeMismatchError, match=r"answers.jsonl line 2 \(question_id 2\): its question is not"):
+        answer_resumably(changed, out, _ask([]), id_of=lambda r: str(r["id"]), manifest=manifest,
+                         question_of=lambda r: r["q"])
+    with pytest.raises(ResumeMismatchError, match=r"holds 3 answers of another run \(model: "):
+        answer_resumably(rows, out, _ask([]), id_of=lambda r: str(r["id"]), manifest={"model": {"path": "/b"}})
+    asked = []
+    with caplog.at_level("INFO", logger="gsco.generalist.resumable"):
+        done = answer_resumably(rows, out, _ask(asked), id_of=lambda r: str(r["id"]), manifest=manifest,
+                                question_of=lambda r: r["q"])
+    assert asked == [1, 4, 5] and done["written"] == 3 and not list(tmp_path.glob("*.rank*"))
+    assert sorted(r["question_id"] for r in rows_of(out)) == [str(i) for i in range(6)]
+    asked = []  # parts and overwrite: both go
+    (tmp_path / "answers.rank1.jsonl").write_text(json.dumps({"question_id": "9", "answer": "x"}) + "\n")
+    answer_resumably(rows, out, _ask(asked), id_of=lambda r: str(r["id"]), manifest=manifest, overwrite=True)
+    assert asked == list(range(6)) and not list(tmp_path.glob("*.rank*")) and len(rows_of(out)) == 6

@@ -3,7 +3,8 @@
 Rows are appended to a JSONL file batch by batch and flushed; a re-run reads what is there (dropping a line torn by
 a kill) and does only the rest. Under torchrun each process appends to its own part file
 (``{stem}.rank{R}.jsonl``); when all are done the first process folds the parts into the main file, in the input's
-order, so one and many processes leave the same file.
+order, so one and many processes leave the same file. Parts left by a killed run are folded in before a re-run (of
+any world size) checks what it resumes, so they pass the same checks as the main file.
 """
 
 from __future__ import annotations
@@ -128,9 +129,9 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
 
     stored_file = manifest_path(out)
     if overwrite:
-        for old in [out, stored_file, *out.parent.glob(f"{out.stem}.rank*.jsonl")]:
+        for old in [out, stored_file, *part_files(out)]:
             old.unlink(missing_ok=True)
-    rows = read_predictions(out)
+    rows = adopt_parts(out, key)
     if manifest is None:
         manifest = {}
     current = {**manifest, "gsco": gsco.__version__}
@@ -164,6 +165,37 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
         rows = kept
     write_json(current, stored_file)
     return rows
+
+
+def part_files(out: Path) -> list[Path]:
+    """The per-process files (``{stem}.rank{R}.jsonl``) a data-parallel run appends to before its merge."""
+    return sorted(out.parent.glob(f"{out.stem}.rank*.jsonl"))
+
+
+def adopt_parts(out: Path, key: str) -> list[dict]:
+    """Fold the part files that an interrupted data-parallel run left (any world size) into ``out`` before
+    anything is checked, so its answers pass the same manifest and question checks as the main file's and no part
+    file outlives the run that resumes them. Returns ``out``'s rows."""
+    parts = part_files(out)
+    rows = read_predictions(out)
+    if not parts:
+        return rows
+    have = {str(r[key]) for r in rows}
+    adopted = []
+    for part in parts:
+        for r in read_predictions(part):
+            if str(r[key]) not in have:
+                have.add(str(r[key]))
+                adopted.append(r)
+    if adopted:
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows + adopted))
+        tmp.replace(out)
+    for part in parts:
+        part.unlink()
+    logger.info("%s: took %d answers from %d part files of an interrupted data-parallel run", out, len(adopted),
+                len(parts))
+    return rows + adopted
 
 
 def check_questions(out: Path, written: list[dict], rows: Sequence[Row], id_of: Callable[[Row], str],
@@ -219,7 +251,7 @@ def answered_ids(out: Path, rank: int, world: int, key: str = "question_id") -> 
 
     shared: list = [None]
     if rank == 0:
-        files = [out, *out.parent.glob(f"{out.stem}.rank*.jsonl")]
+        files = [out, *part_files(out)]
         shared = [{r[key] for f in files for r in read_predictions(f)}]
     dist.broadcast_object_list(shared, src=0)
     return shared[0]
