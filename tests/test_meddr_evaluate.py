@@ -88,6 +88,16 @@ def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray
     assert f"{killed_at} of 12 questions already answered; {12 - killed_at} to go" in done.stderr
     assert preds.read_text() == uninterrupted[0]
     assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
+    metrics = (tmp_path / "iu_xray_test_metrics.json").read_text()
+    rescored = subprocess.run([*cmd[:2], cmd[2] + " score_only=true"], env=env, capture_output=True, text=True, cwd=REPO)
+    assert rescored.returncode == 0 and json.loads((tmp_path / "iu_xray_test_metrics.json").read_text())["metrics"] \
+        == json.loads(metrics)["metrics"]
+    # scoring checks the manifest as resuming does: another model's name never lands on these answers
+    other = [*cmd[:2], cmd[2].replace("MODEL=tiny", "MODEL=meddr-40b") + " score_only=true"]
+    refused = subprocess.run(other, env=env, capture_output=True, text=True, cwd=REPO)
+    assert refused.returncode == 2 and "iu_xray_test_predictions.jsonl holds 12 answers of another run (model: " \
+        in refused.stderr and "score it with the settings that wrote it" in refused.stderr
+    assert json.loads((tmp_path / "iu_xray_test_metrics.json").read_text())["model"] == "tiny"
 
 
 @pytest.mark.e2e

@@ -136,14 +136,7 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
         manifest = {}
     current = {**manifest, "gsco": gsco.__version__}
     if rows and stored_file.is_file():
-        stored = read_json(stored_file, "run manifest")
-        differ = [k for k in sorted(set(manifest) | set(stored) - {"gsco"}) if stored.get(k) != manifest.get(k)]
-        if differ:
-            shown = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(manifest.get(k))}" for k in differ[:3])
-            raise ResumeMismatchError(f"{out} holds {len(rows)} answers of another run ({shown}): write to a new "
-                                      "out_dir, or give overwrite=true to start over")
-        if stored.get("gsco") != gsco.__version__:
-            logger.warning("%s: written by gsco %s, resumed by %s", out, stored.get("gsco"), gsco.__version__)
+        check_manifest(out, manifest, len(rows), "write to a new out_dir, or give overwrite=true to start over")
     elif rows:
         logger.warning("%s: %d answers without a manifest (written before runs recorded one); resuming them as "
                        "this run's", out, len(rows))
@@ -165,6 +158,20 @@ def prepare_output(out: Path, manifest: dict | None, overwrite: bool, key: str) 
         rows = kept
     write_json(current, stored_file)
     return rows
+
+
+def check_manifest(out: Path, manifest: dict, n_rows: int, advice: str) -> None:
+    """``out``'s stored manifest must be ``manifest`` (what this run would write): else one ResumeMismatchError
+    naming what differs, then ``advice``."""
+    import gsco
+
+    stored = read_json(manifest_path(out), "run manifest")
+    differ = [k for k in sorted(set(manifest) | set(stored) - {"gsco"}) if stored.get(k) != manifest.get(k)]
+    if differ:
+        shown = "; ".join(f"{k}: {_short(stored.get(k))} -> {_short(manifest.get(k))}" for k in differ[:3])
+        raise ResumeMismatchError(f"{out} holds {n_rows} answers of another run ({shown}): {advice}")
+    if stored.get("gsco") != gsco.__version__:
+        logger.warning("%s: written by gsco %s, read by %s", out, stored.get("gsco"), gsco.__version__)
 
 
 def part_files(out: Path) -> list[Path]:

@@ -248,6 +248,21 @@ def prediction_row(item: Item, answer: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------- scoring
+def check_scored_run(cfg: MedDrEvalConfig, items: list[Item]) -> None:
+    """``score_only``: the predictions file must be this configuration's (model, metafile, settings), as a resumed
+    run's must, so its metrics never name a model or metafile that did not write the answers."""
+    from gsco.generalist.resumable import check_manifest, manifest_path
+
+    if not cfg.predictions_file.is_file():
+        raise ConfigError(f"score_only: {cfg.predictions_file} does not exist (run without score_only first)")
+    if manifest_path(cfg.predictions_file).is_file():
+        check_manifest(cfg.predictions_file, run_manifest(cfg, items), len(read_predictions(cfg.predictions_file)),
+                       "score it with the settings that wrote it (MODEL, METAFILE, ...), or answer again")
+    else:
+        logger.warning("%s has no manifest (written before runs recorded one): scored as this run's",
+                       cfg.predictions_file)
+
+
 def score(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """Metrics of the predictions file over the metafile's items (those answered)."""
     rows = {r["question_id"]: r for r in read_predictions(cfg.predictions_file)}
@@ -329,6 +344,8 @@ def _answer_and_score(cfg: MedDrEvalConfig) -> dict:
     counts = {"answered": 0, "skipped": []}
     if not cfg.score_only:
         counts = predict(cfg, items)
+    else:
+        check_scored_run(cfg, items)
     rank, world = (0, 1) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else distributed_context()
     if world > 1:
         import torch.distributed as dist
