@@ -179,6 +179,21 @@ def test_dataset_md_diagnosis_questions_then_meddr_diagnosis(tmp_path):
 def test_bash_train_sh_as_shipped_runs(tmp_path):
     proc = run_documented("bash train.sh", append=[f"out_dir={tmp_path}", "max_steps=2", "save_steps=100"])
     assert f"model: {tmp_path / 'final'}" in proc.stdout and (tmp_path / "adapter" / "adapter_config.json").is_file()
+    # a second job into that OUT_DIR while one holds it (here: this test, as a running train.sh would) is refused
+    # before it loads anything, instead of resuming the other's checkpoints and writing final/ beside it
+    import fcntl
+    import os
+
+    final = (tmp_path / "final" / "model.safetensors").stat().st_mtime_ns
+    with open(tmp_path / ".gsco.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write(f"{os.getpid()}\n")
+        held.flush()
+        second = run_documented("bash train.sh", append=[f"out_dir={tmp_path}", "max_steps=4", "save_steps=100"],
+                                check=False)
+    assert second.returncode == 2 and f"{tmp_path} is being written by another run (process {os.getpid()})" in \
+        second.stderr.strip().splitlines()[-1]
+    assert (tmp_path / "final" / "model.safetensors").stat().st_mtime_ns == final
 
 
 # ----------------------------------------------------------------------------------------------------------- GSCo

@@ -324,6 +324,15 @@ def test_training_stopped_midway_resumes_to_the_same_weights(trained, tmp_path):
         assert torch.allclose(weights[0][key], weights[1][key], atol=1e-6), key
     lines = (tmp_path / "cut" / "history.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
+    import fcntl
+
+    from gsco.runtime import OutputLockedError
+
+    with open(tmp_path / "cut" / ".gsco.lock", "w") as held:  # another training run holds run_dir
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputLockedError, match=r"cut is being written by another run .*\(run_dir=\.\.\.\)"):
+            train_report_specialist(tiny_cfg(root, tmp_path / "cut", epochs=3, save_every_steps=1000))
+    assert len((tmp_path / "cut" / "history.jsonl").read_text().splitlines()) == 2
 
 
 @pytest.mark.e2e

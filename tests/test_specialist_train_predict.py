@@ -323,3 +323,51 @@ def test_v2_normalisation_and_grey_channels_reach_the_model(tmp_path):
     x = run.preprocess(np.array([[0, 255], [51, 102]], dtype=np.uint8))
     assert x.shape == (1, 2, 2) and torch.allclose(x[0], torch.tensor([[-1.0, 1.0], [-0.6, -0.2]]))
     assert run.model.conv1.in_channels == 1 and run.model.conv1.kernel_size == (3, 3)
+
+
+@pytest.mark.e2e
+def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path):
+    """Two trainings of one run into one output_path: the second refuses at once naming the first's process (other
+    runs may train beside it); a finished run asked to train on an npz with other labels is refused, not reported
+    as "already finished"."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO, write_npz
+    from doc_commands import documented_argv, documented_env
+
+    base = toy_data("toy_binary")
+    keys = [f"{k}={v}" for k, v in base.items() if k not in ("dataset", "img_size", "architecture")]
+    command = "python -m gsco.specialists.train --config configs/config.yaml dataset=pneumoniamnist img_size=64 " \
+              "architecture=vgg16"
+    argv = lambda *extra: documented_argv(command, replace={"pneumoniamnist": "toy_binary", "img_size=64":
+                                                             "img_size=28", "vgg16": "test_resnet"},
+                                          append=[*keys, *extra])
+    env = {**documented_env(), "PYTHONUNBUFFERED": "1"}
+    first = subprocess.Popen(argv("epochs=400"), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)
+    lock = tmp_path / "out" / ".toy_binary_28_endToEnd_test_resnet_s9930641.gsco.lock"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (lock.is_file() and lock.read_text().strip().isdigit()):
+        time.sleep(0.1)
+    second = subprocess.run(argv("epochs=400"), cwd=REPO, env=env, capture_output=True, text=True)
+    os.killpg(first.pid, 9)
+    first.wait()
+    assert second.returncode == 2, second.stderr[-2000:]
+    assert f"(toy_binary_28_endToEnd_test_resnet_s9930641) is being written by another run (process " \
+           in second.stderr.strip().splitlines()[-1] and "output_path=..." in second.stderr
+
+    cfg = cfg_of({**base, "overwrite": True})
+    train_specialist(cfg)  # the run, finished in-process (over the killed one)
+    final = tmp_path / "out" / f"{cfg.run_name}_final.pth"
+    before = final.stat().st_mtime_ns
+    write_npz(tmp_path / "data", "toy_binary", "binary-class", 2, seed=7)  # the same name, other images and labels
+    refused = subprocess.run(argv(), cwd=REPO, env=env, capture_output=True, text=True)
+    assert refused.returncode == 2 and "_last.pth was trained on other data (train split: " in refused.stderr
+    assert final.stat().st_mtime_ns == before
+    stored = json.loads((tmp_path / "out" / f"{cfg.run_name}_config.json").read_text())["training_data"]
+    assert set(stored) == {"train", "val"} and stored["train"]["path"].endswith("toy_binary.npz")
+    assert subprocess.run(argv("overwrite=true"), cwd=REPO, env=env, capture_output=True).returncode == 0
+    assert final.stat().st_mtime_ns != before

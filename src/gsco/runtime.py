@@ -280,23 +280,25 @@ class OutputLockedError(RuntimeError):
     """Another process is writing into the same output folder."""
 
 
-_HELD_LOCKS: dict[Path, tuple[Any, int]] = {}  # folder -> (open lock file, how many holders in this process)
+_HELD_LOCKS: dict[Path, tuple[Any, int]] = {}  # lock file -> (its open handle, how many holders in this process)
 
 
 @contextlib.contextmanager
-def output_lock(folder: str | Path) -> Iterator[Path]:
+def output_lock(folder: str | Path, run: str | None = None, key: str = "out_dir") -> Iterator[Path]:
     """One writer per output folder: an exclusive lock on ``folder/.gsco.lock`` (its holder's process id inside),
     held until the block ends. A second process refuses at once, naming the folder and the holder; the same process
     may nest it (a GSCo run holds it while each arm's loop takes it again). The operating system drops the lock
-    when its process dies, so a killed run never leaves the folder locked."""
+    when its process dies, so a killed run never leaves the folder locked. ``run``: one writer per run inside a
+    folder that holds several (a specialist's ``output_path``), on ``.{run}.gsco.lock``; ``key`` names the folder's
+    config key in the message."""
     import fcntl
 
     folder = output_folder(folder)
-    if folder in _HELD_LOCKS:
-        handle, count = _HELD_LOCKS[folder]
-        _HELD_LOCKS[folder] = (handle, count + 1)
+    path = folder / (f".{run}.gsco.lock" if run else ".gsco.lock")
+    if path in _HELD_LOCKS:
+        handle, count = _HELD_LOCKS[path]
+        _HELD_LOCKS[path] = (handle, count + 1)
     else:
-        path = folder / ".gsco.lock"
         handle = open(path, "a+")  # noqa: SIM115 - held open for the lock's lifetime
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -304,22 +306,34 @@ def output_lock(folder: str | Path) -> Iterator[Path]:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
             handle.close()
-            raise OutputLockedError(f"{folder} is being written by another run (process {holder}): wait for it to "
-                                    "finish, or write somewhere else (out_dir=...)") from None
+            what = f"{folder} ({run})" if run else str(folder)
+            raise OutputLockedError(f"{what} is being written by another run (process {holder}): wait for it to "
+                                    f"finish, or write somewhere else ({key}=...)") from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
-        _HELD_LOCKS[folder] = (handle, 1)
+        _HELD_LOCKS[path] = (handle, 1)
     try:
         yield folder
     finally:
-        handle, count = _HELD_LOCKS[folder]
+        handle, count = _HELD_LOCKS[path]
         if count > 1:
-            _HELD_LOCKS[folder] = (handle, count - 1)
+            _HELD_LOCKS[path] = (handle, count - 1)
         else:
-            del _HELD_LOCKS[folder]
+            del _HELD_LOCKS[path]
             handle.close()  # closing releases the lock
+
+
+def file_record(path: str | Path, known: dict | None = None) -> dict:
+    """What a run records of a data file it was trained on: path, size, modification time and sha256 (taken from
+    ``known``, an earlier record, when size and time are unchanged, so a large npz is hashed once)."""
+    path = Path(path)
+    stat = path.stat()
+    record = {"path": str(path.resolve()), "size": stat.st_size, "mtime": stat.st_mtime}
+    same = known and known.get("size") == record["size"] and known.get("mtime") == record["mtime"]
+    record["sha256"] = known["sha256"] if same and known.get("sha256") else file_fingerprint(path)
+    return record
 
 
 def file_fingerprint(path: str | Path) -> str:

@@ -38,6 +38,7 @@ class LiveSpecialist:
         if not config_file.is_file():
             config_file = path.with_name(f"{stem.rsplit('_', 1)[0]}_config.json")  # a {run}_{split}_results.json
         stored = read_json(config_file, "specialist run config")
+        stored.pop("training_data", None)  # the record of the files it was trained on, not a setting
         overrides = {**stored, "device": device, **({"data_path": data_path} if data_path else {})}
         self.cfg = load_config(SpecialistConfig, None, overrides)
         self.run = setup_specialist(self.cfg, checkpoint_follows=self.cfg.training_procedure != "kNN")

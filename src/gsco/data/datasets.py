@@ -80,17 +80,25 @@ class ClassificationDataset(Dataset):
         return x, label
 
 
+def split_file(info: DatasetInfo, split: str, data_path: str | Path, img_size: int) -> Path:
+    """The file one split of a registered dataset is read from: its npz or its metafile."""
+    data_path = Path(data_path)
+    if info.format == "npz":
+        return data_path / npz_filename(info.name, img_size)
+    assert info.metafiles is not None
+    if split not in info.metafiles:
+        raise DatasetError(f"dataset {info.name!r} ({info.source}): no metafile for split {split!r}")
+    meta = Path(info.metafiles[split])
+    return meta if meta.is_absolute() else data_path / meta
+
+
 def read_split(info: DatasetInfo, split: str, data_path: str | Path, img_size: int) -> SplitData:
     """Read one split of a registered dataset from ``data_path`` (no download, ever)."""
     data_path = Path(data_path)
     if info.format == "npz":
-        data = read_npz_split(data_path / npz_filename(info.name, img_size), split, info, img_size)
+        data = read_npz_split(split_file(info, split, data_path, img_size), split, info, img_size)
     else:
-        assert info.metafiles is not None
-        if split not in info.metafiles:
-            raise DatasetError(f"dataset {info.name!r} ({info.source}): no metafile for split {split!r}")
-        meta = Path(info.metafiles[split])
-        meta = meta if meta.is_absolute() else data_path / meta
+        meta = split_file(info, split, data_path, img_size)
         root = Path(info.image_root) if info.image_root else None
         if root is not None and not root.is_absolute():
             root = data_path / root

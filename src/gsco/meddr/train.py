@@ -10,6 +10,7 @@ Writes ``{out_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes fro
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -24,7 +25,7 @@ import torch
 from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
-from gsco.runtime import output_folder, repo_file, write_json
+from gsco.runtime import output_folder, output_lock, repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -244,6 +245,14 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     if cfg.mode == "qlora":
         check_qlora()
     output_folder(cfg.out_dir)
+    # one job per out_dir: rank 0 of the whole job (every node) holds the folder's lock, as evaluation does
+    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+        return _train(cfg, callbacks)
+
+
+def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
+    from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
+
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

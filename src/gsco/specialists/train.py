@@ -23,7 +23,7 @@ from tqdm import tqdm
 from gsco.config import config_to_dict
 from gsco.data.render import RENDER_KEYS
 from gsco.metrics.classification import accuracy, auc
-from gsco.runtime import atomic_torch_save, output_folder, read_json, reading, write_json
+from gsco.runtime import atomic_torch_save, output_folder, output_lock, read_json, reading, write_json
 from gsco.specialists.build import (
     collect_logits, loss_function, probabilities, run_cli, setup_specialist,
 )
@@ -55,9 +55,23 @@ TRAINING_KEYS = ("epochs", "learning_rate", "batch_size", "preprocess", "as_rgb"
                  "selection_metric", "early_stopping_patience", "deterministic")
 
 
-def check_same_run(cfg: SpecialistConfig, files, keys: tuple = TRAINING_KEYS) -> None:
+def training_data(run) -> dict:
+    """The files the run trains and selects on ({split: path, size, mtime, sha256}), recorded in ``_config.json``
+    under ``training_data``; an unchanged file (size and time) is not hashed again."""
+    from gsco.data.datasets import split_file
+    from gsco.runtime import file_record
+
+    cfg, files = run.cfg, run.files
+    stored = read_json(files.config, "record of a run's settings") if files.config.is_file() else {}
+    known = stored.get("training_data") or {}
+    return {split: file_record(split_file(run.info, split, cfg.data_path, cfg.img_size), known.get(split))
+            for split in ("train", "val")}
+
+
+def check_same_run(cfg: SpecialistConfig, files, keys: tuple = TRAINING_KEYS, data: dict | None = None) -> None:
     """A run found in output_path is resumed (or reported as finished) only if it was trained with these settings
-    (``keys``: TRAINING_KEYS, and the render keys where the dataset's images are files)."""
+    (``keys``: TRAINING_KEYS, and the render keys where the dataset's images are files) on the same data
+    (``data``: :func:`training_data`, compared by sha256)."""
     if not files.config.is_file():
         logger.warning("%s: no %s to check the earlier run's settings against; resuming it", files.last, files.config)
         return
@@ -67,9 +81,16 @@ def check_same_run(cfg: SpecialistConfig, files, keys: tuple = TRAINING_KEYS) ->
         shown = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in differ[:4])
         raise ValueError(f"{files.last} is a run trained with other settings ({shown}): use another output_path, "
                          "or give overwrite=true to train it again")
+    before = stored.get("training_data") or {}
+    other = [s for s in (data or {}) if s in before and before[s].get("sha256") != data[s]["sha256"]]
+    if other:
+        s = other[0]
+        raise ValueError(f"{files.last} was trained on other data ({s} split: {before[s]['path']} sha256 "
+                         f"{before[s]['sha256'][:12]}… -> {data[s]['path']} sha256 {data[s]['sha256'][:12]}…): use "
+                         "another output_path, or give overwrite=true to train it again")
 
 
-def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore, keys: tuple):
+def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore, keys: tuple, data: dict):
     """(first epoch, best score, finished?) of the run in output_path: a fresh start (no run, ``resume: false`` or
     ``overwrite: true``), or the interrupted / finished run, checked to be this one and loaded into ``parts``
     (model, optimizer, scheduler)."""
@@ -79,7 +100,7 @@ def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: 
     if not (cfg.resume and files.last.exists()):
         history.clear()
         return 0, best, False
-    check_same_run(cfg, files, keys)
+    check_same_run(cfg, files, keys, data)
     with reading(files.last, "training checkpoint", "delete it to train from the start, or give overwrite=true"):
         state = torch.load(files.last, map_location="cpu", weights_only=True)
     best = BestScore(best.maximize, state["best"], state["best_epoch"], state.get("bad_epochs", 0))
@@ -104,7 +125,13 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
         logger.info("kNN has no training step: the support set is built from the training split by predict")
         return {}
     output_folder(files.output_dir, "output_path")
-    model, device, info = run.model, run.device, run.info
+    # one writer per run (other runs may train into the same output_path beside it)
+    with output_lock(files.output_dir, run=files.name, key="output_path"):
+        return _train(cfg, run, on_epoch_end)
+
+
+def _train(cfg: SpecialistConfig, run, on_epoch_end: EpochCallback | None) -> dict:
+    files, model, device, info = run.files, run.model, run.device, run.info
     train_ds, val_ds = run.dataset("train"), run.dataset("val")
 
     if cfg.training_procedure == "linearProbing":
@@ -118,10 +145,11 @@ def train_specialist(cfg: SpecialistConfig, on_epoch_end: EpochCallback | None =
     history, best = History(files.history), BestScore(maximize=cfg.selection_metric != "val_loss")
 
     keys = TRAINING_KEYS + (RENDER_KEYS if info.format == "metafile" else ())  # npz images are not rendered
-    start_epoch, best, finished = _resume(cfg, files, (model, opt, sched), history, best, keys)
+    data = training_data(run)
+    start_epoch, best, finished = _resume(cfg, files, (model, opt, sched), history, best, keys, data)
     if finished:
         return _summary(files, best.score, best.epoch)
-    write_json(config_to_dict(cfg), files.config)
+    write_json({**config_to_dict(cfg), "training_data": data}, files.config)
 
     logger.info(
         "training %s on %s (%d train / %d val images, %s, %s preprocessing) on %s: %d trainable parameters",

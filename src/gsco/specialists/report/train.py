@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
-from gsco.runtime import output_folder, reading
+from gsco.runtime import output_folder, output_lock, reading
 from gsco.specialists.report.config import ReportConfig, report_command
 from gsco.training import History
 
@@ -52,7 +52,17 @@ def validation_score(metrics: dict, weights: dict[str, float]) -> float:
 
 
 def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = None) -> dict:
-    """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming)."""
+    """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming). One run per
+    ``run_dir`` at a time: the first process holds the folder's lock."""
+    import contextlib
+
+    output_folder(cfg.run_dir, "run_dir")
+    with output_lock(cfg.run_dir, key="run_dir") if int(os.environ.get("RANK", "0")) == 0 \
+            else contextlib.nullcontext():
+        return _train(cfg, stop_after_steps)
+
+
+def _train(cfg: ReportConfig, stop_after_steps: int | None) -> dict:
     from accelerate import Accelerator
 
     from gsco.runtime import seed_everything
