@@ -99,6 +99,23 @@ def test_model_argument_errors(tmp_path):
     with pytest.raises(ModelLoadError, match="convert it first"):
         check_model_argument(str(shared_path("fixtures", "meddr_original_tiny")))
     assert check_model_argument(None) is None and check_model_argument("tiny") is None
+    (tmp_path / "empty.yaml").write_text("")  # used to build transformers' default 7B-parameter model in fp32
+    with pytest.raises(ModelLoadError, match=r"empty.yaml' is neither a model directory nor a preset: not a MedDr "
+                                             r"preset: no 'vision' or 'text' section"):
+        check_model_argument(str(tmp_path / "empty.yaml"))
+    with pytest.raises(ModelLoadError, match="'no-such-preset' is neither a model directory nor a preset: .*shipped "
+                                             "presets: \['meddr-40b', 'tiny'\]"):
+        check_model_argument("no-such-preset")
+    # through the script, as the probe ran it: refused before anything is built (no random-weights warning)
+    for model, message in ((tmp_path / "empty.yaml", "no 'vision' or 'text' section"),
+                           (REPO / "configs/meddr/prompts.yaml", "unknown key")):
+        proc = run_documented("GPUS=4 MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh",
+                              replace={"GPUS=4": "GPUS=1", "/path/to/meddr-hf": str(model),
+                                       "data/iu_xray/test.jsonl": "data/examples/meddr/iu_xray_sample.jsonl"},
+                              append=[f"out_dir={tmp_path / 'out'}", "device=cpu"], check=False)
+        assert proc.returncode == 2 and "RANDOM" not in proc.stderr, proc.stderr[-2000:]
+        assert "is neither a model directory nor a preset" in proc.stderr.strip().splitlines()[-1]
+        assert message in proc.stderr, proc.stderr[-1000:]
 
 
 @pytest.mark.e2e

@@ -62,7 +62,14 @@ def check_model_argument(model: str | Path | None) -> Path | None:
     """The model directory ``model`` names, or None for a preset (a name or a preset YAML); a directory that
     cannot be a usable model is a ModelLoadError — cheap, so callers can check before heavier work."""
     model = None if model is None else str(model)
-    if model is None or model.endswith(".yaml") or (not Path(model).exists() and "/" not in model):
+    if model is None or model.endswith((".yaml", ".yml")) or (not Path(model).exists() and "/" not in model):
+        from gsco.config import ConfigError
+        from gsco.generalist.registry import check_preset
+
+        try:
+            check_preset(model or "tiny")
+        except ConfigError as exc:
+            raise ModelLoadError(f"model {model!r} is neither a model directory nor a preset: {exc}") from None
         return None
     path = Path(model)
     if not path.is_dir():

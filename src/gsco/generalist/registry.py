@@ -20,14 +20,31 @@ DEFAULT_PRESET_FAMILY = "meddr"  # the family a preset YAML path (or an unknown 
 class PresetFamily:
     build: Callable  # build(name_or_yaml, dtype=...) -> (model, processor)
     names: Callable[[], list[str]]  # the presets it ships
+    check: Callable[[str], None]  # check(name_or_yaml): raises, naming the file or name, unless it is a preset
 
 
 _PRESETS: dict[str, PresetFamily] = {}
 
 
-def register_presets(family: str, build: Callable, names: Callable[[], list[str]]) -> None:
+def register_presets(family: str, build: Callable, names: Callable[[], list[str]],
+                     check: Callable[[str], None]) -> None:
     """Called by a family package on import."""
-    _PRESETS[family] = PresetFamily(build, names)
+    _PRESETS[family] = PresetFamily(build, names, check)
+
+
+def _family_of(name: str) -> PresetFamily:
+    for module in FAMILIES.values():
+        importlib.import_module(module)
+    for family in _PRESETS.values():
+        if name in family.names():
+            return family
+    return _PRESETS[DEFAULT_PRESET_FAMILY]  # a YAML path; an unknown name gets its error
+
+
+def check_preset(name: str) -> None:
+    """Cheap: ``name`` is a shipped preset or a preset YAML (else the family's error names it), checked before
+    anything is built."""
+    _family_of(name).check(name)
 
 
 def import_family(model_type: str | None) -> None:
@@ -38,9 +55,4 @@ def import_family(model_type: str | None) -> None:
 
 def build_preset(name: str, **kwargs):
     """(model, processor) of the preset ``name`` (a shipped name or a preset YAML's path) with random weights."""
-    for module in FAMILIES.values():
-        importlib.import_module(module)
-    for family in _PRESETS.values():
-        if name in family.names():
-            return family.build(name, **kwargs)
-    return _PRESETS[DEFAULT_PRESET_FAMILY].build(name, **kwargs)  # a YAML path; an unknown name gets its error
+    return _family_of(name).build(name, **kwargs)

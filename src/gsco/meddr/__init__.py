@@ -18,9 +18,9 @@ _register_processor()
 
 def _register_presets() -> None:
     from gsco.generalist.registry import register_presets
-    from gsco.meddr.presets import build_from_preset, known_presets
+    from gsco.meddr.presets import build_from_preset, known_presets, load_preset
 
-    register_presets("meddr", build_from_preset, known_presets)
+    register_presets("meddr", build_from_preset, known_presets, load_preset)
 
 
 _register_presets()

@@ -36,6 +36,11 @@ class MedDrPreset:
     def validate(self) -> None:
         from transformers import InternVLVisionConfig, LlamaConfig
 
+        missing = [section for section in ("vision", "text") if not getattr(self, section)]
+        if missing:  # an empty file would otherwise build transformers' default (7B-parameter) model
+            raise ConfigError(f"not a MedDr preset: no {' or '.join(repr(m) for m in missing)} section (a preset "
+                              f"names its architecture; see the shipped ones in {PRESET_DIR})")
+
         for section, cls in (("vision", InternVLVisionConfig), ("text", LlamaConfig)):
             valid = {f.name for f in dataclasses.fields(cls)} | {"rope_theta"}
             unknown = sorted(set(getattr(self, section)) - valid)
