@@ -81,9 +81,11 @@ def test_a_registered_preset_family_is_what_generalist_load_builds(monkeypatch):
         built.append(name)
         return build_from_preset("tiny", seed=3, dtype=dtype)
 
-    monkeypatch.setitem(registry._PRESETS, "toyfamily", registry.PresetFamily(build, lambda: ["toy-preset"]))
+    checked = []
+    monkeypatch.setitem(registry._PRESETS, "toyfamily", registry.PresetFamily(build, lambda: ["toy-preset"],
+                                                                             checked.append))
     generalist = Generalist.load("toy-preset", device="cpu")
-    assert built == ["toy-preset"] and generalist.name == "toy-preset (random weights)"
+    assert built == checked == ["toy-preset"] and generalist.name == "toy-preset (random weights)"
     seed3, seed0 = build_from_preset("tiny", seed=3)[0].state_dict(), build_from_preset("tiny")[0].state_dict()
     weights = generalist.model.state_dict()
     assert all(torch.equal(weights[k], seed3[k]) for k in seed3)  # the registered builder's model (seed 3) ...

@@ -148,3 +148,36 @@ def test_untokenized_scoring_feeds_the_scorers_the_strings_r2gengpt_feeds_them()
     assert ours["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
     collapsed = {k: [" ".join(v[0].split())] for k, v in gts.items()}, {k: [" ".join(v[0].split())] for k, v in res.items()}
     assert Rouge().compute_score(*collapsed)[0] != pytest.approx(ours["ROUGE_L"], abs=1e-6)  # collapsing would differ
+
+
+@pytest.mark.e2e
+def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_text_is_unchanged(reports):
+    """report_tokenize=none (the report specialist's default) with a generalist's multi-line answer: pycocoevalcap's
+    METEOR wrapper breaks its line protocol on the newline (a ValueError, or a hang); R2GenGPT's collapses whitespace
+    first. Ours
+    equals the scorers called directly on the text with each line break made one space (METEOR: all whitespace
+    collapsed), and clean text scores exactly as pycocoevalcap scores it."""
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+    from pycocoevalcap.meteor.meteor import Meteor
+    from pycocoevalcap.rouge.rouge import Rouge
+
+    refs, hyps = (dict(list(d.items())[:8]) for d in reports)
+    keys = sorted(refs)
+    hyps_broken = dict(hyps)
+    hyps_broken[keys[1]] = "Findings:\n" + hyps[keys[1]].replace(". ", ".\n\n", 2)
+    hyps_broken[keys[2]] = hyps[keys[2]] + " \n"
+
+    def direct(h, meteor=True):
+        gts, res = {k: [refs[k]] for k in keys}, {k: [h[k]] for k in keys}
+        bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+        m = Meteor().compute_score(gts, res)[0] if meteor else None
+        return {**{f"BLEU_{i}": b for i, b in enumerate(bleu, 1)}, "METEOR": m,
+                "ROUGE_L": Rouge().compute_score(gts, res)[0], "CIDEr": Cider().compute_score(gts, res)[0]}
+
+    clean = {k: v for k, v in direct(hyps, meteor=False).items() if k != "METEOR"}  # (METEOR on clean text: the PTB test above)
+    assert report_metrics(refs, hyps, tokenize="none", meteor=False) == pytest.approx(clean, abs=1e-12)
+    ours = report_metrics(refs, hyps_broken, tokenize="none")
+    # each line break, with the spaces around it, one space: what the two answers read as on one line
+    expected = direct({**hyps, keys[1]: "Findings: " + hyps[keys[1]], keys[2]: hyps[keys[2]] + " "})
+    assert ours == pytest.approx(expected, abs=1e-12)

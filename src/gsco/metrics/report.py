@@ -1,14 +1,21 @@
 """Report-generation metrics: BLEU-1..4, METEOR, ROUGE-L, CIDEr through pycocoevalcap's own scorers.
 
 ``tokenize="ptb"`` runs pycocoevalcap's PTB tokenizer first (COCO-caption convention, needs Java);
-``tokenize="none"`` hands the scorers the texts exactly as given — R2Gen/R2GenGPT's convention, whose reports are
-already cleaned. Nothing is collapsed: ROUGE-L splits on single spaces, so the double space an empty sentence
-leaves in a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. METEOR needs Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
+``tokenize="none"`` hands the scorers the texts as given — R2Gen/R2GenGPT's convention, whose reports are already
+cleaned. Spaces are not collapsed: ROUGE-L splits on single spaces, so the double space an empty sentence leaves in
+a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. Line breaks (a generalist's
+answer may have them) are word boundaries: each with the spaces around it becomes one space, which leaves clean
+text as it is. METEOR gets each text with all whitespace collapsed, as R2GenGPT's METEOR wrapper sends it
+(``re.sub(r'\s+', ' ', score_line)``; pycocoevalcap's own breaks its line protocol on a newline). METEOR needs
+Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
+
+LINE_BREAK = re.compile(r" *[\t\n\r\f\v][\s]*")  # a line break (or tab) with the spaces around it
 
 REPORT_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
 
@@ -24,7 +31,7 @@ def require_java(what: str) -> None:
 def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[str, list[str]]:
     """``{id: [text, ...]}`` -> the same, tokenized as the scorers expect."""
     if tokenize == "none":
-        return {k: list(v) for k, v in texts.items()}
+        return {k: [LINE_BREAK.sub(" ", t) for t in v] for k, v in texts.items()}
     if tokenize != "ptb":
         raise ValueError(f"tokenize {tokenize!r}: expected 'ptb' or 'none'")
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
@@ -57,8 +64,9 @@ def report_metrics(references: Mapping[str, str | list[str]], predictions: Mappi
 
         require_java("METEOR")
         scorer = Meteor()
+        collapse = lambda texts: {k: [" ".join(t.split()) for t in v] for k, v in texts.items()}  # noqa: E731
         try:
-            scores["METEOR"] = float(scorer.compute_score(gts, res)[0])
+            scores["METEOR"] = float(scorer.compute_score(collapse(gts), collapse(res))[0])
         finally:
             _close_meteor(scorer)
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
