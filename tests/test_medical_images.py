@@ -321,3 +321,53 @@ def test_the_report_specialist_reads_dicom_views_with_its_render_keys(tmp_path):
     assert not np.array_equal(lung, np.asarray(open_image(tmp_path / "s1" / "0.dcm").convert("RGB")))
     with pytest.raises(ConfigError, match="window"):
         load_config(ReportConfig, None, {"window": "lunge"})
+
+
+def voi_lut_dicom(path: Path, pixels: np.ndarray, **tags) -> Path:
+    """A synthetic DICOM whose VOI is a VOI LUT Sequence (16-bit entries, a ramp that doubles the contrast)."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    item = Dataset()
+    item.add_new(0x00283002, "US", [2048, 0, 16])  # LUT Descriptor: entries, first mapped value, bits per entry
+    item.add_new(0x00283006, "US", [min(65535, i * 64) for i in range(2048)])  # LUT Data
+    return synthetic_dicom(path, pixels, VOILUTSequence=Sequence([item]), **tags)
+
+
+def test_a_voi_lut_sequence_is_applied_as_pydicom_applies_it_over_its_descriptors_range(tmp_path):
+    """Used to render as one flat value (the output range was probed with ±1e12, which overflows a LUT's index)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 2048)
+    for photometric in ("MONOCHROME2", "MONOCHROME1"):
+        path = voi_lut_dicom(tmp_path / f"{photometric}.dcm", pixels, PhotometricInterpretation=photometric)
+        ds = pydicom.dcmread(path)
+        voi = apply_voi_lut(apply_modality_lut(ds.pixel_array, ds), ds)
+        expected = np.round(voi / 65535 * 255).astype(np.uint8)
+        expected = 255 - expected if photometric == "MONOCHROME1" else expected
+        picture = np.asarray(render(path))
+        assert np.array_equal(picture, expected) and picture.min() == 0 and picture.max() == 255
+
+
+@pytest.mark.e2e
+def test_a_non_numeric_rescale_value_is_one_line_and_its_row_is_skipped_not_the_run(tmp_path):
+    from doc_commands import run_documented
+
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) % 2048)
+    bad = synthetic_dicom(tmp_path / "bad.dcm", pixels, RescaleSlope="7.25", RescaleIntercept="0")
+    bad.write_bytes(bad.read_bytes().replace(b"7.25", b"abcd"))  # pydicom itself refuses to write such a value
+    with pytest.raises(MedicalImageError, match=r"bad.dcm: RescaleSlope is 'abcd', not a number"):
+        render(bad)
+    good = synthetic_dicom(tmp_path / "good.dcm", pixels, RescaleSlope="1", RescaleIntercept="-1024")
+    meta = tmp_path / "meta.jsonl"
+    meta.write_text("".join(json.dumps({"question_id": i, "image": str(p), "answer": "a chest"}) + "\n"
+                            for i, p in enumerate([good, bad, good])))
+    proc = run_documented("MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl IMAGE_ROOT=data/iu_xray/images "
+                          "TASK=report OUT_DIR=outputs/meddr BATCH_SIZE=8 bash inference_meddr.sh",
+                          replace={"/path/to/meddr-hf": "tiny", "data/iu_xray/test.jsonl": str(meta),
+                                   "data/iu_xray/images": str(tmp_path), "outputs/meddr": str(tmp_path / "out")},
+                          append=["device=cpu", "max_new_tokens=4", "meteor=false", "report_tokenize=none",
+                                  "max_skipped_fraction=0.5"])
+    assert "skipping question 1 (line 2): image " in proc.stderr and "RescaleSlope is 'abcd'" in proc.stderr
+    rows = (tmp_path / "out" / "meta_predictions.jsonl").read_text().splitlines()
+    assert [json.loads(r)["question_id"] for r in rows] == ["0", "2"]

@@ -143,24 +143,39 @@ def _pixels(ds, path: Path, secrets: list[str]) -> np.ndarray:
 
 
 def file_voi(ds):
-    """The dataset's own VOI (VOI LUT Sequence or window centre/width, as pydicom's ``apply_voi_lut`` applies it)
-    as ``f(values) -> (windowed, (low, high))``, the output range being what the extremes map to; None when the file
-    has neither."""
-    if "VOILUTSequence" not in ds and "WindowCenter" not in ds:
+    """The dataset's own VOI (VOI LUT Sequence or window centre/width, as pydicom's ``apply_voi_lut`` applies it,
+    the LUT first) as ``f(values) -> (windowed, (low, high))``; None when the file has neither. The output range
+    of a LUT is its descriptor's (0 to 2^bits - 1, the values pydicom's LUT output can take); of a window, what the
+    extremes map to (a window clips, so they give its ends)."""
+    lut = ds.get("VOILUTSequence")
+    if not lut and "WindowCenter" not in ds:
         return None
     from pydicom.pixels import apply_voi_lut
 
     def apply(values: np.ndarray):
+        with warnings.catch_warnings():  # a LUT on float (rescaled) values: pydicom's own pipeline does the same
+            warnings.filterwarnings("ignore", message=".*VOI LUT on a float input.*")
+            windowed = apply_voi_lut(values, ds)
+        if lut:
+            return windowed, (0.0, float(2 ** int(lut[0].LUTDescriptor[2]) - 1))
         extremes = apply_voi_lut(np.array([-1e12, 1e12]), ds)
-        return apply_voi_lut(values, ds), (float(np.min(extremes)), float(np.max(extremes)))
+        return windowed, (float(np.min(extremes)), float(np.max(extremes)))
 
     return apply
 
 
-def modality_values(ds, arr: np.ndarray) -> np.ndarray:
-    """pydicom's modality LUT (rescale slope / intercept, or a Modality LUT Sequence) as float64."""
+def modality_values(ds, arr: np.ndarray, path: Path | str) -> np.ndarray:
+    """pydicom's modality LUT (rescale slope / intercept, or a Modality LUT Sequence) as float64; rescale values
+    that are not numbers are one error naming the file and the tag."""
     from pydicom.pixels import apply_modality_lut
 
+    for tag in ("RescaleSlope", "RescaleIntercept"):
+        value = ds.get(tag)
+        try:
+            _ = value is None or float(value)
+        except (TypeError, ValueError):
+            raise MedicalImageError(f"{path}: {tag} is {str(value)[:40]!r}, not a number; fix the tag or leave "
+                                    "the file out") from None
     return np.asarray(apply_modality_lut(arr, ds), dtype=np.float64)
 
 
@@ -189,7 +204,7 @@ def read_dicom(path: Path) -> Scan:
     photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2"))
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if photometric.startswith("MONOCHROME"):
-        values = modality_values(ds, arr)
+        values = modality_values(ds, arr, path)
         values = values if frames > 1 else values[None]
         return Scan(values, _spacing(ds), photometric == "MONOCHROME1", file_voi(ds), str(path))
     colour = _colour(ds, arr)
@@ -237,7 +252,7 @@ def read_dicom_series(folder: Path) -> Scan:
         if arr.ndim != 2:
             raise MedicalImageError(f"{headers[i][0]}: a series folder takes single-frame greyscale slices; "
                                     "give a multi-frame file on its own")
-        slices.append(modality_values(ds, arr))
+        slices.append(modality_values(ds, arr, headers[i][0]))
         datasets.append(ds)
     shapes = {s.shape for s in slices}
     if len(shapes) > 1:
