@@ -162,6 +162,15 @@ def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
     rows = [json.loads(line) for line in cfg.predictions_file.read_text().splitlines()]
     assert "The possible diagnoses are: 'normal', 'tumor'." in rows[0]["question"]
 
+    # answers as a generalist writes them, scored again (score_only) with the natural reading and the literal one
+    sentences = ["This is most likely a tumor.", "No tumor is seen.", "Tumor cells fill the patch."]
+    cfg.predictions_file.write_text("".join(json.dumps({**r, "answer": a}) + "\n" for r, a in zip(rows, sentences)))
+    natural = evaluate(cfg_of(meta, tmp_path / "o", task="diagnosis", options=["normal", "tumor"], score_only=True))
+    assert natural["metrics"]["accuracy"] == 1.0 and natural["metrics"]["unparsed"] == 0
+    literal = evaluate(cfg_of(meta, tmp_path / "o", task="diagnosis", options=["normal", "tumor"], score_only=True,
+                              answer_parsing="literal"))
+    assert literal["metrics"]["confusion"] == [[0, 1, 0], [0, 2, 0]]  # "No tumor is seen." read as tumor
+
     vqa = REPO / "data/examples/meddr/vqa_sample.jsonl"
     result = evaluate(cfg_of(vqa, tmp_path / "v", task="vqa"))
     assert result["metrics"]["n_closed"] == 2 and result["metrics"]["n_open"] == 1

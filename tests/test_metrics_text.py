@@ -181,3 +181,95 @@ def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_tex
     # each line break, with the spaces around it, one space: what the two answers read as on one line
     expected = direct({**hyps, keys[1]: "Findings: " + hyps[keys[1]], keys[2]: hyps[keys[2]] + " "})
     assert ours == pytest.approx(expected, abs=1e-12)
+
+
+# Answers as a generalist writes them (sentences, synonyms, negations, hedges), for every registered diagnosis
+# dataset, with the option each gives (None: unparsed; a list: multi-label).
+NATURAL_ANSWERS = {
+    "breastmnist": [("benign.", "normal or benign"), ("Benign, not malignant.", "normal or benign"),
+                    ("It is not malignant.", "normal or benign"), ("The lesion appears malignant.", "malignant"),
+                    ("Findings are suspicious for carcinoma.", "malignant"), ("No evidence of malignancy.",
+                    "normal or benign"), ("It could be benign or malignant.", None), ("I cannot tell.", None),
+                    ("Malignancy is unlikely; this looks like a benign lesion.", "normal or benign")],
+    "pneumoniamnist": [("There is no pneumonia.", "normal"), ("Findings consistent with pneumonia.", "pneumonia"),
+                       ("The lungs are clear; this is a normal chest X-ray.", "normal")],
+    "pcam200": [("Metastatic tumour cells are present.", "tumor"), ("No tumor is seen in this patch.", "normal"),
+                ("This is normal lymph node tissue.", "normal")],
+    "nodulemnist3d": [("The nodule is most likely malignant.", "malignant"), ("A benign nodule.", "benign"),
+                      ("Not cancerous.", "benign")],
+    "cbis_ddsm_calc": [("These calcifications are benign.", "benign"), ("Suspicious for cancer.", "malignant")],
+    "cbis_ddsm_mass": [("malignant mass", "malignant"), ("Non-cancerous mass.", "benign")],
+    "adrenalmnist3d": [("Adrenal hyperplasia.", "hyperplasia"), ("The adrenal gland is normal.", "normal"),
+                       ("There is no hyperplasia.", "normal")],
+    "vesselmnist3d": [("An aneurysm is present.", "aneurysm"), ("No aneurysm.", "vessel")],
+    "synapsemnist3d": [("This is an excitatory synapse.", "excitatory synapse"),
+                       ("Inhibitory.", "inhibitory synapse")],
+    "fmc_colon": [("Tumour tissue.", "tumor"), ("Non-tumor mucosa.", "non-tumor"), ("There is no tumor.",
+                  "non-tumor")],
+    "octmnist": [("The scan shows drusen.", "drusen"), ("Wet AMD with CNV.", "choroidal neovascularization"),
+                 ("Diabetic macular oedema is present.", "diabetic macular edema"), ("A healthy retina.", "normal")],
+    "retoct": [("Age-related macular degeneration.", "AMD"), ("There is a macular hole.", "MH"),
+               ("Central serous chorioretinopathy.", "CSR"), ("Normal.", "NORMAL")],
+    "dermamnist": [("This lesion is a melanoma.", "melanoma"), ("A benign nevus.", "melanocytic nevi"),
+                   ("Seborrheic keratosis.", "benign keratosis-like lesions"), ("It is not a melanoma but a mole.",
+                   "melanocytic nevi"), ("Basal cell carcinoma (BCC).", "basal cell carcinoma"),
+                   ("Probably an angioma.", "vascular lesions")],
+    "ham10000": [("Actinic keratosis.", "actinic keratoses and intraepithelial carcinoma"),
+                 ("Dermatofibroma.", "dermatofibroma")],
+    "pathmnist": [("The patch shows adipose tissue.", "adipose"), ("Colorectal adenocarcinoma.",
+                  "colorectal adenocarcinoma epithelium"), ("Tumor stroma.", "cancer-associated stroma"),
+                  ("Normal colonic mucosa.", "normal colon mucosa"), ("Mostly lymphocytes.", "lymphocytes")],
+    "bloodmnist": [("This is a neutrophil.", "neutrophil"), ("Platelets.", "platelet"),
+                   ("An immature granulocyte (myelocyte).",
+                    "immature granulocytes(myelocytes, metamyelocytes and promyelocytes)"),
+                   ("It is an erythroblast, not a lymphocyte.", "erythroblast")],
+    "tissuemnist": [("Proximal tubule.", "Proximal Tubule Segments"), ("These are podocytes.", "Podocytes"),
+                    ("A collecting duct.", "Collecting Duct, Connecting Tubule"),
+                    ("Loop of Henle (thick ascending limb).", "Thick Ascending Limb")],
+    "organamnist": [("The left kidney.", "kidney-left"), ("This slice shows the liver.", "liver"),
+                    ("Urinary bladder.", "bladder")],
+    "organcmnist": [("Right femur.", "femur-right"), ("The spleen.", "spleen")],
+    "organsmnist": [("Left lung.", "lung-left"), ("It is the pancreas, not the liver.", "pancreas")],
+    "organmnist3d": [("The heart.", "heart"), ("Right kidney.", "kidney-right")],
+    "fracturemnist3d": [("A displaced rib fracture.", "displaced rib fracture"),
+                        ("Non-displaced rib fracture.", "nondisplaced rib fracture"),
+                        ("Buckle fracture of the rib.", "buckle rib fracture")],
+    "retinamnist": [("Moderate diabetic retinopathy.", "2"), ("No diabetic retinopathy.", "0"),
+                    ("Grade 4: proliferative.", "4"), ("Mild non-proliferative diabetic retinopathy.", "1")],
+    "wce": [("Ulcerative colitis.", "ulcerative colitis"), ("A polyp is seen.", "polyps"),
+            ("Oesophagitis.", "esophagitis"), ("Normal mucosa.", "normal")],
+    "chestmnist": [("Cardiomegaly with a small left pleural effusion.", ["cardiomegaly", "effusion"]),
+                   ("No pneumothorax, effusion or consolidation.", []), ("no finding", []),
+                   ("There is an enlarged heart but no effusion.", ["cardiomegaly"]),
+                   ("Pulmonary oedema and bilateral infiltrates.", ["edema", "infiltration"]),
+                   ("The image shows a chest X-ray.", None)],
+    "fmc_endo": [("Two polyps and an ulcer.", ["polyp", "ulcer"]), ("No erosion.", []),
+                 ("Ulceration without tumour.", ["ulcer"])],
+}
+
+
+def test_every_registered_diagnosis_dataset_has_natural_answers_in_the_table():
+    from gsco.data.registry import list_datasets
+
+    assert sorted(NATURAL_ANSWERS) == list_datasets(usable_only=True)
+
+
+@pytest.mark.parametrize("dataset", sorted(NATURAL_ANSWERS))
+def test_natural_answers_are_read_as_a_person_reads_them(dataset):
+    from gsco.data.registry import answer_aliases, get_dataset_info
+
+    info = get_dataset_info(dataset)
+    options = list(info.label_names)
+    aliases = answer_aliases(options)  # found from the options alone, as a metafile's are
+    assert aliases == answer_aliases(options, dataset)
+    for answer, expected in NATURAL_ANSWERS[dataset]:
+        got = parse_options(answer, options, aliases=aliases) if info.multi_label \
+            else parse_option(answer, options, aliases)
+        assert got == expected, (dataset, answer, got)
+
+
+def test_literal_parsing_keeps_the_earlier_rule():
+    options = ["malignant", "normal or benign"]
+    assert parse_option("Benign, not malignant.", options, mode="literal") == "malignant"
+    assert parse_option("benign.", options, mode="literal") is None
+    assert parse_options("No effusion.", ["effusion", "mass"], mode="literal") == ["effusion"]

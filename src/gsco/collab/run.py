@@ -8,8 +8,10 @@ the first specialist's label) need no generation; ``generalist`` (no hints), ``m
 reference's prompt) and the evidence variants ``rad_counts`` / ``moed_prob`` ask the generalist. Each generalist
 arm appends ``{out_dir}/{arm}_predictions.jsonl`` batch by batch (a re-run resumes); with ``share_prefix`` (the
 default) a case's arms are asked in one batch, so the image and the prompt prefix they share are computed once.
-Answers are parsed to the options (case-insensitive whole words, first option named); unparsed answers count as
-wrong and are reported.
+Answers are read as sentences (``answer_parsing: natural``: the dataset's answer aliases, negations, alternatives;
+:mod:`gsco.metrics.answers`), or by the first option's own words named (``literal``); unparsed answers count as wrong
+and are reported. The scores always read the stored answers with the current rule (the ``parsed`` field of a
+predictions row is for reading).
 
 Multi-label datasets (the registry's task, or ``multi_label: true``): every option named is the answer, "no
 finding" names none (``no_finding``); the vote keeps the labels more than half of the specialists predict (a tie
@@ -52,7 +54,7 @@ class GscoConfig(RenderSettings, GeneralistSettings):
             "outro", "prompt_style", "hint_separator"),
         "generalist": GENERALIST_KEYS,  # gsco.generalist.backends.GeneralistSettings: local or served
         "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
-        "scoring": ("report_cleaning", "report_tokenize", "meteor"),
+        "scoring": ("answer_parsing", "report_cleaning", "report_tokenize", "meteor"),
     }
     # --- what and where ---
     dataset: str = "breastmnist"  # a registered dataset: its options, modality and label kind
@@ -86,7 +88,10 @@ class GscoConfig(RenderSettings, GeneralistSettings):
     eval_batch_size: int = 8  # questions per generate() call (with share_prefix: a case's arms are never split)
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512
     share_prefix: bool = True  # ask a case's arms together: image + shared prompt prefix computed once (same answers)
-    # --- scoring report generation: answers cleaned as R2Gen cleans references, then scored as the specialist's ---
+    # --- scoring ---
+    # diagnosis answers: natural (sentences: aliases, negation; gsco.metrics.answers) or literal (first option named)
+    answer_parsing: Literal["natural", "literal"] = "natural"
+    # report generation: answers cleaned as R2Gen cleans references, then scored as the specialist's
     report_cleaning: str = "iu_xray"  # a rule of report/clean.py RULES (iu_xray, mimic_cxr), or none
     report_tokenize: Literal["none", "ptb"] = "none"  # none: score the cleaned text as it is (R2GenGPT); ptb: PTB
     meteor: bool = True  # METEOR needs Java
@@ -116,6 +121,8 @@ class Task:
     cleaning: str = "iu_xray"
     tokenize: str = "none"
     meteor: bool = True
+    aliases: dict | None = None  # {option: other words for it} (the registry's answer_aliases)
+    parsing: str = "natural"  # natural | literal (gsco.metrics.answers)
 
     @classmethod
     def of(cls, cfg: GscoConfig) -> "Task":
@@ -124,18 +131,25 @@ class Task:
         if cfg.task == "report":
             return cls([], cfg.modality or "chest X-ray", report=True, cleaning=cfg.report_cleaning,
                        tokenize=cfg.report_tokenize, meteor=cfg.meteor)
+        from gsco.data.registry import answer_aliases
+
         info = get_dataset_info(cfg.dataset, cfg.extra_datasets)
         multi = info.multi_label if cfg.multi_label is None else cfg.multi_label
-        return cls(list(cfg.options or info.label_names), cfg.modality or info.modality, multi, cfg.no_finding)
+        options = list(cfg.options or info.label_names)
+        return cls(options, cfg.modality or info.modality, multi, cfg.no_finding,
+                   aliases=answer_aliases(options, cfg.dataset, cfg.extra_datasets), parsing=cfg.answer_parsing)
 
     def parse(self, answer: str):
         from gsco.metrics.answers import parse_option, parse_options
 
-        return parse_options(answer, self.options, self.none) if self.multi_label else parse_option(answer, self.options)
+        if self.multi_label:
+            return parse_options(answer, self.options, self.none, self.aliases, self.parsing)
+        return parse_option(answer, self.options, self.aliases, self.parsing)
 
     def answer_of(self, row: dict):
-        """What a predictions row contributes to the score: the report, or the parsed option(s)."""
-        return row["answer"] if self.report else row["parsed"]
+        """What a predictions row contributes to the score: the report, or its answer read as this run reads
+        answers (never a stored reading: the rule may have changed since)."""
+        return row["answer"] if self.report else self.parse(row["answer"])
 
     def score(self, truth: list, predicted: list) -> dict:
         from gsco.metrics.answers import diagnosis_metrics, multilabel_metrics

@@ -45,6 +45,8 @@ class DatasetInfo:
     # Only for format "metafile": one CSV/JSONL per split, relative to data_path unless absolute.
     metafiles: dict[str, str] | None = None
     image_root: str | None = None  # metafile images are relative to this (default: the metafile's folder)
+    # other words an answer may name a class by ({label name: [alias, ...]}), for reading free-text answers
+    answer_aliases: dict[str, tuple[str, ...]] | None = None
     source: str = ""  # registry file the entry came from
 
     @property
@@ -117,6 +119,15 @@ def _build_info(name: str, entry: dict[str, Any]) -> DatasetInfo:
                 f"{where}: format metafile needs metafiles: {{train: path, val: path, test: path}} "
                 f"(CSV or JSONL), got {metafiles!r}"
             )
+    aliases = entry.get("answer_aliases")
+    if aliases is not None:
+        if not isinstance(aliases, dict) or not all(isinstance(v, list) and all(isinstance(a, str) for a in v)
+                                                    for v in aliases.values()):
+            raise DatasetError(f"{where}: answer_aliases must map label names to lists of words, got {aliases!r}")
+        unknown = sorted(set(map(str, aliases)) - set(labels))
+        if unknown:
+            raise DatasetError(f"{where}: answer_aliases name {unknown}, which are not among label_names {list(labels)}")
+        aliases = {str(k): tuple(v) for k, v in aliases.items()}
     return DatasetInfo(
         name=name,
         task=task,
@@ -128,6 +139,7 @@ def _build_info(name: str, entry: dict[str, Any]) -> DatasetInfo:
         format=fmt,
         metafiles=dict(metafiles) if metafiles else None,
         image_root=entry.get("image_root"),
+        answer_aliases=aliases,
         source=str(entry.get("source", "")),
     )
 
@@ -167,6 +179,23 @@ def get_dataset_info(name: str, extra_datasets: str | Path | None = None) -> Dat
 
 
 NO_FINDING = "no finding"  # a multi-label case with none of the labels, in answers and hints
+
+
+def answer_aliases(options: Sequence[str], dataset: str | None = None,
+                   extra_datasets: str | Path | None = None) -> dict[str, tuple[str, ...]]:
+    """The answer aliases of ``options``: ``dataset``'s, or else those of the first registered dataset whose label
+    names are these options (case-insensitive; a metafile's options are its dataset's label names); {} if none."""
+    if dataset is not None:
+        found = get_dataset_info(dataset, extra_datasets).answer_aliases or {}
+    else:
+        wanted, found = sorted(o.strip().lower() for o in options), {}
+        for name, entry in sorted(registry_entries(extra_datasets).items()):
+            labels = entry.get("label_names") or []
+            if entry.get("answer_aliases") and sorted(str(x).lower() for x in labels) == wanted:
+                found = _build_info(name, entry).answer_aliases or {}
+                break
+    by_lower = {o.strip().lower(): o for o in options}
+    return {by_lower[k.lower()]: v for k, v in found.items() if k.lower() in by_lower}
 
 
 def labels_phrase(labels: Sequence[str], none: str = NO_FINDING) -> str:

@@ -51,7 +51,7 @@ class MedDrEvalConfig(RenderSettings, GeneralistSettings):
         "prompt": ("prompts", "prompt_set", "options", "system", "row_question"),
         "generation": ("eval_batch_size", "max_new_tokens", "min_new_tokens", "num_beams", "length_penalty",
                        "share_prefix"),
-        "scoring": ("report_tokenize", "meteor"),
+        "scoring": ("answer_parsing", "report_tokenize", "meteor"),
     }
     # --- what and where ---
     task: Literal["report", "vqa", "diagnosis"] = "report"  # how answers are scored
@@ -80,6 +80,8 @@ class MedDrEvalConfig(RenderSettings, GeneralistSettings):
     length_penalty: float = 1.0  # beam search only
     share_prefix: bool = True  # questions about one image in a batch: image + shared prompt prefix computed once
     # --- scoring ---
+    # diagnosis answers: natural (sentences: aliases, negation; gsco.metrics.answers) or literal (first option named)
+    answer_parsing: Literal["natural", "literal"] = "natural"
     report_tokenize: Literal["ptb", "none"] = "ptb"  # report metrics: PTB tokenization (pycocoevalcap) or as is
     meteor: bool = True  # METEOR needs Java
 
@@ -283,33 +285,38 @@ def score(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 
         metrics = vqa_metrics(preds, truth, [it.answer_type for it in answered])
     else:
-        metrics = score_diagnosis(answered, preds)
+        metrics = score_diagnosis(answered, preds, cfg.answer_parsing)
     return {**result, "metrics": metrics}
 
 
-def score_diagnosis(items: list[Item], preds: list[str]) -> dict:
-    """Single-label rows: the first option named; rows with ``answer_type: multi-label``: every option named (the
-    ground truth is a labels phrase such as ``effusion and mass`` or ``no finding``)."""
+def score_diagnosis(items: list[Item], preds: list[str], mode: str = "natural") -> dict:
+    """Single-label rows: the option the answer gives; rows with ``answer_type: multi-label``: every option it
+    names (the ground truth is a labels phrase such as ``effusion and mass`` or ``no finding``). ``mode``: how
+    answers are read (gsco.metrics.answers; the aliases are those of the registered dataset whose label names the
+    options are)."""
+    from gsco.data.registry import answer_aliases
     from gsco.metrics.answers import diagnosis_metrics, multilabel_metrics, parse_option, parse_options
 
     options = items[0].options
+    aliases = answer_aliases(options)
     if any(it.answer_type == "multi-label" for it in items):
         if any(it.options != options or it.answer_type != "multi-label" for it in items):
             raise ValueError("multi-label diagnosis rows must all be multi-label and share one options list")
         truth = []
         for it in items:
-            labels = parse_options(it.annotation, options)
+            labels = parse_options(it.annotation, options, mode="literal")  # the ground truth names its labels
             if labels is None:
                 raise ValueError(f"metafile line {it.line}: ground truth {it.annotation!r} names none of the "
                                  f"options {options} (nor 'no finding')")
             truth.append(labels)
-        return multilabel_metrics(truth, [parse_options(p, options) for p in preds], options)
+        return multilabel_metrics(truth, [parse_options(p, options, aliases=aliases, mode=mode) for p in preds],
+                                  options)
     if any(it.options != options for it in items):
-        correct = [parse_option(p, it.options) == canonical(it.annotation, it.options) for it, p in zip(items, preds)]
-        unparsed = sum(parse_option(p, it.options) is None for it, p in zip(items, preds))
-        return {"n": len(items), "accuracy": sum(correct) / len(items), "unparsed": unparsed}
+        parsed = [parse_option(p, it.options, answer_aliases(it.options), mode) for it, p in zip(items, preds)]
+        correct = [q == canonical(it.annotation, it.options) for it, q in zip(items, parsed)]
+        return {"n": len(items), "accuracy": sum(correct) / len(items), "unparsed": sum(q is None for q in parsed)}
     truth = [canonical(it.annotation, options) for it in items]
-    return diagnosis_metrics(truth, [parse_option(p, options) for p in preds], options)
+    return diagnosis_metrics(truth, [parse_option(p, options, aliases, mode) for p in preds], options)
 
 
 def canonical(label: str, options: list[str]) -> str:

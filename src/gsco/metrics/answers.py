@@ -1,43 +1,131 @@
 """Scoring free-text answers: options named in an answer, diagnosis accuracy/F1, and VQA accuracy/recall.
 
-Answer parsing (used by MedDr's diagnosis evaluation and by GSCo): options are matched case-insensitively as whole
-words; where one match lies inside a longer one ("tumor" inside "non-tumor"), only the longer counts; the first
-option mentioned is the answer (multi-label: every option mentioned, and "no finding" for none of them). An answer
-naming no option is *unparsed*.
+Answer parsing (MedDr's diagnosis evaluation and GSCo) reads answers as a generalist writes them, in sentences
+(``answer_parsing: natural``, the default):
+
+- an option is named by its own words or by one of its dataset's ``answer_aliases`` (the registry: ``benign`` for
+  BreastMNIST's ``normal or benign``, ``pleural effusion`` for ``effusion``, ...), case-insensitively, as whole
+  words, a plural ``s``/``es`` allowed; where one match lies inside a longer one ("tumor" inside "non-tumor"), only
+  the longer counts;
+- a mention is *negated* when its clause (text between ``. , ; : ! ?`` or ``but / however / whereas / although``)
+  has a negation before it (``not``, ``no``, ``non-``, ``without``, ``rather than``, ``negative for``, ``absence
+  of``, ``rules out``, ...) or says after it that it is ``unlikely`` / ``ruled out`` / ``not seen``;
+- the answer is the first option named and not negated. In a binary question an answer that only negates one
+  option (``It is not malignant.``, ``No pneumonia.``) is the other option. Two options offered as alternatives
+  (``benign or malignant``) and answers naming no option are *unparsed* (counted wrong, and counted);
+- multi-label: every option named and not negated (a negation carries along a list: ``no effusion, mass or
+  nodule``); ``[]`` when the answer names "no finding" (or its aliases) or only negates options.
+
+``answer_parsing: literal`` keeps the earlier, literal rule: the first option named by its own words, negations
+not read (the reference publishes no scoring code; this is the plain reading of its prompt's instruction).
 """
 
 from __future__ import annotations
 
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from gsco.data.registry import NO_FINDING
 
 UNPARSED = None
+PARSING_MODES = ("natural", "literal")
+NONE_ALIASES = ("no findings", "no abnormality", "no abnormalities", "no acute findings", "no acute abnormality",
+                "unremarkable", "normal study")  # "no finding" in multi-label answers
+
+_NEGATION_BEFORE = re.compile(
+    r"(?<!\w)(?:not|no|non|without|never|neither|nor|isn't|isnt|aren't|wasn't|weren't|doesn't|don't|cannot|"
+    r"can't|absence of|absent|negative for|free of|rules? out|ruled out|ruling out|rather than|instead of|"
+    r"excludes?|excluded|unlikely to be)(?!\w)")
+_NEGATION_AFTER = re.compile(
+    r"^\s*(?:is|are|was|were|seems|appears|looks|being)?\s*(?:very |highly )?(?:unlikely|ruled out|excluded|absent|"
+    r"not (?:seen|present|likely|evident|suggested|identified|visible|detected|found))(?!\w)")
+_CLAUSE_BREAK = re.compile(r"[.;:!?,]|(?<!\w)(?:but|however|whereas|although|though|yet)(?!\w)")
+_ALTERNATIVE = re.compile(r"^\s*(?:or|and/or|/|vs\.?|versus|or possibly|or perhaps)\s*$")
+_LIST_ONLY = re.compile(r"^[\s,]*(?:(?:or|and|nor|any)\s*)*$")
 
 
-def mentioned_options(answer: str, options: Sequence[str]) -> list[str]:
-    """Options named in ``answer``, in order of first mention, without duplicates."""
+def _pattern(words: str) -> str:
+    text = re.escape(words.strip().lower())
+    return r"(?<!\w)" + text + (r"(?:s|es)?" if words.strip()[-1:].isalpha() else "") + r"(?!\w)"
+
+
+def _mentions(answer: str, names: Mapping[str, Sequence[str]]) -> list[tuple[int, int, str]]:
+    """(start, end, option) of every whole-word mention of an option or one of its aliases, longest first where
+    they overlap, in order."""
+    text = answer.lower()
     spans = []
-    for option in options:
-        pattern = r"(?<!\w)" + re.escape(option.strip().lower()) + r"(?!\w)"
-        spans += [(m.start(), m.end(), option) for m in re.finditer(pattern, answer.lower())]
+    for option, words in names.items():
+        for w in dict.fromkeys([option, *words]):
+            if w.strip():
+                spans += [(m.start(), m.end(), option) for m in re.finditer(_pattern(w), text)]
     kept = [s for s in spans if not any(o[0] <= s[0] and s[1] <= o[1] and (o[1] - o[0]) > (s[1] - s[0])
                                         for o in spans)]
-    ordered = []
-    for _, _, option in sorted(kept, key=lambda s: (s[0], -(s[1] - s[0]))):
-        if option not in ordered:
-            ordered.append(option)
-    return ordered
+    return sorted(set(kept), key=lambda s: (s[0], -(s[1] - s[0])))
 
 
-def parse_option(answer: str, options: Sequence[str]) -> str | None:
-    """The first option named in ``answer``, or None (unparsed)."""
-    found = mentioned_options(answer, options)
-    return found[0] if found else UNPARSED
+def _negated(text: str, spans: list[tuple[int, int, str]], lists: bool) -> list[bool]:
+    """Whether each mention is negated in its clause (``lists``: a clause that only continues a list of options
+    after a comma takes the negation of the one before it)."""
+    breaks = [m.end() for m in _CLAUSE_BREAK.finditer(text)]
+    out = []
+    for k, (start, end, _) in enumerate(spans):
+        clause_start = max([b for b in breaks if b <= start], default=0)
+        clause_end = min([b - 1 for b in breaks if b - 1 >= end] + [len(text)])
+        before = text[clause_start:start]
+        for s0, e0, _ in spans:  # other mentions in the clause are not negation words
+            if clause_start <= s0 and e0 <= start:
+                before = before.replace(text[s0:e0], " ")
+        negated = bool(_NEGATION_BEFORE.search(before)) or bool(_NEGATION_AFTER.match(text[end:clause_end]))
+        if not negated and lists and k > 0 and _LIST_ONLY.match(_strip_mentions(text, spans, clause_start, start)) \
+                and clause_start > 0 and text[clause_start - 1] == ",":
+            negated = out[k - 1]
+        out.append(negated)
+    return out
+
+
+def _strip_mentions(text: str, spans, lo: int, hi: int) -> str:
+    part = text[lo:hi]
+    for s0, e0, _ in spans:
+        if lo <= s0 and e0 <= hi:
+            part = part.replace(text[s0:e0], " ")
+    return part
+
+
+def mentioned_options(answer: str, options: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None,
+                      negation: bool = False, lists: bool = False) -> list[str]:
+    """Options named in ``answer`` (by their words or ``aliases``), in order of first mention, without duplicates;
+    ``negation``: leaving out negated mentions."""
+    names = {o: tuple((aliases or {}).get(o, ())) for o in options}
+    spans = _mentions(answer, names)
+    if negation:
+        flags = _negated(answer.lower(), spans, lists)
+        spans = [s for s, neg in zip(spans, flags) if not neg]
+    return list(dict.fromkeys(option for _, _, option in spans))
+
+
+def parse_option(answer: str, options: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None,
+                 mode: str = "natural") -> str | None:
+    """The option ``answer`` gives, or None (unparsed): see the module's docstring for ``mode``."""
+    if mode == "literal":
+        found = mentioned_options(answer, options)
+        return found[0] if found else UNPARSED
+    text = answer.lower()
+    spans = _mentions(answer, {o: tuple((aliases or {}).get(o, ())) for o in options})
+    flags = _negated(text, spans, lists=False)
+    positive = [s for s, neg in zip(spans, flags) if not neg]
+    if positive:
+        first = positive[0]
+        other = next((s for s in positive if s[2] != first[2]), None)
+        if other is not None and _ALTERNATIVE.match(text[first[1]:other[0]]):
+            return UNPARSED  # "benign or malignant": offered as alternatives, not answered
+        return first[2]
+    denied = {s[2] for s in spans}
+    if len(options) == 2 and len(denied) == 1:
+        return next(o for o in options if o not in denied)  # "It is not malignant."
+    return UNPARSED
 
 
 def diagnosis_metrics(truth: Sequence[str], predicted: Sequence[str | None], options: Sequence[str]) -> dict:
@@ -66,13 +154,20 @@ def diagnosis_metrics(truth: Sequence[str], predicted: Sequence[str | None], opt
     }
 
 
-def parse_options(answer: str, options: Sequence[str], none: str = NO_FINDING) -> list[str] | None:
-    """Multi-label parsing: every option named in ``answer`` (in order of mention); ``[]`` when the answer names
-    only ``none`` ("no finding"); None (unparsed) when it names neither."""
-    found = mentioned_options(answer, list(options) + [none])
-    if not found:
+def parse_options(answer: str, options: Sequence[str], none: str = NO_FINDING,
+                  aliases: Mapping[str, Sequence[str]] | None = None, mode: str = "natural") -> list[str] | None:
+    """Multi-label parsing: every option named (and not negated, ``mode: natural``) in ``answer``, in order of
+    mention; ``[]`` when the answer names only ``none`` ("no finding") or only negates options; None (unparsed)
+    when it names nothing."""
+    if mode == "literal":
+        found = mentioned_options(answer, list(options) + [none])
+        return UNPARSED if not found else [o for o in found if o != none]
+    names = {**{o: tuple((aliases or {}).get(o, ())) for o in options}, none: NONE_ALIASES}
+    spans = _mentions(answer, names)
+    if not spans:
         return UNPARSED
-    return [o for o in found if o != none]
+    flags = _negated(answer.lower(), spans, lists=True)
+    return list(dict.fromkeys(o for (_, _, o), neg in zip(spans, flags) if not neg and o != none))
 
 
 def multilabel_metrics(truth: Sequence[Sequence[str]], predicted: Sequence[Sequence[str] | None],

@@ -6,7 +6,7 @@ cleaned. Spaces are not collapsed: ROUGE-L splits on single spaces, so the doubl
 a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores. Line breaks (a generalist's
 answer may have them) are word boundaries: each with the spaces around it becomes one space, which leaves clean
 text as it is. METEOR gets each text with all whitespace collapsed, as R2GenGPT's METEOR wrapper sends it
-(``re.sub(r'\s+', ' ', score_line)``; pycocoevalcap's own breaks its line protocol on a newline). METEOR needs
+(``re.sub(r'\\s+', ' ', score_line)``; pycocoevalcap's own breaks its line protocol on a newline). METEOR needs
 Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
 """
 
