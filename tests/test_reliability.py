@@ -266,6 +266,25 @@ def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_pat
     assert "| generalist | 1 |" in (tmp_path / "out" / "ablation.md").read_text()  # each arm's case count
 
 
+def test_gsco_with_no_readable_image_and_a_case_without_predictions_says_so(tmp_path):
+    """No readable image at all: the table (n 0) then one error, not an IndexError; a case lacking the specialists'
+    predictions skips their arms with a line each, instead of dropping them from the table."""
+    from gsco.collab.run import GscoConfig, run
+    from gsco.config import load_config
+
+    cases = [{"id": f"c{i}", "image": f"missing{i}.png", "label": "tumor",
+              **({"moed": ["tumor", "normal"]} if i else {})} for i in range(3)]
+    (tmp_path / "cases.json").write_text(json.dumps(cases))
+    cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "device": "cpu", "cases": str(tmp_path / "cases.json"),
+                                         "out_dir": str(tmp_path / "out"), "max_new_tokens": 3})
+    with pytest.raises(RuntimeError, match=r"generalist skipped 3 of 3 cases \(unreadable images"):
+        run(cfg)
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    assert "| generalist | 0 |" in table
+    for arm in ("specialist_0", "specialist_1", "specialist_vote"):
+        assert f"- {arm}: 1 of 3 cases carry fewer than 2 specialist predictions ('moed', e.g. case c0)" in table
+
+
 def test_gsco_checks_every_prompt_before_generating(tmp_path):
     from gsco.collab.run import GscoConfig, run
     from gsco.config import ConfigError, load_config

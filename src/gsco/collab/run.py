@@ -299,12 +299,19 @@ def choose_arms(cfg: GscoConfig, cases: list[dict], task: Task, specialists: dic
     if unknown:
         raise ConfigError(f"key 'arms': {unknown} are not arms; choose from specialist_<i>, "
                           f"{'' if task.report else 'specialist_vote, '}{', '.join(asked)}")
-    wanted = cfg.arms or list(specialists) + list(asked)
-    skipped = {}
     n_predictions = min((len(c.get("moed") or []) for c in cases), default=0)
+    most = max((len(c.get("moed") or []) for c in cases), default=0)
+    # every specialist some case has a prediction of: an arm that cannot run is listed with why, never dropped
+    possible = [f"specialist_{j}" for j in range(most)] + (["specialist_vote"] if most > 1 and not task.report else [])
+    wanted = cfg.arms or list(dict.fromkeys([*specialists, *possible])) + list(asked)
+    skipped = {}
     for arm in wanted:
         if arm.startswith("specialist_") and arm not in specialists:
-            skipped[arm] = (f"the cases carry {n_predictions} specialist prediction(s) ('moed')"
+            short = [c for c in cases if len(c.get("moed") or []) < most]
+            skipped[arm] = (f"{len(short)} of {len(cases)} cases carry fewer than {most} specialist predictions "
+                            f"('moed', e.g. case {short[0].get('id')}); python -m gsco.collab.build_cases writes them"
+                            if short and most > n_predictions else
+                            f"the cases carry {n_predictions} specialist prediction(s) ('moed')"
                             + ("; a vote needs two" if arm == "specialist_vote" else ""))
         elif arm in asked and (reason := missing_evidence(arm, cases)):
             skipped[arm] = reason

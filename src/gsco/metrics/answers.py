@@ -140,15 +140,16 @@ def diagnosis_metrics(truth: Sequence[str], predicted: Sequence[str | None], opt
     if unknown:
         raise ValueError(f"ground-truth labels {unknown} are not among the options {list(options)}")
     index = {o: i for i, o in enumerate(options)}
-    y = np.array([index[t] for t in truth])
-    p = np.array([index[q] if q is not None else len(options) for q in predicted])
+    y = np.array([index[t] for t in truth], dtype=int)  # (an arm that answered no case scores n 0)
+    p = np.array([index[q] if q is not None else len(options) for q in predicted], dtype=int)
     confusion = np.zeros((len(options), len(options) + 1), dtype=int)
     np.add.at(confusion, (y, p), 1)
     recall = {o: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None)
               for i, o in enumerate(options)}
     return {
         "n": int(len(y)), "accuracy": float((y == p).mean()) if len(y) else float("nan"),
-        "macro_f1": float(f1_score(y, p, labels=list(range(len(options))), average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y, p, labels=list(range(len(options))), average="macro", zero_division=0))
+        if len(y) else float("nan"),
         "per_class_recall": recall, "unparsed": int((p == len(options)).sum()),
         "confusion": confusion.tolist(), "labels": list(options) + ["(unparsed)"],
     }
