@@ -32,6 +32,14 @@ class Scripted(http.server.BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         Scripted.seen.append({"body": body, "auth": self.headers.get("Authorization")})
         status = Scripted.script.pop(0) if Scripted.script else 200
+        if isinstance(status, (str, dict)):  # a 200 whose body is not a usable chat completion
+            data = status.encode() if isinstance(status, str) else json.dumps(status).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain" if isinstance(status, str) else "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return
         if status != 200:
             self._send(status, {"error": {"message": f"scripted {status}"}}, {"retry-after-ms": "5"})
             return
@@ -108,3 +116,22 @@ def test_backend_keys_are_checked_when_the_config_loads():
         load_config(MedDrEvalConfig, None, {"backend": "openai", "base_url": "http://x/v1", "concurrency": 0})
     with pytest.raises(ConfigError, match="backend"):
         load_config(MedDrEvalConfig, None, {"backend": "vllm"})
+
+
+NULL_CONTENT = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": None}}]}
+
+
+@pytest.mark.parametrize("body, reason", [({"unexpected": "shape"}, "a malformed response: no choices[0].message"),
+                                          ({**NULL_CONTENT, "choices": []}, "a malformed response"),
+                                          (NULL_CONTENT, "an answer without text (content None)"),
+                                          ("<html>proxy error</html>", "")])
+def test_malformed_empty_or_null_responses_are_unanswered_questions_not_tracebacks(scripted, caplog, body, reason):
+    """Each is one line, and the question stays unanswered (None), so a re-run asks it again — a null content
+    used to be recorded as an empty answer and never asked again."""
+    generalist = ServedGeneralist(scripted, model_name="m", concurrency=1, max_retries=0)
+    Scripted.script = [body]
+    with caplog.at_level(logging.WARNING):
+        answers = generalist.answer([None, None], ["first", "second"], 5)
+    assert answers == [None, "re: second"]
+    assert "a question was not answered (" + reason in caplog.text and "re-run asks it again" in caplog.text

@@ -158,12 +158,20 @@ class ServedGeneralist:
         try:
             reply = self.client.chat.completions.create(model=self.model_name, messages=messages,
                                                         max_tokens=max_new_tokens, temperature=0.0)
-        except (openai.APIConnectionError, openai.APIStatusError) as exc:
-            reason = _reason(exc)
-            logger.warning("%s: a question was not answered (%s); it is skipped, a re-run asks it again",
-                           self.base_url, reason)
-            return None, reason
-        return (reply.choices[0].message.content or "").strip(), ""
+        except openai.APIError as exc:  # connection, HTTP status, a body that is not a chat completion
+            return self._not_answered(_reason(exc))
+        choices = getattr(reply, "choices", None)
+        message = getattr(choices[0], "message", None) if isinstance(choices, list) and choices else None
+        if message is None:
+            return self._not_answered(f"a malformed response: no choices[0].message in {str(reply)[:120]!r}")
+        if not isinstance(message.content, str):  # null: e.g. a refusal or a tool call; never an answer
+            return self._not_answered(f"an answer without text (content {message.content!r})")
+        return message.content.strip(), ""
+
+    def _not_answered(self, reason: str) -> tuple[None, str]:
+        logger.warning("%s: a question was not answered (%s); it is skipped, a re-run asks it again",
+                       self.base_url, reason)
+        return None, reason
 
 
 def _reason(exc: BaseException) -> str:
