@@ -37,6 +37,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """A static server that honours ``Range: bytes=N-`` (206), as zenodo does; it counts the bytes it sends."""
 
     sent: list = []
+    drop_after: int | None = None  # send only this many bytes of the next response, then close the connection
 
     def do_GET(self):  # noqa: N802 - http.server's name
         path = self.translate_path(self.path)
@@ -50,6 +51,11 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if RangeHandler.drop_after is not None:
+            cut, RangeHandler.drop_after = RangeHandler.drop_after, None
+            self.wfile.write(data[start:start + cut])
+            self.close_connection = True
+            return
         self.wfile.write(data[start:])
 
     def log_message(self, *args):
@@ -61,7 +67,7 @@ def server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
-    RangeHandler.sent = []
+    RangeHandler.sent, RangeHandler.drop_after = [], None
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -103,6 +109,24 @@ def test_download_over_http_resumes_a_partial_file(tmp_path, server):
     assert rows[0]["status"] == "downloaded" and RangeHandler.sent == [len(whole) - 1000]  # only the rest was sent
     assert (root / "organmnist3d.npz").read_bytes() == whole and not list(root.glob("*.partial"))
     assert npz_split_sizes(root / "organmnist3d.npz") == {"train": 4, "val": 2, "test": 2}
+
+
+def test_a_dropped_connection_keeps_the_partial_file_and_the_next_run_resumes_it(tmp_path, server):
+    """It used to look like a damaged file: the MD5 check failed and deleted what had come."""
+    from gsco.data.prepare.files import PrepareError
+
+    served, url = server
+    table = miniature(served, "organmnist3d", n=(4, 2, 2), volume=True)
+    root = tmp_path / "data"
+    whole = (served / "organmnist3d.npz").read_bytes()
+    RangeHandler.drop_after = 1500
+    with pytest.raises(PrepareError, match=r"the connection dropped \(1500 of \d+ bytes\); .*organmnist3d.npz.partial "
+                                           r"\(1500 bytes\) is kept: run the same command again to resume"):
+        prepare_medmnist(["organmnist3d"], root, [28], source=url, table=table, progress=False)
+    assert (root / "organmnist3d.npz.partial").read_bytes() == whole[:1500] and not (root / "organmnist3d.npz").exists()
+    rows = prepare_medmnist(["organmnist3d"], root, [28], source=url, table=table, progress=False)
+    assert rows[0]["status"] == "downloaded" and RangeHandler.sent[-1] == len(whole) - 1500
+    assert (root / "organmnist3d.npz").read_bytes() == whole and not list(root.glob("*.partial"))
 
 
 def test_an_md5_mismatch_or_wrong_split_sizes_leave_no_file(tmp_path, server):

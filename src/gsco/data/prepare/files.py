@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import http.client
 import sys
 import urllib.error
 import urllib.request
@@ -153,13 +154,27 @@ def _download(url: str, partial: Path, progress: bool) -> None:
     resumed = have and getattr(response, "status", 200) == 206
     total = response.headers.get("Content-Length")
     mode = "ab" if resumed else "wb"
+    received = 0
     with response, partial.open(mode) as out, tqdm(total=int(total) + (have if resumed else 0) if total else None,
                                                   initial=have if resumed else 0, unit="B", unit_scale=True,
                                                   desc=partial.name.removesuffix(".partial"), file=sys.stderr,
                                                   disable=not progress) as bar:
-        while chunk := response.read(CHUNK):
-            out.write(chunk)
-            bar.update(len(chunk))
+        try:
+            while chunk := response.read(CHUNK):
+                out.write(chunk)
+                received += len(chunk)
+                bar.update(len(chunk))
+        except (OSError, http.client.HTTPException) as exc:  # a reset, a timeout, an incomplete read
+            out.flush()
+            _dropped(url, partial, f"{type(exc).__name__}")
+    if total is not None and received < int(total):
+        _dropped(url, partial, f"{received} of {total} bytes")
+
+
+def _dropped(url: str, partial: Path, how: str) -> None:
+    """The connection ended early: keep what came (the next run asks for the rest) and say so."""
+    raise PrepareError(f"{url}: the connection dropped ({how}); {partial} ({partial.stat().st_size} bytes) is kept: "
+                       "run the same command again to resume the download")
 
 
 def copy_if_changed(origin: Path, target: Path) -> bool:
