@@ -371,3 +371,35 @@ def test_a_non_numeric_rescale_value_is_one_line_and_its_row_is_skipped_not_the_
     assert "skipping question 1 (line 2): image " in proc.stderr and "RescaleSlope is 'abcd'" in proc.stderr
     rows = (tmp_path / "out" / "meta_predictions.jsonl").read_text().splitlines()
     assert [json.loads(r)["question_id"] for r in rows] == ["0", "2"]
+
+
+def test_a_4d_series_is_said_and_a_large_nifti_upload_is_refused_before_it_is_read(tmp_path, caplog):
+    """A 4D NIfTI shows its first volume and says so (it used to do so silently); the web app refuses an upload
+    whose header promises more voxels than it takes (a small .nii.gz can expand to gigabytes) before reading it."""
+    from gsco.collab.web import check_upload_size
+    from gsco.data.readers import DatasetError
+
+    with caplog.at_level(logging.WARNING):
+        render(NIBABEL_DATA / "example4d.nii.gz")
+    assert "example4d.nii.gz: a 4D series of 2 volumes: its first volume is shown" in caplog.text
+    nib.save(nib.Nifti1Image(np.zeros((2, 2, 2), np.uint8), np.eye(4)), tmp_path / "small.nii.gz")
+    check_upload_size(tmp_path / "small.nii.gz")
+    raw = (tmp_path / "small.nii.gz")
+    header = nib.load(raw).header.copy()
+    header.set_data_shape((2048, 2048, 64))
+    bomb = tmp_path / "bomb.nii"
+    bomb.write_bytes(header.binaryblock + b"\0" * 4)  # a header promising 268M voxels, with no data behind it
+    with pytest.raises(DatasetError, match=r"bomb.nii holds a volume of 268,435,456 voxels, more than this page takes"):
+        check_upload_size(bomb)
+
+
+def test_keep_my_upload_never_overwrites_an_earlier_kept_file(tmp_path):
+    from gsco.collab.web import Uploads
+
+    uploads = Uploads(tmp_path / "kept")
+    for k, text in enumerate(["first", "second", "third"]):
+        (tmp_path / f"u{k}").mkdir()
+        (tmp_path / f"u{k}" / "scan.nii.gz").write_text(text)
+    kept = [uploads.keep(str(tmp_path / f"u{k}" / "scan.nii.gz")) for k in range(3)]
+    assert [p.name for p in kept] == ["scan.nii.gz", "scan-2.nii.gz", "scan-3.nii.gz"]
+    assert [p.read_text() for p in kept] == ["first", "second", "third"]

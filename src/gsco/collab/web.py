@@ -25,16 +25,46 @@ class Uploads:
         self.by_session.setdefault(session, set()).add(path)
 
     def keep(self, path: str) -> Path:
+        """A copy in ``keep_dir`` under the upload's name, or ``name-2.ext``, ``name-3.ext``, ... when a kept file
+        already has it (an earlier upload is never overwritten)."""
         self.keep_dir.mkdir(parents=True, exist_ok=True)
-        return Path(shutil.copy(path, self.keep_dir / Path(path).name))
+        name = Path(path).name
+        stem, suffix = (name[:-7], ".nii.gz") if name.lower().endswith(".nii.gz") else (Path(name).stem, Path(name).suffix)
+        target, k = self.keep_dir / name, 1
+        while True:
+            try:
+                with open(target, "xb") as out, open(path, "rb") as src:  # x: never replaces a file
+                    shutil.copyfileobj(src, out)
+                return target
+            except FileExistsError:
+                k += 1
+                target = self.keep_dir / f"{stem}-{k}{suffix}"
 
     def forget(self, session: str) -> None:
         for path in self.by_session.pop(session, set()):
             Path(path).unlink(missing_ok=True)
 
 
+MAX_UPLOAD_VOXELS = 512 ** 3  # a NIfTI upload holding more (a small .nii.gz can expand to gigabytes) is refused
+
+
+def check_upload_size(path: Path, max_voxels: int = MAX_UPLOAD_VOXELS) -> None:
+    """A NIfTI upload whose header promises more than ``max_voxels`` is refused before it is decompressed."""
+    from gsco.data.medical import MedicalImageError, nifti_voxels
+    from gsco.data.readers import DatasetError
+
+    if path.name.lower().endswith((".nii", ".nii.gz")):
+        try:
+            voxels = nifti_voxels(path)
+        except MedicalImageError as exc:
+            raise DatasetError(str(exc)) from None
+        if voxels > max_voxels:
+            raise DatasetError(f"{path.name} holds a volume of {voxels:,} voxels, more than this page takes "
+                               f"({max_voxels:,}); render a slice with python -m gsco.data.render and upload that")
+
+
 def answer_page(workbench: Workbench, uploads: Uploads, upload: str | None, question: str, mode: str, keep: bool,
-                session: str, render=None) -> dict:
+                session: str, render=None, max_voxels: int = MAX_UPLOAD_VOXELS) -> dict:
     """What the page shows for one click; an unreadable upload or a failed answer becomes ``message``."""
     from gsco.data.readers import DatasetError, open_image
 
@@ -43,6 +73,7 @@ def answer_page(workbench: Workbench, uploads: Uploads, upload: str | None, ques
         return {**empty, "message": "Upload an image first (PNG, JPEG, DICOM or NIfTI)."}
     uploads.record(session, upload)
     try:
+        check_upload_size(Path(upload), max_voxels)
         image = open_image(upload, render).convert("RGB")
     except DatasetError as exc:
         return {**empty, "message": f"This file cannot be read as an image: {exc}"}

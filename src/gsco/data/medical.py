@@ -265,26 +265,39 @@ def read_dicom_series(folder: Path) -> Scan:
 
 def read_nifti(path: Path) -> Scan:
     """A NIfTI volume in its closest canonical (RAS+) orientation, scaled by its header's slope / intercept; a 4D
-    series gives its first volume (noted)."""
+    series gives its first volume (noted, and said when rendered)."""
     try:
         import nibabel as nib
     except ImportError:
         raise MedicalImageError(f"{path}: reading NIfTI needs nibabel (pip install nibabel)") from None
+    notes = []
     try:
-        image = nib.as_closest_canonical(nib.load(str(path)))
+        image = nib.load(str(path))
+        if len(image.shape) == 4:  # fMRI, DWI, ...: only the first volume is read (a slice of the file)
+            notes.append(f"a 4D series of {image.shape[3]} volumes: its first volume is shown")
+            image = image.slicer[..., 0]
+        image = nib.as_closest_canonical(image)
         data = np.asarray(image.dataobj, dtype=np.float64)
     except Exception as exc:  # noqa: BLE001 - nibabel raises several kinds for damaged files
         raise MedicalImageError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
-    notes = []
-    if data.ndim == 4:
-        notes.append(f"4D volume of {data.shape[3]}: its first volume")
-        data = data[..., 0]
     if data.ndim == 2:
         data = data[:, :, None]
     if data.ndim != 3:
         raise MedicalImageError(f"{path}: a {data.ndim}-dimensional NIfTI image; expected 2D, 3D or 4D")
     zooms = [float(z) for z in image.header.get_zooms()[:3]] + [1.0] * (3 - len(image.header.get_zooms()[:3]))
     return Scan(canonical_to_display(data), (zooms[2], zooms[1], zooms[0]), False, None, str(path), "nifti", notes)
+
+
+def nifti_voxels(path: Path) -> int:
+    """How many voxels :func:`read_nifti` would hold (the header's shape, a 4D series' first volume): cheap, so a
+    caller can refuse a file that decompresses to more than it will hold before reading it."""
+    import nibabel as nib
+
+    try:
+        shape = nib.load(str(path)).shape
+    except Exception as exc:  # noqa: BLE001
+        raise MedicalImageError(f"{path}: not a readable NIfTI file ({type(exc).__name__}: {exc})") from None
+    return int(np.prod(shape[:3], dtype=np.int64))
 
 
 def canonical_to_display(data: np.ndarray) -> np.ndarray:

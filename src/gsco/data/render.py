@@ -15,6 +15,7 @@ voxel spacing.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import sys
 from pathlib import Path
@@ -25,6 +26,8 @@ from PIL import Image
 
 from gsco.config import ConfigError
 from gsco.data.medical import Scan, is_medical, read_scan
+
+logger = logging.getLogger(__name__)
 
 # (centre, width) in Hounsfield units — the usual CT display windows (Radiopaedia, "Windowing (CT)")
 WINDOWS = {
@@ -179,7 +182,10 @@ def render(path: str | Path, settings: RenderSettings | None = None) -> Image.Im
     settings = settings or RenderSettings()
     if not is_medical(path):
         return open_plain_image(path)
-    return render_scan(read_scan(path), settings)
+    scan = read_scan(path)
+    for note in scan.notes:
+        logger.warning("%s: %s", path, note)
+    return render_scan(scan, settings)
 
 
 HIGH_DEPTH_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")  # Pillow's 16-bit, 32-bit integer and float modes
