@@ -35,6 +35,25 @@ def test_a_folder_appears_only_when_complete(tmp_path):
     assert (dst / "shard-1").read_text() == "1" and [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+@pytest.mark.e2e
+def test_a_saved_model_folder_has_the_umasks_modes_not_safetensors_0600(tmp_path):
+    """transformers' safetensors writer leaves model.safetensors at 0600: other accounts (a serving engine's) could
+    not read a converted or saved model. The finished folder's files get what the umask gives new files."""
+    import stat
+
+    from doc_commands import run_documented
+
+    old = os.umask(0o022)
+    try:
+        result = run_documented("python -m gsco.meddr.presets preset=tiny out_dir=outputs/meddr-tiny",
+                                replace={"outputs/meddr-tiny": str(tmp_path / "tiny")})
+    finally:
+        os.umask(old)
+    assert result.returncode == 0
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "tiny").iterdir()}
+    assert modes["model.safetensors"] == 0o644 and set(modes.values()) == {0o644}
+
+
 def test_overwrite_replaces_only_after_success_and_never_a_source(tmp_path):
     dst = tmp_path / "model"
     dst.mkdir()

@@ -237,7 +237,16 @@ def building_folder(dst: str | Path, overwrite: bool = False, sources: tuple[str
 
 
 def replace_folder(complete: Path, dst: Path) -> None:
-    """Put the finished folder ``complete`` at ``dst``; what ``dst`` held is set aside only now and then removed."""
+    """Put the finished folder ``complete`` at ``dst``; what ``dst`` held is set aside only now and then removed.
+    Its files get the modes the user's umask gives new files (safetensors' writer leaves weights at 0600, which
+    other users and services — a serving engine's account — cannot read)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for file in (p for p in complete.rglob("*") if p.is_file() and not p.is_symlink()):
+        mode = file.stat().st_mode & 0o777
+        wanted = (0o666 & ~mask) | (mode & 0o111)
+        if mode != wanted and mode & wanted == mode:  # only ever widened to what the umask allows
+            file.chmod(wanted)
     if dst.exists():
         old = dst.parent / f".{dst.name}.old-{os.getpid()}"
         dst.rename(old)
