@@ -399,6 +399,13 @@ def test_model_folders_with_damaged_or_pickled_weights_name_the_file(tmp_path, c
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     _one_line(capsys, main([f"model={truncated}", *argv]),
               f"{weights}: not a readable safetensors weight file (SafetensorError", "copy, convert or save it again")
+    from gsco.meddr.export import main as export_main
+    from gsco.meddr.train import main as train_main
+
+    for entry, args in ((export_main, [f"model={truncated}", f"out_dir={tmp_path / 'exported'}"]),  # tracebacks once
+                        (train_main, [f"model={truncated}", f"out_dir={tmp_path / 'ft'}", "max_steps=1"])):
+        _one_line(capsys, entry(args), f"{weights}: not a readable safetensors weight file (SafetensorError",
+                  "copy, convert or save it again")
     marker = tmp_path / "code-ran"
     for save in (lambda obj, f: pickle.dump(obj, f), torch.save):  # a bare pickle and torch's zip format
         pickled = tmp_path / "pickled"

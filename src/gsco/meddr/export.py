@@ -53,6 +53,9 @@ def export(model: str | Path, out_dir: str | Path, dtype: str = "auto", max_shar
         raise ExportError(f"{src}: no config.json; give model=DIR, a converted MedDr (python -m gsco.meddr.convert)")
     if dtype != "auto" and dtype not in DTYPES:
         raise ExportError(f"key 'dtype': {dtype!r}, expected auto or one of {sorted(DTYPES)}")
+    from gsco.generalist.model import check_weight_files
+
+    check_weight_files(src)  # a truncated or pickled weight file: one error naming it, before loading
     loaded = MedDrForConditionalGeneration.from_pretrained(src, dtype=DTYPES.get(dtype, "auto")).eval()
     processor = AutoProcessor.from_pretrained(src)
     tokenizer = processor.tokenizer

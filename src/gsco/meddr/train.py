@@ -124,9 +124,11 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     import gsco.meddr  # noqa: F401
 
     from gsco.generalist import check_model_argument
+    from gsco.generalist.model import check_weight_files
 
     path = check_model_argument(cfg.model)
     if path is not None:
+        check_weight_files(path)  # a truncated or pickled weight file: one error naming it, before loading
         return path
     base = Path(cfg.out_dir) / "base"
     if not (base / "config.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
