@@ -120,6 +120,15 @@ def test_predict_writes_reference_results_plots_and_exact_retrieval(toy_data, tm
     assert res["y_pred"] == (prob[:, 1] > 0.5).astype(int).tolist()
 
 
+def test_search_top_n_above_the_training_size_is_said(toy_data, caplog):
+    cfg = cfg_of({**toy_data("toy_binary"), "training_procedure": "kNN", "search_top_n": 100, "k": 60})
+    with caplog.at_level("WARNING", logger="gsco.specialists.predict"):
+        res = json.loads(predict_specialist(cfg)["files"].results.read_text())
+    assert "search_top_n 100: the training split offers 48 neighbours per image; 48 are stored" in caplog.text
+    assert "k 60: the kNN vote takes the 48 training images there are" in caplog.text
+    assert res["search_top_n"] == 48 and np.array(res["all_search_sims"]).shape == (24, 48)
+
+
 def test_predict_neighbours_equal_sklearn_on_the_same_features(toy_data, tmp_path):
     from gsco.specialists.build import setup_specialist
     from gsco.specialists.predict import extract_features

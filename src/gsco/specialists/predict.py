@@ -94,6 +94,12 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
     index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels, backend=cfg.retrieval_backend)
     index = index.to(run.device) if cfg.retrieval_backend == "torch" else index
     top_n = min(cfg.search_top_n, len(index) - on_train)
+    if top_n < cfg.search_top_n:
+        logger.warning("search_top_n %d: the training split offers %d neighbours per image%s; %d are stored",
+                       cfg.search_top_n, len(index) - on_train, " (each image left out of its own)" if on_train
+                       else "", top_n)
+    if cfg.k > len(index) - on_train and knn:
+        logger.warning("k %d: the kNN vote takes the %d training images there are", cfg.k, len(index) - on_train)
     if on_train:
         dists, ids = index.search_leave_one_out(test_feats[cfg.retrieval_features], top_n)
     else:

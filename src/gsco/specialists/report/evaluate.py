@@ -91,14 +91,19 @@ def retrieve_training_studies(cfg: ReportConfig, model, processor, queries, devi
                                             "training features")
     index = RetrievalIndex(train_feats, torch.arange(len(train_ids)), backend=cfg.retrieval_backend)
     index = index.to(device) if cfg.retrieval_backend == "torch" else index
-    if cfg.split == "train":
+    on_train = cfg.split == "train"
+    top_n = min(cfg.search_top_n, len(index) - on_train)
+    if top_n < cfg.search_top_n:
+        logger.warning("search_top_n %d: the training split offers %d studies per study%s; %d are stored",
+                       cfg.search_top_n, len(index) - on_train, " (each left out of its own)" if on_train else "",
+                       top_n)
+    if on_train:
         ids, feats = train_ids, train_feats
-        top_n = min(cfg.search_top_n, len(index) - 1)
         dist, idx = index.search_leave_one_out(feats, top_n)
     else:
         ids, feats = study_features(model, study_loader(queries, cfg.eval_batch_size, cfg.num_workers), device,
                                     f"{cfg.split} features")
-        dist, idx = index.search(feats, min(cfg.search_top_n, len(index)))
+        dist, idx = index.search(feats, top_n)
     return write_json({"ids": ids, "train_ids": [[train_ids[j] for j in row] for row in idx.tolist()],
                        "distances": dist.tolist(), "features": "Swin pooled output, views averaged",
                        "distance": "cosine distance (1 - cosine similarity); smaller is more similar"}, path)
