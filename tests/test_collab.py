@@ -302,6 +302,23 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
     assert outputs["1"] == outputs["2"] and len(outputs["2"].splitlines()) == 7
     assert not list((tmp_path / "2").glob("*.rank*.jsonl"))
     assert json.loads((tmp_path / "2" / "ablation.json").read_text())["arms"]["moed_rad"]["n"] == 7
+    # a GPUS=2 run killed before its merge leaves only part files; a re-run with another MoED sentence is refused
+    # for their answers (it used to keep them, asked with the old prompt)
+    lines = outputs["2"].splitlines(keepends=True)
+    (tmp_path / "2" / "moed_rad_predictions.jsonl").unlink()
+    (tmp_path / "2" / "moed_rad_predictions.rank0.jsonl").write_text("".join(lines[0::2]))
+    (tmp_path / "2" / "moed_rad_predictions.rank1.jsonl").write_text("".join(lines[1:5:2]))
+    refused = run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
+                             "bash inference_gsco.sh",
+                             replace={"GPUS=4": "GPUS=1", "DATASET=breastmnist": "DATASET=pcam200",
+                                      "/path/to/meddr-hf": "tiny",
+                                      "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
+                             append=[f"out_dir={tmp_path / '2'}", "arms=[specialist_0,moed_rad]", "device=cpu",
+                                     "max_new_tokens=6", "moed_sentence=The experts say ###MOED###."], check=False)
+    assert refused.returncode == 2 and "moed_rad_predictions.jsonl line 1 (question_id 0): its question is not the " \
+        "one asked now" in refused.stderr
+    assert not list((tmp_path / "2").glob("*.rank*.jsonl"))  # adopted into the main file, refused with it
+    assert len((tmp_path / "2" / "moed_rad_predictions.jsonl").read_text().splitlines()) == 6
 
 
 def test_multi_label_evidence_hints():

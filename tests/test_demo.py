@@ -11,6 +11,7 @@ import pytest
 from sklearn.metrics import f1_score
 
 from conftest import REPO, shared_path
+from gsco.data.registry import answer_aliases
 from gsco.metrics.answers import parse_option
 
 OPTIONS = ["malignant", "normal or benign"]
@@ -56,7 +57,7 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     for arm in ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob"):
         rows = [json.loads(line) for line in (out / "gsco" / f"{arm}_predictions.jsonl").read_text().splitlines()]
         assert [r["question_id"] for r in rows] == [c["id"] for c in cases]
-        parsed = [parse_option(r["answer"], OPTIONS) for r in rows]
+        parsed = [parse_option(r["answer"], OPTIONS, answer_aliases(OPTIONS, "breastmnist")) for r in rows]
         assert parsed == [r["parsed"] for r in rows] and [r["annotation"] for r in rows] == truth
         expected = scores(truth, parsed)
         for key in ("accuracy", "macro_f1", "unparsed"):

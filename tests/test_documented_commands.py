@@ -194,6 +194,10 @@ def test_bash_train_sh_as_shipped_runs(tmp_path):
     assert second.returncode == 2 and f"{tmp_path} is being written by another run (process {os.getpid()})" in \
         second.stderr.strip().splitlines()[-1]
     assert (tmp_path / "final" / "model.safetensors").stat().st_mtime_ns == final
+    # the checkpoint left there is resumed only by the run that wrote it: another mode (or model, or data) is refused
+    other = run_documented("bash train.sh", append=[f"out_dir={tmp_path}", "max_steps=4", "mode=full"], check=False)
+    assert other.returncode == 2 and f"{tmp_path} holds checkpoint-2 of another training run (mode: lora -> full)" \
+        in other.stderr.strip().splitlines()[-1]
 
 
 # ----------------------------------------------------------------------------------------------------------- GSCo

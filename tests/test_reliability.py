@@ -311,12 +311,12 @@ def test_gsco_checks_every_prompt_before_generating(tmp_path):
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
     cases = [{"id": f"c{i}", "image": "c0.png", "label": "tumor", "rad": ["normal", "tumor"],
               "moed": ["tumor"], "moed_prob": [0.9]} for i in range(3)]
-    cases[2]["rad"] = ["normal", "benign"]  # not an option
+    cases[2]["rad"] = ["normal", "lymphoma"]  # not an option (nor an alias: "benign" is pcam200's for normal)
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
                                          "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
                                          "max_new_tokens": 3, "arms": ["generalist", "moed", "rad_counts"]})
-    with pytest.raises(ConfigError, match=r"cases.json: case c2: rad hint 'benign' names none of the options "
+    with pytest.raises(ConfigError, match=r"cases.json: case c2: rad hint 'lymphoma' names none of the options "
                                           r"\['normal', 'tumor'\]"):
         run(cfg)
     assert not list((tmp_path / "out").glob("*_predictions.jsonl"))  # nothing was generated first

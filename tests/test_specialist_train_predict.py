@@ -120,6 +120,21 @@ def test_predict_writes_reference_results_plots_and_exact_retrieval(toy_data, tm
     assert res["y_pred"] == (prob[:, 1] > 0.5).astype(int).tolist()
 
 
+def test_a_run_being_trained_is_not_evaluated(toy_data, tmp_path):
+    """Evaluation takes the run's lock, as training does: a _best.pth still changing is not scored half-way."""
+    import fcntl
+
+    from gsco.runtime import OutputLockedError
+
+    cfg = cfg_of({**toy_data("toy_binary"), "epochs": 1})
+    train_specialist(cfg)
+    with open(tmp_path / "out" / f".{cfg.run_name}.gsco.lock", "w") as held:  # a training run in another process
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(OutputLockedError, match=f"{cfg.run_name}\\) is being written by another run"):
+            predict_specialist(cfg)
+    assert predict_specialist(cfg)["files"].results.is_file()
+
+
 def test_search_top_n_above_the_training_size_is_said(toy_data, caplog):
     cfg = cfg_of({**toy_data("toy_binary"), "training_procedure": "kNN", "search_top_n": 100, "k": 60})
     with caplog.at_level("WARNING", logger="gsco.specialists.predict"):

@@ -108,7 +108,7 @@ def check_weight_files(path: Path) -> None:
         with reading(file, "safetensors weight file", "it is truncated or damaged: copy, convert or save it again"):
             with safe_open(str(file), framework="pt"):
                 pass
-    for file in sorted(path.glob("*.bin")):
+    for file in sorted(p for p in path.glob("*.bin") if "model" in p.name):  # not training_args.bin and the like
         with reading(file, "weight file of plain tensors", "re-save it as safetensors where its source is trusted"),\
                 warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -139,6 +139,39 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     return base
 
 
+# the settings a checkpoint in out_dir was trained with that a resumed run must share (others, such as max_steps or
+# save_steps, may change between runs)
+RESUME_KEYS = ("mode", "freeze_vision", "freeze_projector", "freeze_llm", "lora_r", "lora_alpha", "lora_modules",
+               "max_seq_length", "overlong", "system")
+
+
+def training_record(cfg: MedDrTrainConfig, base: Path) -> dict:
+    """What the checkpoints in out_dir are of: the base model (path and fingerprint) and the data file's sha256."""
+    from gsco.generalist.model import model_identity
+    from gsco.runtime import file_fingerprint
+
+    data = repo_file(cfg.data)
+    return {"model": model_identity(base), "data": {"path": str(data.resolve()), "sha256": file_fingerprint(data)}
+            if data.is_file() else str(data), **{k: getattr(cfg, k) for k in RESUME_KEYS}}
+
+
+def check_same_training(cfg: MedDrTrainConfig, record: dict, checkpoint: str) -> None:
+    """A checkpoint is resumed only by the run that wrote it: the same base model, data and tuning settings (the
+    record in ``train_config.json``); anything else is one error saying what differs."""
+    from gsco.runtime import read_json
+
+    stored_file = Path(cfg.out_dir) / "train_config.json"
+    stored = (read_json(stored_file, "record of a training run") if stored_file.is_file() else {}).get("training_run")
+    if stored is None:
+        logger.warning("%s: no record of the run that wrote %s; resuming it as this run's", stored_file, checkpoint)
+        return
+    differ = [k for k in record if stored.get(k) != record[k]]
+    if differ:
+        shown = "; ".join(f"{k}: {str(stored.get(k))[:70]} -> {str(record[k])[:70]}" for k in differ[:3])
+        raise ValueError(f"{cfg.out_dir} holds {Path(checkpoint).name} of another training run ({shown}): use "
+                         "another OUT_DIR, or resume=false to train from the start")
+
+
 def check_qlora() -> None:
     """QLoRA needs bitsandbytes' 4-bit layers, which need CUDA: refuse in one line before anything is loaded."""
     import importlib.util
@@ -256,6 +289,10 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
     base = base_model_dir(cfg)
+    resume = last_checkpoint(cfg.out_dir) if cfg.resume else None
+    record = training_record(cfg, base)
+    if resume:  # before anything is loaded
+        check_same_training(cfg, record, resume)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
@@ -274,10 +311,9 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
         model.enable_input_require_grads()
     trainer = MedDrTrainer(model=model, args=args, train_dataset=dataset, callbacks=callbacks,
                            data_collator=ConversationCollator(processor.tokenizer.pad_token_id))
-    resume = last_checkpoint(cfg.out_dir) if cfg.resume else None
     if resume:
         logger.info("resuming from %s", resume)
-    write_json(config_to_dict(cfg), Path(cfg.out_dir) / "train_config.json")
+    write_json({**config_to_dict(cfg), "training_run": record}, Path(cfg.out_dir) / "train_config.json")
     result = trainer.train(resume_from_checkpoint=resume)
     final = save_outputs(trainer, processor, cfg, base)
     return {"final": final, "global_step": trainer.state.global_step, "train_loss": result.training_loss,

@@ -70,11 +70,20 @@ def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes
 
 
 def predict_specialist(cfg: SpecialistConfig) -> dict:
-    t0 = time.time()
+    """Evaluate a trained run (or kNN) on ``split``: results, plots and the retrieval index. It holds the run's
+    lock, as training does: a run still being trained (its ``_best.pth`` still changing) is not evaluated."""
+    from gsco.runtime import output_lock
+
     knn = cfg.training_procedure == "kNN"
     run = setup_specialist(cfg, checkpoint_follows=not knn)
+    output_folder(run.files.output_dir, "output_path")
+    with output_lock(run.files.output_dir, run=run.files.name, key="output_path"):
+        return _predict(cfg, run, knn)
+
+
+def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
+    t0 = time.time()
     info, files, model = run.info, run.files, run.model
-    output_folder(files.output_dir, "output_path")
     checkpoint = None
     if not knn:
         checkpoint = cfg.checkpoint or str(files.best)
