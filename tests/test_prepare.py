@@ -38,6 +38,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
     sent: list = []
     drop_after: int | None = None  # send only this many bytes of the next response, then close the connection
+    ignore_range = False  # answer a range request with the whole file (200), as servers without range support do
 
     def do_GET(self):  # noqa: N802 - http.server's name
         path = self.translate_path(self.path)
@@ -47,6 +48,7 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return
         start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
+        start = 0 if RangeHandler.ignore_range else start
         self.sent.append(len(data) - start)  # before the body: the client may be done before this thread returns
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(data) - start))
@@ -67,7 +69,7 @@ def server(tmp_path):
     served = tmp_path / "served"
     served.mkdir()
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
-    RangeHandler.sent, RangeHandler.drop_after = [], None
+    RangeHandler.sent, RangeHandler.drop_after, RangeHandler.ignore_range = [], None, False
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -126,6 +128,21 @@ def test_a_dropped_connection_keeps_the_partial_file_and_the_next_run_resumes_it
     assert (root / "organmnist3d.npz.partial").read_bytes() == whole[:1500] and not (root / "organmnist3d.npz").exists()
     rows = prepare_medmnist(["organmnist3d"], root, [28], source=url, table=table, progress=False)
     assert rows[0]["status"] == "downloaded" and RangeHandler.sent[-1] == len(whole) - 1500
+    assert (root / "organmnist3d.npz").read_bytes() == whole and not list(root.glob("*.partial"))
+
+
+def test_a_partial_file_from_a_server_that_then_ignores_ranges_is_fetched_again_whole(tmp_path, server):
+    """Our own fault beyond the dropped connection: the next server (a mirror) answers the range request with the
+    whole file (200): it is written from the start, never appended to what is there."""
+    served, url = server
+    table = miniature(served, "organmnist3d", n=(4, 2, 2), volume=True)
+    root = tmp_path / "data"
+    root.mkdir()
+    whole = (served / "organmnist3d.npz").read_bytes()
+    (root / "organmnist3d.npz.partial").write_bytes(whole[:700])
+    RangeHandler.ignore_range = True
+    rows = prepare_medmnist(["organmnist3d"], root, [28], source=url, table=table, progress=False)
+    assert rows[0]["status"] == "downloaded" and RangeHandler.sent == [len(whole)]
     assert (root / "organmnist3d.npz").read_bytes() == whole and not list(root.glob("*.partial"))
 
 

@@ -522,3 +522,100 @@ def _running(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+# ------------------------------------------------ a fault of our own on each entry point that writes (README table)
+def test_render_checks_its_output_first_and_never_leaves_half_a_picture(tmp_path, capsys):
+    from gsco.data.render import main as render_main
+
+    (tmp_path / "out").mkdir()
+    source = str(REPO / "data/examples/images/case0.png")
+    _one_line(capsys, render_main([source, str(tmp_path / "out")]), "output", "expected an image file name ending "
+              ".png", "(it is a folder)")
+    _one_line(capsys, render_main([source, str(tmp_path / "picture.dcm")]), "expected an image file name")
+    assert render_main([source, str(tmp_path / "sub" / "picture.png")]) == 0
+    assert [p.name for p in (tmp_path / "sub").iterdir()] == ["picture.png"]  # written through a partial, renamed
+
+
+def test_score_only_without_a_predictions_file_is_one_line(tmp_path, capsys):
+    from gsco.meddr.evaluate import main as evaluate_main
+
+    _one_line(capsys, evaluate_main([f"out_dir={tmp_path}", "score_only=true", "device=cpu"]),
+              "score_only:", "iu_xray_sample_predictions.jsonl does not exist (run without score_only first)")
+
+
+def test_gsco_into_a_folder_another_run_holds_is_refused_before_anything_is_asked(tmp_path, capsys):
+    import fcntl
+
+    from gsco.collab.run import main as gsco_main
+
+    Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
+    (tmp_path / "cases.json").write_text(json.dumps([{"id": "c0", "image": "c0.png", "label": "tumor",
+                                                       "moed": ["tumor"], "rad": ["normal"]}]))
+    (tmp_path / "out").mkdir()
+    with open(tmp_path / "out" / ".gsco.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _one_line(capsys, gsco_main(["--config", str(REPO / "configs/gsco/pcam200.yaml"), f"cases={tmp_path / 'cases.json'}",
+                                     f"out_dir={tmp_path / 'out'}", "device=cpu", "max_new_tokens=2"]),
+                  "out is being written by another run")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [".gsco.lock"]
+
+
+def test_hint_samples_never_overwrite_the_case_file_they_read(tmp_path, capsys):
+    from gsco.collab.hint_samples import main as hint_main
+
+    cases = tmp_path / "cases.json"
+    cases.write_text(json.dumps([{"id": "c0", "image": "c0.png", "label": "tumor", "moed": ["tumor"],
+                                  "rad": ["normal"]}]))
+    before = cases.read_bytes()
+    _one_line(capsys, hint_main(["--config", str(REPO / "configs/gsco/pcam200.yaml"), f"cases={cases}",
+                                 f"samples={tmp_path / '.' / 'cases.json'}"]), "is the case file it reads")
+    assert cases.read_bytes() == before  # it used to be replaced by the samples
+
+
+@pytest.mark.e2e
+def test_case_builder_refuses_results_of_another_dataset_with_as_many_cases(tmp_path):
+    from gsco.collab.build_cases import build_cases
+    from gsco.data.registry import DatasetError
+    from test_collab import fake_results
+
+    data = shared_path("data", "medmnist", "breastmnist.npz")
+    y_true = np.load(data)["test_labels"].ravel()
+    fake_results(tmp_path / "a.json", y_true, 0)
+    other = fake_results(tmp_path / "b.json", y_true, 1)
+    (tmp_path / "b.json").write_text(json.dumps({**other, "dataset": "pneumoniamnist",
+                                                 "label_names": ["normal", "pneumonia"]}))
+    with pytest.raises(DatasetError, match=r"b.json and .*a.json are not on the same cases \(pneumoniamnist test vs "
+                                           r"breastmnist test\)"):
+        build_cases([tmp_path / "a.json", tmp_path / "b.json"], tmp_path / "c.json", data.parent)
+    assert not (tmp_path / "c.json").exists()
+
+
+def test_a_specialist_runs_damaged_settings_record_is_named(toy_data, tmp_path, capsys):
+    from gsco.specialists.train import main as train_main
+
+    args = [f"{k}={v}" for k, v in {**toy_data("toy_binary"), "epochs": 1}.items()]
+    assert train_main(["--config", str(REPO / "configs/config.yaml"), *args]) == 0
+    record = next((tmp_path / "out").glob("*_config.json"))
+    record.write_text(record.read_text()[:40])  # a disk that filled up while it was written
+    capsys.readouterr()
+    _one_line(capsys, train_main(["--config", str(REPO / "configs/config.yaml"), *args]), f"{record}: not")
+
+
+def test_export_into_its_own_source_is_refused_and_the_source_untouched(tmp_path, capsys):
+    from gsco.meddr.export import main as export_main
+    from gsco.meddr.presets import save_preset
+
+    model = save_preset("tiny", tmp_path / "model")
+    before = {p.name: p.stat().st_mtime_ns for p in model.iterdir()}
+    _one_line(capsys, export_main([f"model={model}", f"out_dir={model / 'internvl'}"]), "is the source",
+              "overlaps it")
+    assert {p.name: p.stat().st_mtime_ns for p in model.iterdir()} == before
+
+
+def test_demo_pairs_file_with_a_damaged_line_names_it_before_loading(tmp_path, capsys):
+    from demo import main as demo_main
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"image": "%s", "question": "Normal?"}\n{"image": \n' % (REPO / "data/examples/images/case0.png"))
+    _one_line(capsys, demo_main([f"pairs={pairs}", "device=cpu"]), f"{pairs} line 2: not valid JSON")

@@ -21,7 +21,6 @@ often than on the test split; RAD hints leave each image out of its own neighbou
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import sys
@@ -33,7 +32,7 @@ from gsco.collab.arms import ARMS, generalist_arms
 from gsco.cli import Alias, command
 from gsco.collab.run import GscoConfig, Task, default_gsco_config, fill_case, missing_evidence, read_cases
 from gsco.config import ConfigError
-from gsco.runtime import repo_file
+from gsco.runtime import repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +49,8 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     if unknown:
         raise ConfigError(f"arms {unknown} ask no generalist; choose from {list(allowed)}")
     cases_path, out = Path(cases_path), Path(out)
+    if out.resolve() == cases_path.resolve():
+        raise ConfigError(f"samples={out} is the case file it reads (cases=): give the samples another name")
     cases = read_cases(cases_path, task)
     for arm in list(arms):
         reason = missing_evidence(arm, cases)
@@ -76,7 +77,7 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
             samples.append({"id": f"{case['id']}:{arm}", "image": image, "conversations": [
                 {"from": "human", "value": "<image>\n" + fill_case(cfg, arm, case, task)},
                 {"from": "gpt", "value": answer_text(case["label"])}]})
-    out.write_text(json.dumps(samples, indent=0) + "\n")
+    write_json(samples, out, indent=0)  # through a temporary file: a kill never leaves half a sample file
     logger.info("%d samples from %d cases (arms %s%s)", len(samples), len(cases), ", ".join(arms),
                 f", {per_case} per case" if per_case else "")
     return out

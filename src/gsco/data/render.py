@@ -26,6 +26,7 @@ from PIL import Image
 
 from gsco.config import ConfigError
 from gsco.data.medical import Scan, is_medical, read_scan
+from gsco.runtime import output_folder
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +208,9 @@ def open_plain_image(path: Path) -> Image.Image:
         raise DatasetError(f"image {path} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
+OUTPUT_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
 @dataclasses.dataclass
 class RenderConfig(RenderSettings):
     input: str = ""  # a DICOM file or series folder, a NIfTI volume (.nii / .nii.gz), or an ordinary image
@@ -217,13 +221,17 @@ def _render_command(cfg: RenderConfig) -> None:
     if not cfg.input:
         raise ConfigError("give the input: python -m gsco.data.render INPUT OUTPUT.png [key=value ...]")
     cfg.check()
-    source = Path(cfg.input)
+    source, out = Path(cfg.input), Path(cfg.output)
     if not source.exists():
         raise ConfigError(f"input {source} does not exist")
+    if out.is_dir() or out.suffix.lower() not in OUTPUT_SUFFIXES:  # checked before the (slow) rendering
+        raise ConfigError(f"output {out}: expected an image file name ending {', '.join(OUTPUT_SUFFIXES)}"
+                          + (" (it is a folder)" if out.is_dir() else ""))
     picture = render(source, cfg)  # a MedicalImageError is one line naming the file
-    out = Path(cfg.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    picture.save(out)
+    output_folder(out.parent, "output")
+    partial = out.with_name(f".{out.name}.partial{out.suffix}")  # a kill never leaves half a picture under out
+    picture.save(partial)
+    partial.replace(out)
     print(f"wrote {out} ({picture.width}x{picture.height}, {'RGB' if picture.mode == 'RGB' else 'grey'})")
 
 
