@@ -53,3 +53,20 @@ def test_installed_package_builds_the_tiny_preset_and_answers_from_another_direc
     assert Path(out["gsco"]).is_relative_to(site)
     # the saved preset and the preset built in memory are the same random model (seed 0): the same answer
     assert len(out["answers"]) == 2 and out["answers"][0] == out["answers"][1]
+
+
+def test_make_test_stops_at_once_with_the_command_when_it_cannot_install_java_or_chromium(tmp_path):
+    """``make test``'s system-packages step, on a machine without Java and Chromium where it is not root: one line
+    with the command to run, status 2, nothing else run (as root with apt-get it installs them; CI does that)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "make"):  # a PATH with no java, chromium or chromedriver
+        (bin_dir / tool).symlink_to(shutil.which(tool))
+    (bin_dir / "id").write_text("#!/bin/sh\necho 1000\n")  # not root
+    (bin_dir / "id").chmod(0o755)
+    proc = subprocess.run(["make", "--no-print-directory", "-C", str(REPO), "system-packages"], capture_output=True,
+                          text=True, env={"PATH": str(bin_dir), "HOME": str(tmp_path)})
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if not line.startswith("make: ***")]  # make's own footer
+    assert lines == ["error: the tests need Java and headless Chromium with its driver; install them first:",
+                     "  sudo apt-get install -y default-jre-headless chromium chromium-driver"] and proc.stdout == ""
