@@ -289,10 +289,6 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
     from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
     base = base_model_dir(cfg)
-    resume = last_checkpoint(cfg.out_dir) if cfg.resume else None
-    record = training_record(cfg, base)
-    if resume:  # before anything is loaded
-        check_same_training(cfg, record, resume)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
@@ -300,6 +296,10 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
         _ = args.device  # sets up the process group
         if dist.is_initialized():
             dist.barrier()  # the other ranks wait until rank 0 has written a preset's base directory
+    resume = last_checkpoint(cfg.out_dir) if cfg.resume else None
+    record = training_record(cfg, base)
+    if resume:  # before anything is loaded
+        check_same_training(cfg, record, resume)
     model, processor = load_base(base, cfg)
     samples = read_training_data(repo_file(cfg.data), cfg.image_root)
     if not samples:

@@ -31,7 +31,6 @@ import numpy as np
 from gsco.data.registry import NO_FINDING
 
 UNPARSED = None
-PARSING_MODES = ("natural", "literal")
 NONE_ALIASES = ("no findings", "no abnormality", "no abnormalities", "no acute findings", "no acute abnormality",
                 "unremarkable", "normal study")  # "no finding" in multi-label answers
 
@@ -74,19 +73,17 @@ def _negated(text: str, spans: list[tuple[int, int, str]], lists: bool) -> list[
     for k, (start, end, _) in enumerate(spans):
         clause_start = max([b for b in breaks if b <= start], default=0)
         clause_end = min([b - 1 for b in breaks if b - 1 >= end] + [len(text)])
-        before = text[clause_start:start]
-        for s0, e0, _ in spans:  # other mentions in the clause are not negation words
-            if clause_start <= s0 and e0 <= start:
-                before = before.replace(text[s0:e0], " ")
+        before = _strip_mentions(text, spans, clause_start, start)  # other options' words are not negations
         negated = bool(_NEGATION_BEFORE.search(before)) or bool(_NEGATION_AFTER.match(text[end:clause_end]))
-        if not negated and lists and k > 0 and _LIST_ONLY.match(_strip_mentions(text, spans, clause_start, start)) \
-                and clause_start > 0 and text[clause_start - 1] == ",":
+        if not negated and lists and k > 0 and _LIST_ONLY.match(before) and clause_start > 0 \
+                and text[clause_start - 1] == ",":
             negated = out[k - 1]
         out.append(negated)
     return out
 
 
 def _strip_mentions(text: str, spans, lo: int, hi: int) -> str:
+    """``text[lo:hi]`` with the mentions inside it blanked."""
     part = text[lo:hi]
     for s0, e0, _ in spans:
         if lo <= s0 and e0 <= hi:
@@ -94,15 +91,10 @@ def _strip_mentions(text: str, spans, lo: int, hi: int) -> str:
     return part
 
 
-def mentioned_options(answer: str, options: Sequence[str], aliases: Mapping[str, Sequence[str]] | None = None,
-                      negation: bool = False, lists: bool = False) -> list[str]:
-    """Options named in ``answer`` (by their words or ``aliases``), in order of first mention, without duplicates;
-    ``negation``: leaving out negated mentions."""
-    names = {o: tuple((aliases or {}).get(o, ())) for o in options}
-    spans = _mentions(answer, names)
-    if negation:
-        flags = _negated(answer.lower(), spans, lists)
-        spans = [s for s, neg in zip(spans, flags) if not neg]
+def mentioned_options(answer: str, options: Sequence[str]) -> list[str]:
+    """Options named in ``answer`` by their own words, in order of first mention, without duplicates, negated or
+    not (the literal reading)."""
+    spans = _mentions(answer, {o: () for o in options})
     return list(dict.fromkeys(option for _, _, option in spans))
 
 
