@@ -103,8 +103,8 @@ def test_model_argument_errors(tmp_path):
     with pytest.raises(ModelLoadError, match=r"empty.yaml' is neither a model directory nor a preset: not a MedDr "
                                              r"preset: no 'vision' or 'text' section"):
         check_model_argument(str(tmp_path / "empty.yaml"))
-    with pytest.raises(ModelLoadError, match="'no-such-preset' is neither a model directory nor a preset: .*shipped "
-                                             "presets: \['meddr-40b', 'tiny'\]"):
+    with pytest.raises(ModelLoadError, match=r"'no-such-preset' is neither a model directory nor a preset: .*shipped "
+                                             r"presets: \['meddr-40b', 'tiny'\]"):
         check_model_argument("no-such-preset")
     # through the script, as the probe ran it: refused before anything is built (no random-weights warning)
     for model, message in ((tmp_path / "empty.yaml", "no 'vision' or 'text' section"),
