@@ -10,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test test-fast install system-packages bench clean
+.PHONY: demo test test-fast lint install system-packages bench clean
 
 install: $(VENV)/.installed
 
@@ -63,8 +63,12 @@ demo: install
 # Two pytest-xdist workers with one thread each, an idle one taking tests from the other's queue (worksteal): on 2
 # cores the suite took 493 s against 724 s in one two-thread process (loadfile: 564 s). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
-test: install system-packages
+test: install system-packages lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests
+
+# ruff (pyproject.toml [tool.ruff]): pyflakes, pycodestyle and import order over everything Python here
+lint: install
+	$(PY) -m ruff check src tests bench demo.py
 
 # The fast tier: tests not marked e2e (in one process, generated data; an unmarked test that starts a process or
 # reads ../shared fails there, so the marks stay true).

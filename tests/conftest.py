@@ -13,8 +13,9 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import yaml  # noqa: E402
 import torch  # noqa: E402,F401  (imported up front: its import runs ldconfig, which the fast tier's guard would
+import yaml  # noqa: E402
+
 #                                   blame on whichever test imports torch first)
 
 REPO = Path(__file__).resolve().parents[1]

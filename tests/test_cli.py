@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
 from gsco.config import ConfigError, parse_overrides
+
+from conftest import REPO
 
 SRC = REPO / "src"
 

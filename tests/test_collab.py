@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from conftest import shared_path
 from gsco.collab.build_cases import build_cases
 from gsco.collab.build_cases import main as build_main
 from gsco.collab.prompts import fill_gsco_prompt, moed_with_probabilities, rad_counts
 from gsco.data.registry import DatasetError
+
+from conftest import shared_path
 from reference_sources import GSCO_PCAM200_PROMPT, gsco_fill
 
 
@@ -87,6 +88,7 @@ def test_case_builder_errors(tmp_path):
 def test_pcam200_config_assembles_the_reference_template():
     from gsco.collab.run import GscoConfig, template_for
     from gsco.config import load_config
+
     from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
@@ -148,7 +150,12 @@ def build_tiny_llava(path):
     template, saved as a transformers directory."""
     import torch
     from transformers import (
-        CLIPImageProcessor, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor,
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
     )
 
     from gsco.meddr.processor import build_byte_tokenizer
@@ -413,8 +420,6 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
 
 @pytest.mark.e2e
 def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
-    from conftest import REPO
-    from doc_commands import run_documented
     from gsco.collab.hint_samples import main as hint_main
     from gsco.collab.hint_samples import write_hint_samples
     from gsco.collab.run import GscoConfig, Task, fill_case
@@ -422,6 +427,9 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from gsco.data.diagnosis_questions import diagnosis_question
     from gsco.data.registry import get_dataset_info
     from gsco.meddr.data import read_training_data
+
+    from conftest import REPO
+    from doc_commands import run_documented
 
     data = shared_path("data", "medmnist", "breastmnist.npz")
     y_train = np.load(data)["train_labels"].ravel()
@@ -468,10 +476,11 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
 
 @pytest.mark.parametrize("name", ["breastmnist", "pcam200", "chestmnist"])
 def test_every_shipped_gsco_config_assembles_each_arm(name):
-    from conftest import REPO
     from gsco.collab.arms import ARMS
     from gsco.collab.run import GscoConfig, Task, template_for
     from gsco.config import load_config
+
+    from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / f"configs/gsco/{name}.yaml")
     task = Task.of(cfg)

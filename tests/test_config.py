@@ -6,10 +6,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO
 from gsco.config import ConfigError, load_config, parse_overrides
 from gsco.runtime import resolve_device
 from gsco.specialists.config import SpecialistConfig
+
+from conftest import REPO
 
 CONFIG = REPO / "configs" / "config.yaml"
 V2 = REPO / "configs" / "specialists" / "medmnist_v2.yaml"

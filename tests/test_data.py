@@ -6,10 +6,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import TOY_DATASETS, write_npz
 from gsco.data.datasets import Preprocess, build_dataset
 from gsco.data.readers import npz_filename, read_npz_split
 from gsco.data.registry import DatasetError, get_dataset_info
+
+from conftest import TOY_DATASETS, write_npz
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

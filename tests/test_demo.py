@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from conftest import REPO, shared_path
 from gsco.data.registry import answer_aliases
 from gsco.metrics.answers import parse_option
+
+from conftest import REPO, shared_path
 
 OPTIONS = ["malignant", "normal or benign"]
 

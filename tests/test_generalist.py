@@ -3,14 +3,14 @@
 import sys
 
 import numpy as np
-import torch
-
 import pytest
+import torch
 from PIL import Image
+
+from gsco.generalist import Generalist, ModelLoadError, check_model_argument
 
 from conftest import REPO, shared_path
 from doc_commands import run_documented
-from gsco.generalist import Generalist, ModelLoadError, check_model_argument
 
 
 @pytest.fixture(scope="module")

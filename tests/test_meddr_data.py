@@ -9,7 +9,11 @@ from PIL import Image
 
 from gsco.data.registry import DatasetError
 from gsco.meddr.data import (
-    IGNORE_INDEX, ConversationCollator, ConversationDataset, encode_conversation, read_training_data,
+    IGNORE_INDEX,
+    ConversationCollator,
+    ConversationDataset,
+    encode_conversation,
+    read_training_data,
 )
 from gsco.meddr.presets import build_from_preset
 

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, kill_when_written, shared_path
-from doc_commands import documented_argv, documented_env, run_documented
 from gsco.config import ConfigError, load_config
 from gsco.meddr.evaluate import MedDrEvalConfig, evaluate, read_metafile
+
+from conftest import REPO, kill_when_written, shared_path
+from doc_commands import documented_argv, documented_env, run_documented
 
 
 @pytest.fixture(scope="module")
@@ -211,9 +212,10 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
 
 @pytest.mark.e2e
 def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
-    from doc_commands import run_documented
     from gsco.data.r2gen import main as r2gen_main
     from gsco.meddr.evaluate import read_metafile
+
+    from doc_commands import run_documented
 
     out = tmp_path / "iu_test.jsonl"
     run_documented("python -m gsco.data.r2gen annotation=data/iu_xray/annotation.json split=test "
@@ -254,9 +256,10 @@ def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evalua
 
 
 def test_a_multi_label_dataset_becomes_questions_scored_label_by_label(tmp_path, toy_registry):
-    from conftest import TOY_DATASETS, write_npz
     from gsco.data.diagnosis_questions import write_diagnosis_questions
     from gsco.metrics.answers import multilabel_metrics
+
+    from conftest import TOY_DATASETS, write_npz
 
     entry = TOY_DATASETS["toy_multilabel"]
     npz = write_npz(tmp_path / "data", "toy_multilabel", entry["task"], 4, sizes=(6, 4, 5))

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REPO
-from doc_commands import run_documented
 from gsco.config import load_config
 from gsco.generalist import Generalist
 from gsco.meddr.train import MedDrTrainConfig, lora_target_pattern, train
 from gsco.metrics.answers import parse_option
+
+from conftest import REPO
+from doc_commands import run_documented
 
 QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
 OPTIONS = " Options: top left, top right, bottom left, bottom right."

@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO
 from gsco.config import ConfigError
 from gsco.data.medical import MedicalImageError, read_scan
 from gsco.data.render import RenderSettings, apply_window, minmax, plane_slice, render, to_display
+
+from conftest import REPO
 
 pydicom = pytest.importorskip("pydicom")
 nib = pytest.importorskip("nibabel")
@@ -254,12 +255,13 @@ def test_entry_points_read_dicom_series_and_nifti_with_their_render_keys(tmp_pat
     folders and NIfTI as the render keys say; a predictions file made with one window is not resumed with another."""
     import shutil
 
-    from doc_commands import run_documented
     from gsco.data.datasets import Preprocess, build_dataset
     from gsco.data.readers import open_image, read_image
     from gsco.data.registry import DatasetInfo
     from gsco.generalist.resumable import ResumeMismatchError
     from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+
+    from doc_commands import run_documented
 
     shutil.copy(pydicom_file("CT_small.dcm"), tmp_path / "scan.dcm")
     proc = run_documented('python demo.py image=scan.dcm question="What is shown?" window=lung',

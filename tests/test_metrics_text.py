@@ -6,13 +6,20 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from conftest import shared_path
 from gsco.data.registry import labels_phrase
 from gsco.metrics.answers import (
-    closed_correct, diagnosis_metrics, mentioned_options, multilabel_metrics, open_recall, parse_option,
-    parse_options, vqa_metrics,
+    closed_correct,
+    diagnosis_metrics,
+    mentioned_options,
+    multilabel_metrics,
+    open_recall,
+    parse_option,
+    parse_options,
+    vqa_metrics,
 )
 from gsco.metrics.report import report_metrics
+
+from conftest import shared_path
 
 
 @pytest.fixture(scope="module")

@@ -194,8 +194,9 @@ def test_readme_prepare_commands_say_what_is_wrong_in_one_line(tmp_path):
 def test_dataset_md_lists_each_medmnist_dataset_with_the_sizes_and_licence_the_preparer_checks():
     import re
 
-    from conftest import REPO
     from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D
+
+    from conftest import REPO
 
     text = (REPO / "DATASET.md").read_text()
     rows = {m[0]: m[1:] for m in re.findall(r"^\| `(\w+)` \| ([\d, ]+) \| (\d+) / (\d+) / (\d+) \| ([^|]+) \|$", text,
@@ -264,8 +265,9 @@ def test_vqa_rad_and_slake_become_metafiles_with_closed_and_open_marked(tmp_path
 def test_prepared_vqa_rad_runs_through_inference_meddr_sh(tmp_path):
     """DATASET.md's commands on the miniature downloads: prepare refuses a source of another size in one line; the
     metafile it writes (sizes as the miniature) is what inference_meddr.sh evaluates, closed and open apart."""
-    from doc_commands import run_documented
     from gsco.data.prepare.vqa import prepare_vqa
+
+    from doc_commands import run_documented
 
     rad, slake = vqa_sources(tmp_path / "downloads")
     for command, source in (("python -m gsco.data.prepare vqa_rad --root data source=downloads/vqa_rad", rad),

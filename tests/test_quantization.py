@@ -6,11 +6,12 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO
 from gsco.config import load_config
 from gsco.generalist import Generalist
 from gsco.generalist.quantization import KEEP_UNQUANTIZED, QuantizationError, kept, weight_bytes
 from gsco.meddr.plan import GIB, PlanConfig, plan, table
+
+from conftest import REPO
 
 IMAGE = REPO / "data/examples/images/case0.png"
 
@@ -111,8 +112,9 @@ def test_the_readme_plan_is_what_the_planner_prints():
 
 @pytest.mark.e2e
 def test_the_readme_quantized_demo_commands_run(tmp_path):
-    from doc_commands import run_documented
     from gsco.meddr.presets import save_preset
+
+    from doc_commands import run_documented
 
     model = save_preset("tiny", tmp_path / "meddr-hf")
     replace = {"/path/to/meddr-hf": str(model), "chest.png": str(IMAGE)}

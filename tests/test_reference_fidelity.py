@@ -12,10 +12,10 @@ import shutil
 import pytest
 import yaml
 
-import reference_sources as ref
-from conftest import REPO, shared_path
 from gsco.config import load_config
 
+import reference_sources as ref
+from conftest import REPO, shared_path
 
 # ------------------------------------------------------------------------------------------------------- prompts
 CASES = [{"id": "a", "image": "a.png", "label": "tumor", "rad": ["tumor", "tumor", "normal"],

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, shared_path
 from gsco.runtime import OutputFolderError, building_folder
+
+from conftest import REPO, shared_path
 
 
 def tree_digest(folder):
@@ -577,6 +578,7 @@ def test_hint_samples_never_overwrite_the_case_file_they_read(tmp_path, capsys):
 def test_case_builder_refuses_results_of_another_dataset_with_as_many_cases(tmp_path):
     from gsco.collab.build_cases import build_cases
     from gsco.data.registry import DatasetError
+
     from test_collab import fake_results
 
     data = shared_path("data", "medmnist", "breastmnist.npz")

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, shared_path
 from gsco.config import ConfigError
 from gsco.specialists.report.clean import clean_report
+
+from conftest import REPO, shared_path
 
 
 @pytest.fixture(scope="module")
@@ -174,7 +175,11 @@ def test_an_official_r2gengpt_checkpoint_loads_with_no_missing_or_unexpected_key
     import torch
 
     from gsco.specialists.report.model import (
-        ReportModelSettings, build_report_model, from_r2gengpt_key, load_report_checkpoint, save_report_checkpoint,
+        ReportModelSettings,
+        build_report_model,
+        from_r2gengpt_key,
+        load_report_checkpoint,
+        save_report_checkpoint,
     )
 
     model, _ = build_report_model(ReportModelSettings(mode=mode))
@@ -245,9 +250,9 @@ def tiny_overrides(root) -> list[str]:
     commands, written for R2GenGPT's recipe configs, run on the tiny preset here."""
     import yaml
 
-    from conftest import REPO
-
     from gsco.specialists.report.config import ReportConfig
+
+    from conftest import REPO
 
     shipped = yaml.safe_load((REPO / "configs/report/tiny.yaml").read_text())
     tiny = {}  # its sections' keys, flat: key=value reaches a key in any section
@@ -259,9 +264,10 @@ def tiny_overrides(root) -> list[str]:
 
 
 def tiny_cfg(root, out, **overrides):
-    from conftest import REPO
     from gsco.config import load_config
     from gsco.specialists.report.config import ReportConfig
+
+    from conftest import REPO
 
     return load_config(ReportConfig, REPO / "configs/report/tiny.yaml", {
         "annotation": str(root / "annotation.json"), "image_root": str(root / "images"), "run_dir": str(out),
@@ -377,9 +383,10 @@ def test_evaluation_writes_reports_and_metrics_and_resumes_after_a_kill(trained,
 @pytest.mark.e2e
 def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     """Specialist reports + retrieval -> report cases -> `inference_gsco.sh` (DATASET=iu_xray) -> one table."""
-    from doc_commands import run_documented
     from gsco.collab.prompts import fill_gsco_prompt
     from gsco.metrics.report import report_metrics
+
+    from doc_commands import run_documented
 
     root, cfg, _, annotation = trained
     best = json.loads((root / "run" / "best_checkpoint.json").read_text())["checkpoint"]
@@ -435,10 +442,11 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
 
 @pytest.mark.parametrize("name", ["tiny", "iu_xray_shallow", "mimic_cxr_shallow"])
 def test_shipped_report_configs_load_and_name_missing_base_weights(name):
-    from conftest import REPO
     from gsco.config import ConfigError, load_config
     from gsco.specialists.report.config import ReportConfig
     from gsco.specialists.report.model import build_report_model
+
+    from conftest import REPO
 
     cfg = load_config(ReportConfig, REPO / f"configs/report/{name}.yaml")
     assert cfg.generation_kwargs()["num_beams"] == (1 if name == "tiny" else 3)
@@ -451,8 +459,9 @@ def test_shipped_report_configs_load_and_name_missing_base_weights(name):
 @pytest.mark.e2e
 def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
     """torchrun with 2 CPU processes (gloo): each takes every other batch; one writes history and checkpoints."""
-    from doc_commands import run_documented
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
+
+    from doc_commands import run_documented
 
     root = trained[0]
     run_documented("torchrun --standalone --nproc_per_node 2 -m gsco.specialists.report.train --config "
@@ -468,8 +477,9 @@ def test_two_data_parallel_processes_share_each_epoch(trained, tmp_path):
 
 @pytest.mark.e2e
 def test_report_evaluation_with_two_data_parallel_processes_writes_the_same_file(trained, tmp_path):
-    from doc_commands import run_documented
     from gsco.specialists.report.evaluate import evaluate_reports
+
+    from doc_commands import run_documented
 
     root = trained[0]
     one = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path / "one"), eval_batch_size=2,
@@ -505,7 +515,10 @@ def test_an_official_checkpoint_with_llm_lora_loads_and_generates(tmp_path):
 
     from gsco.config import ConfigError
     from gsco.specialists.report.model import (
-        TINY_LLAMA, ReportModelSettings, build_report_model, load_report_checkpoint,
+        TINY_LLAMA,
+        ReportModelSettings,
+        build_report_model,
+        load_report_checkpoint,
     )
 
     model, _ = build_report_model(ReportModelSettings(mode="shallow", llm_use_lora=True))
@@ -527,12 +540,13 @@ def test_an_official_checkpoint_with_llm_lora_loads_and_generates(tmp_path):
 def test_training_split_reports_become_hint_samples_for_the_generalist(trained, tmp_path):
     """Evaluation on the training split (retrieval leaves each study out) -> report cases -> samples asked with the
     report arms' prompts, answered with the cleaned reference."""
-    from conftest import REPO
     from gsco.collab.build_cases import build_report_cases
     from gsco.collab.hint_samples import write_hint_samples
     from gsco.collab.run import GscoConfig, Task, fill_case
     from gsco.config import ConfigError, load_config
     from gsco.specialists.report.evaluate import evaluate_reports
+
+    from conftest import REPO
 
     root, _, _, annotation = trained
     result = evaluate_reports(tiny_cfg(root, root / "run", out_dir=str(tmp_path), split="train", search_top_n=4,

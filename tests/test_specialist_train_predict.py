@@ -59,7 +59,9 @@ def test_interrupted_training_resumes_to_the_same_weights(toy_data, tmp_path):
     a = torch.load(tmp_path / "full" / f"{name}_final.pth", weights_only=True)
     b = torch.load(tmp_path / "resumed" / f"{name}_final.pth", weights_only=True)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = lambda p: [{k: v for k, v in json.loads(l).items() if k != "seconds"} for l in p.read_text().splitlines()]
+    def rows(path):
+        return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in path.read_text().splitlines()]
+
     assert rows(tmp_path / "full" / f"{name}_history.jsonl") == rows(tmp_path / "resumed" / f"{name}_history.jsonl")
     # a finished run is not trained again: it reports the stored result
     before = (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns
@@ -338,8 +340,9 @@ def test_pretrained_weights_come_from_timms_cache_and_offline_without_them_the_e
 
 def test_v2_normalisation_and_grey_channels_reach_the_model(tmp_path):
     """medmnist_v2.yaml: Normalize(mean=[.5], std=[.5]) on the dataset's one grey channel."""
-    from conftest import REPO
     from gsco.specialists.build import setup_specialist
+
+    from conftest import REPO
 
     cfg = load_config(SpecialistConfig, REPO / "configs/specialists/medmnist_v2.yaml",
                       {"output_path": str(tmp_path), "device": "cpu"})
@@ -356,7 +359,6 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     as "already finished"."""
     import os
     import subprocess
-    import sys
     import time
 
     from conftest import REPO, write_npz
@@ -366,9 +368,10 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     keys = [f"{k}={v}" for k, v in base.items() if k not in ("dataset", "img_size", "architecture")]
     command = "python -m gsco.specialists.train --config configs/config.yaml dataset=pneumoniamnist img_size=64 " \
               "architecture=vgg16"
-    argv = lambda *extra: documented_argv(command, replace={"pneumoniamnist": "toy_binary", "img_size=64":
-                                                             "img_size=28", "vgg16": "test_resnet"},
-                                          append=[*keys, *extra])
+    def argv(*extra):
+        return documented_argv(command, replace={"pneumoniamnist": "toy_binary", "img_size=64": "img_size=28",
+                                                 "vgg16": "test_resnet"}, append=[*keys, *extra])
+
     env = {**documented_env(), "PYTHONUNBUFFERED": "1"}
     first = subprocess.Popen(argv("epochs=400"), cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
@@ -380,7 +383,7 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     os.killpg(first.pid, 9)
     first.wait()
     assert second.returncode == 2, second.stderr[-2000:]
-    assert f"(toy_binary_28_endToEnd_test_resnet_s9930641) is being written by another run (process " \
+    assert "(toy_binary_28_endToEnd_test_resnet_s9930641) is being written by another run (process " \
            in second.stderr.strip().splitlines()[-1] and "output_path=..." in second.stderr
 
     cfg = cfg_of({**base, "overwrite": True})

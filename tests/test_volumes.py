@@ -65,8 +65,9 @@ def test_a_3d_specialist_trains_predicts_and_its_cases_run_through_inference_gsc
     """README's 3D commands on a generated organmnist3d.npz: the results JSON has the 2D run's keys (BreastMNIST,
     the same commands); the case builder writes the test volumes as NIfTI and inference_gsco.sh (tiny preset)
     answers every arm on them, the generalist seeing a montage."""
-    from doc_commands import run_documented
     from gsco.collab.build_cases import build_cases
+
+    from doc_commands import run_documented
 
     organ_volumes(tmp_path)
     out = tmp_path / "specialists"
@@ -96,8 +97,8 @@ def test_a_3d_specialist_trains_predicts_and_its_cases_run_through_inference_gsc
     cases = build_cases(results, tmp_path / "gsco" / "cases.json", tmp_path, rad_from=0, k=3)
     rows = json.loads(cases.read_text())
     assert len(rows) == 11 and rows[0]["image"] == "images/test_0.nii.gz" and rows[0]["label"] == "liver"
-    from gsco.data.medical import read_scan
     from gsco.data.datasets import read_split
+    from gsco.data.medical import read_scan
     from gsco.data.registry import get_dataset_info
 
     test = read_split(get_dataset_info("organmnist3d"), "test", tmp_path, 28)

@@ -158,7 +158,13 @@ def command(cls: type[T], run: Callable[[T], int | None], *, description: str, c
     (``GSCO_TRACEBACK=1`` shows its traceback instead). Under torchrun the process stops with its launcher."""
 
     def main(argv: list[str] | None = None) -> int:
-        from gsco.runtime import OutputFolderError, OutputLockedError, UnreadableFileError, follow_launcher, setup_logging
+        from gsco.runtime import (
+            OutputFolderError,
+            OutputLockedError,
+            UnreadableFileError,
+            follow_launcher,
+            setup_logging,
+        )
 
         cfg = parse(cls, argv, description=description, config=config, aliases=aliases, resolve=resolve,
                     errors=errors)

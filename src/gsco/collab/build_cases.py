@@ -38,9 +38,8 @@ from pathlib import Path
 
 from gsco.cli import Alias, command
 from gsco.collab.run import GscoConfig, default_gsco_config
+from gsco.data.registry import DatasetError, get_dataset_info, labels_phrase
 from gsco.runtime import read_json, repo_file
-from gsco.data.registry import DatasetError, get_dataset_info
-from gsco.data.registry import labels_phrase
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +179,8 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, split, moed: [the
     specialist's report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
     rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
-    from gsco.runtime import read_predictions
     from gsco.data.r2gen import read_r2gen_annotation
+    from gsco.runtime import read_predictions
     from gsco.specialists.report.clean import clean_report
 
     reports, retrieval, out = Path(reports), Path(retrieval), Path(out)

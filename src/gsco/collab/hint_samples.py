@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.collab.arms import ARMS, generalist_arms
 from gsco.cli import Alias, command
+from gsco.collab.arms import ARMS, generalist_arms
 from gsco.collab.run import GscoConfig, Task, default_gsco_config, fill_case, missing_evidence, read_cases
 from gsco.config import ConfigError
 from gsco.runtime import repo_file, write_json

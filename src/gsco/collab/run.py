@@ -29,13 +29,13 @@ from collections import Counter
 from pathlib import Path
 from typing import Literal
 
-from gsco.data.render import RENDER_KEYS, RenderSettings
-from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
-from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.cli import command
+from gsco.collab.arms import ARMS, generalist_arms, label_sets
 from gsco.config import ConfigError, config_to_dict
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
+from gsco.data.render import RENDER_KEYS, RenderSettings
+from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
 from gsco.runtime import output_folder, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -339,8 +339,8 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
 
     from gsco.data.readers import DatasetError, open_image
     from gsco.data.render import render_identity
-    from gsco.generalist.model import quantization_identity
     from gsco.generalist.backends import model_or_served
+    from gsco.generalist.model import quantization_identity
     from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
@@ -418,8 +418,8 @@ def _run_arms(cfg: GscoConfig) -> dict:
     asked = [arm for arm in arms if arm not in specialists]
     paths: dict[str, Path] = {}
     if asked:
-        from gsco.generalist.resumable import distributed_context, process_device
         from gsco.generalist.backends import load_generalist
+        from gsco.generalist.resumable import distributed_context, process_device
 
         rank, world = distributed_context()
         generalist = load_generalist(cfg, process_device(cfg.device, rank, world))

@@ -25,8 +25,7 @@ import numpy as np
 from PIL import Image
 
 from gsco.data.datasets import read_split
-from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
-from gsco.data.registry import NO_FINDING, labels_phrase
+from gsco.data.registry import NO_FINDING, DatasetError, DatasetInfo, get_dataset_info, labels_phrase
 
 INTRO = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
          "The possible diagnoses are: {options}.")

@@ -16,9 +16,9 @@ import numpy as np
 from PIL import Image
 
 from gsco.data.medical import MedicalImageError, is_medical
+from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D, DatasetError, DatasetInfo
 from gsco.data.render import minmax as to_8bit  # noqa: F401 - the name readers have always offered
 from gsco.data.render import open_plain_image, render
-from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D, DatasetError, DatasetInfo
 from gsco.runtime import reading
 
 # image files the readers take; a DICOM series is a folder

@@ -23,8 +23,13 @@ from PIL import Image
 from tqdm import tqdm
 
 from gsco.data.readers import open_image
-from gsco.generalist.quantization import (BITSANDBYTES, KEEP_UNQUANTIZED, bitsandbytes_config, check_quantization,
-                                          quantize_torchao_int8)
+from gsco.generalist.quantization import (
+    BITSANDBYTES,
+    KEEP_UNQUANTIZED,
+    bitsandbytes_config,
+    check_quantization,
+    quantize_torchao_int8,
+)
 from gsco.runtime import file_errors, read_json, reading, resolve_device
 
 logger = logging.getLogger(__name__)

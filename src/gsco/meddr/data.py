@@ -194,7 +194,7 @@ class ConversationDataset(torch.utils.data.Dataset):
             if len(ids) > max_seq_length:
                 image_end = self._image_end(ids) if sample.image else 0
                 if overlong == "skip" or image_end > max_seq_length or not any(
-                        l != IGNORE_INDEX for l in labels[:max_seq_length]):
+                        label != IGNORE_INDEX for label in labels[:max_seq_length]):
                     skipped += 1
                     logger.info("sample %s: %d tokens > max_seq_length %d, skipped", sample.id, len(ids),
                                 max_seq_length)

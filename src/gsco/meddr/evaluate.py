@@ -27,11 +27,11 @@ from typing import Literal
 
 import yaml
 
-from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
-from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
+from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
 from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -224,8 +224,8 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
 def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
     from gsco.data.render import render_identity
-    from gsco.generalist.model import quantization_identity
     from gsco.generalist.backends import model_or_served
+    from gsco.generalist.model import quantization_identity
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})

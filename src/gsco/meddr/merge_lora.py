@@ -19,9 +19,10 @@ logger = logging.getLogger(__name__)
 
 def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = None,
                overwrite: bool = False) -> Path:
-    import gsco.meddr  # noqa: F401
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import gsco.meddr  # noqa: F401
 
     adapter, dst = Path(adapter), Path(dst)
     config_file = adapter / "adapter_config.json"

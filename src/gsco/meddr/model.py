@@ -15,7 +15,9 @@ import torch
 from huggingface_hub.dataclasses import strict
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, InternVLConfig
 from transformers.models.internvl.modeling_internvl import (
-    InternVLForConditionalGeneration, InternVLModel, InternVLPreTrainedModel,
+    InternVLForConditionalGeneration,
+    InternVLModel,
+    InternVLPreTrainedModel,
 )
 
 PS_VERSIONS = ("v1", "v2")

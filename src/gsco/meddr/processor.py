@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoImageProcessor, InternVLProcessor, PreTrainedTokenizerFast
 from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
-    GotOcr2ImageProcessorKwargs, GotOcr2ImageProcessorPil,
+    GotOcr2ImageProcessorKwargs,
+    GotOcr2ImageProcessorPil,
 )
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 

@@ -22,9 +22,9 @@ from typing import Literal
 
 import torch
 
-from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
+from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.runtime import output_folder, output_lock, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,6 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
     ``{out_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
     the TrainingArguments exist: under ZeRO-3 a model built afterwards would be partitioned into empty tensors."""
     import gsco.meddr  # noqa: F401
-
     from gsco.generalist import check_model_argument
     from gsco.generalist.model import check_weight_files
 
@@ -275,7 +274,6 @@ def _trainer_class():
 def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
     """Train per ``cfg`` (``callbacks``: transformers TrainerCallbacks, e.g. for logging); returns the final model
     directory, the global step, the mean training loss and the Trainer's log history."""
-    from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
 
     if cfg.mode == "qlora":
         check_qlora()

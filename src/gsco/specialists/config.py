@@ -6,8 +6,8 @@ import dataclasses
 import re
 from typing import Literal
 
-from gsco.data.render import RenderSettings
 from gsco.config import ConfigError
+from gsco.data.render import RenderSettings
 
 PROCEDURES = ("endToEnd", "linearProbing", "kNN")
 

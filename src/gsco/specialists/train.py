@@ -25,7 +25,11 @@ from gsco.data.render import RENDER_KEYS
 from gsco.metrics.classification import accuracy, auc
 from gsco.runtime import atomic_torch_save, output_folder, output_lock, read_json, reading, write_json
 from gsco.specialists.build import (
-    collect_logits, loss_function, probabilities, run_cli, setup_specialist,
+    collect_logits,
+    loss_function,
+    probabilities,
+    run_cli,
+    setup_specialist,
 )
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import freeze_backbone

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gsco.config import ConfigError
-from gsco.data.prepare.files import PrepareError, Download, fetch
+from gsco.data.prepare.files import Download, PrepareError, fetch
 from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D
 
 logger = logging.getLogger(__name__)

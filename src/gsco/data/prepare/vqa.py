@@ -14,8 +14,14 @@ import json
 import re
 from pathlib import Path
 
-from gsco.data.prepare.files import PrepareError, PublishedSource, check_sizes, copy_if_changed, user_folder
-from gsco.data.prepare.files import write_if_changed
+from gsco.data.prepare.files import (
+    PrepareError,
+    PublishedSource,
+    check_sizes,
+    copy_if_changed,
+    user_folder,
+    write_if_changed,
+)
 
 VQA_SOURCES = {
     "vqa_rad": PublishedSource("vqa_rad", "'VQA_RAD Dataset Public.json' and the 'VQA_RAD Image Folder' from "

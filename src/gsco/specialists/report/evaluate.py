@@ -135,10 +135,16 @@ def evaluate_reports(cfg: ReportConfig) -> dict:
 
 
 def _write_and_score(cfg: ReportConfig) -> dict:
-    from gsco.metrics.report import report_metrics
     from gsco.generalist.resumable import answer_resumably, distributed_context, process_device
-    from gsco.runtime import (file_fingerprint, output_folder, read_predictions, resolve_device, seed_everything,
-                              write_json)
+    from gsco.metrics.report import report_metrics
+    from gsco.runtime import (
+        file_fingerprint,
+        output_folder,
+        read_predictions,
+        resolve_device,
+        seed_everything,
+        write_json,
+    )
     from gsco.specialists.report.data import ReportDataset, read_annotation
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
