@@ -7,7 +7,8 @@
 
 Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, max_new_tokens, num_beams,
 eval_batch_size, device, dtype, device_map, quantization, the render keys (window, plane, view, ...), and backend=openai
-base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment). The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
+base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment).
+The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
 ``--max-new-tokens``, ...) are read for one release. Answers go to stdout, one per line (newlines inside an answer
 are kept as "\\n"); logs go to stderr. A converted MedDr directory comes from
 `python -m gsco.meddr.convert original=ORIGINAL out_dir=DIR`.

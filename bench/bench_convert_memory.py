@@ -64,7 +64,8 @@ def main() -> None:
         peak = peak_rss(str(src), str(Path(tmp) / "hf"))
     result = {"checkpoint_bytes": total, "shards": n_shards,
               "largest_shard_bytes": largest, "baseline_peak_rss": baseline, "convert_peak_rss": peak,
-              "extra_over_checkpoint": (peak - baseline) / total, "extra_over_largest_shard": (peak - baseline) / largest}
+              "extra_over_checkpoint": (peak - baseline) / total,
+              "extra_over_largest_shard": (peak - baseline) / largest}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"checkpoint {total / 1e6:.0f} MB in {n_shards} shards (largest {largest / 1e6:.0f} MB): converting "

@@ -1,4 +1,5 @@
-"""Retrieval at MIMIC-CXR scale: faiss exact search over a memory-mapped feature file vs scikit-learn and ours in memory.
+"""Retrieval at MIMIC-CXR scale: faiss exact search over a memory-mapped feature file vs scikit-learn and ours in
+memory.
 
     python bench/bench_retrieval_scale.py [--train 270000] [--dim 1024] [--queries 500]
 

@@ -45,7 +45,8 @@ def fake_results(path, y_true, seed, top_n=10, n_train=546, split="test"):
     rng = np.random.default_rng(seed)
     prob = rng.dirichlet([1, 1], size=len(y_true))
     path.write_text(json.dumps({
-        "dataset": "breastmnist", "split": split, "task": "binary-class", "label_names": ["malignant", "normal or benign"],
+        "dataset": "breastmnist", "split": split, "task": "binary-class",
+        "label_names": ["malignant", "normal or benign"],
         "img_size": 28, "y_true": [[int(y)] for y in y_true], "y_pred": prob.argmax(1).tolist(),
         "y_prob": prob.tolist(), "all_search_train_labels": rng.integers(0, 2, (len(y_true), top_n)).tolist(),
         "all_search_train_ids": rng.integers(0, n_train, (len(y_true), top_n)).tolist(),
@@ -175,7 +176,8 @@ def build_tiny_llava(path):
         image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full")
     torch.manual_seed(0)
     LlavaForConditionalGeneration(config).save_pretrained(path)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28}, crop_size={"height": 28, "width": 28}),
+    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
+                                                      crop_size={"height": 28, "width": 28}),
                    tokenizer=tok, patch_size=14, vision_feature_select_strategy="full", num_additional_image_tokens=1,
                    chat_template=template).save_pretrained(path)
     return path
@@ -302,7 +304,8 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
         run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
                        "bash inference_gsco.sh",
                        replace={"GPUS=4": f"GPUS={gpus}", "DATASET=breastmnist": "DATASET=pcam200",
-                                "/path/to/meddr-hf": "tiny", "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
+                                "/path/to/meddr-hf": "tiny",
+                                "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
                        append=[f"out_dir={tmp_path / gpus}", "arms=[specialist_0,moed_rad]", "device=cpu",
                                "max_new_tokens=6"])
         outputs[gpus] = (tmp_path / gpus / "moed_rad_predictions.jsonl").read_text()
@@ -315,8 +318,8 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
     (tmp_path / "2" / "moed_rad_predictions.jsonl").unlink()
     (tmp_path / "2" / "moed_rad_predictions.rank0.jsonl").write_text("".join(lines[0::2]))
     (tmp_path / "2" / "moed_rad_predictions.rank1.jsonl").write_text("".join(lines[1:5:2]))
-    refused = run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
-                             "bash inference_gsco.sh",
+    refused = run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf "
+                             "CASES=outputs/gsco/breastmnist_cases.json bash inference_gsco.sh",
                              replace={"GPUS=4": "GPUS=1", "DATASET=breastmnist": "DATASET=pcam200",
                                       "/path/to/meddr-hf": "tiny",
                                       "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
@@ -395,7 +398,8 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
     from gsco.config import ConfigError, load_config
 
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "a.png")
-    cases = [{"image": "a.png", "label": "x and z", "rad": ["x", "no finding", "x and z"], "moed": ["z", "x and z", "x"]},
+    cases = [{"image": "a.png", "label": "x and z", "rad": ["x", "no finding", "x and z"],
+              "moed": ["z", "x and z", "x"]},
              {"image": "a.png", "label": "no finding", "rad": ["no finding"], "moed": ["no finding", "y", "y and w"]}]
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     cfg = load_config(GscoConfig, None, {"dataset": "toy_multilabel", "extra_datasets": str(toy_registry),
@@ -581,7 +585,8 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
 
     def gsco(out: str, share: bool, arms: list[str]) -> dict:
         return run(load_config(GscoConfig, None, {
-            "dataset": "pcam200", "device": "cpu", "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / out),
+            "dataset": "pcam200", "device": "cpu", "cases": str(tmp_path / "cases.json"),
+            "out_dir": str(tmp_path / out),
             "max_new_tokens": 8, "eval_batch_size": 8, "share_prefix": share, "arms": arms}))
 
     gsco("arm_by_arm", False, arms)

@@ -76,7 +76,8 @@ def test_readme_specialist_commands(tmp_path):
     run_documented("python -m gsco.specialists.train --config configs/config.yaml dataset=pneumoniamnist img_size=64 "
                    "architecture=vgg16", append=short)
     run_documented("DATASET=pneumoniamnist ARCH=vgg16 IMG_SIZE=64 bash inference_specialist.sh", append=short)
-    results = json.loads((tmp_path / "out" / "pneumoniamnist_64_endToEnd_test_resnet_s9930641_results.json").read_text())
+    results_file = tmp_path / "out" / "pneumoniamnist_64_endToEnd_test_resnet_s9930641_results.json"
+    results = json.loads(results_file.read_text())
     assert len(results["y_true"]) == 16 and np.array(results["all_search_train_ids"]).shape == (16, 3)
 
 
@@ -154,7 +155,8 @@ def test_meddr_reference_evaluation_commands(tiny_model, tmp_path, name, metafil
         (root / row["image"]).parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.full((64, 64, 3), 80, np.uint8)).save(root / row["image"])
     (tmp_path / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_documented(command, replace={TINY_MODEL: str(tiny_model), f"METAFILE={metafile}": f"METAFILE={tmp_path / 'two.jsonl'}",
+    run_documented(command, replace={TINY_MODEL: str(tiny_model),
+                                     f"METAFILE={metafile}": f"METAFILE={tmp_path / 'two.jsonl'}",
                                      f"IMAGE_ROOT={metafile.rsplit('/', 1)[0]}": f"IMAGE_ROOT={root}"},
                    append=[f"out_dir={tmp_path / 'out'}", "max_new_tokens=4", "meteor=false", "report_tokenize=none",
                            "device=cpu"])
@@ -224,7 +226,8 @@ def test_readme_gsco_commands(gsco_workdir, tiny_model):
     specialists = gsco_workdir / "outputs" / "specialists"
     run_documented("python -m gsco.collab.build_cases specialists=[A_results.json,B_results.json] rad_from=0 rad_k=10 "
                    "data_path=../shared/data/medmnist cases=outputs/gsco/breastmnist_cases.json",
-                   replace={"A_results.json": str(specialists / "breastmnist_28_endToEnd_resnet18_s9930641_results.json"),
+                   replace={"A_results.json": str(specialists
+                                                  / "breastmnist_28_endToEnd_resnet18_s9930641_results.json"),
                             "B_results.json": str(specialists / "breastmnist_28_endToEnd_mobilenetv3_small_100_s9930641"
                                                                 "_results.json"),
                             "../shared/data/medmnist": str(shared_path("data", "medmnist"))}, cwd=gsco_workdir)

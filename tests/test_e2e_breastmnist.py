@@ -25,7 +25,8 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     env_args = {"CONFIG": "configs/specialists/medmnist_v2.yaml", "PYTHON": sys.executable, "SEED": "9930641",
                 "ARCH": "resnet18", "DATASET": "breastmnist", "IMG_SIZE": "28", "TRAINING_PROCEDURE": "endToEnd"}
     pred = subprocess.run(["bash", "inference_specialist.sh", f"data_path={data}", f"output_path={tmp_path}",
-                           "device=cpu", "stem=default"], capture_output=True, text=True, cwd=REPO, env={**os.environ, **env_args})
+                           "device=cpu", "stem=default"], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **env_args})
     assert pred.returncode == 0, pred.stderr[-2000:]
     results = tmp_path / f"{stem}_results.json"
     assert f"results: {results}" in pred.stdout

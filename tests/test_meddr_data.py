@@ -53,7 +53,8 @@ def test_sample_file_and_meta_file_load_the_same_samples(tmp_path):
     samples = [
         {"id": "a", "image": "img/a.png", "conversations": [{"from": "human", "value": "Normal?"},
                                                             {"from": "gpt", "value": "yes"}]},
-        {"id": "b", "conversations": [{"from": "human", "value": "Define effusion."}, {"from": "gpt", "value": "Fluid."}]},
+        {"id": "b", "conversations": [{"from": "human", "value": "Define effusion."},
+                                      {"from": "gpt", "value": "Fluid."}]},
         {"id": "bad", "conversations": [{"from": "gpt", "value": "answer first"}]},
         {"id": "c", "image": "img/c.png", "conversations": [{"from": "human", "value": "<image>\nSide?"},
                                                             {"from": "gpt", "value": "left"}]},
@@ -79,7 +80,8 @@ def test_sample_file_and_meta_file_load_the_same_samples(tmp_path):
 def test_dataset_skips_unreadable_images_and_handles_overlong(tmp_path, processor, caplog):
     write_image(tmp_path / "a.png")
     (tmp_path / "s.json").write_text(json.dumps([
-        {"id": "ok", "image": "a.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]},
+        {"id": "ok", "image": "a.png", "conversations": [{"from": "human", "value": "Q"},
+                                                         {"from": "gpt", "value": "A"}]},
         {"id": "gone", "image": "missing.png", "conversations": [{"from": "human", "value": "Q"},
                                                                  {"from": "gpt", "value": "A"}]},
         {"id": "long", "conversations": [{"from": "human", "value": "x" * 50}, {"from": "gpt", "value": "y" * 80}]},
@@ -110,7 +112,8 @@ def test_augmentation_is_a_random_resized_crop_of_the_right_size(tmp_path, proce
 
 def read_training_data_from_rows(tmp_path, augment):
     (tmp_path / "ann.jsonl").write_text(json.dumps(
-        {"id": "x", "image": "a.png", "conversations": [{"from": "human", "value": "Q"}, {"from": "gpt", "value": "A"}]})
+        {"id": "x", "image": "a.png", "conversations": [{"from": "human", "value": "Q"},
+                                                        {"from": "gpt", "value": "A"}]})
         + "\n")
     (tmp_path / "meta.json").write_text(json.dumps({"d": {"root": ".", "annotation": "ann.jsonl",
                                                           "data_augment": augment, "repeat_time": 1}}))

@@ -90,7 +90,8 @@ def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray
     assert preds.read_text() == uninterrupted[0]
     assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
     metrics = (tmp_path / "iu_xray_test_metrics.json").read_text()
-    rescored = subprocess.run([*cmd[:2], cmd[2] + " score_only=true"], env=env, capture_output=True, text=True, cwd=REPO)
+    rescored = subprocess.run([*cmd[:2], cmd[2] + " score_only=true"], env=env, capture_output=True, text=True,
+                              cwd=REPO)
     assert rescored.returncode == 0 and json.loads((tmp_path / "iu_xray_test_metrics.json").read_text())["metrics"] \
         == json.loads(metrics)["metrics"]
     # scoring checks the manifest as resuming does: another model's name never lands on these answers

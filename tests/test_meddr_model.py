@@ -238,7 +238,8 @@ def test_converter_takes_a_sentencepiece_tokenizer_like_yis(tmp_path):
     import sentencepiece as spm
     from transformers import AutoTokenizer
 
-    reports = [r["report"] for r in json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())["train"][:200]]
+    annotation = json.loads(shared_path("data", "iu_xray", "annotation.json").read_text())
+    reports = [r["report"] for r in annotation["train"][:200]]
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(reports), model_writer=buffer, vocab_size=280, model_type="bpe",

@@ -55,7 +55,8 @@ def task(tmp_path_factory):
 
 
 def cfg_of(**kw):
-    return load_config(MedDrTrainConfig, None, {"model": "tiny", "learning_rate": 2e-3, "per_device_train_batch_size": 8,
+    return load_config(MedDrTrainConfig, None, {"model": "tiny", "learning_rate": 2e-3,
+                                                "per_device_train_batch_size": 8,
                                                 "max_seq_length": 512, "gradient_checkpointing": False,
                                                 "logging_steps": 5, "save_steps": 1000, **kw})
 

@@ -153,7 +153,8 @@ def test_untokenized_scoring_feeds_the_scorers_the_strings_r2gengpt_feeds_them()
     assert ours["BLEU_4"] == pytest.approx(bleu[3], abs=1e-12)
     assert ours["ROUGE_L"] == pytest.approx(Rouge().compute_score(gts, res)[0], abs=1e-12)
     assert ours["CIDEr"] == pytest.approx(Cider().compute_score(gts, res)[0], abs=1e-12)
-    collapsed = {k: [" ".join(v[0].split())] for k, v in gts.items()}, {k: [" ".join(v[0].split())] for k, v in res.items()}
+    collapsed = ({k: [" ".join(v[0].split())] for k, v in gts.items()},
+                 {k: [" ".join(v[0].split())] for k, v in res.items()})
     assert Rouge().compute_score(*collapsed)[0] != pytest.approx(ours["ROUGE_L"], abs=1e-6)  # collapsing would differ
 
 
@@ -182,7 +183,8 @@ def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_tex
         return {**{f"BLEU_{i}": b for i, b in enumerate(bleu, 1)}, "METEOR": m,
                 "ROUGE_L": Rouge().compute_score(gts, res)[0], "CIDEr": Cider().compute_score(gts, res)[0]}
 
-    clean = {k: v for k, v in direct(hyps, meteor=False).items() if k != "METEOR"}  # (METEOR on clean text: the PTB test above)
+    # (METEOR on clean text: the PTB test above)
+    clean = {k: v for k, v in direct(hyps, meteor=False).items() if k != "METEOR"}
     assert report_metrics(refs, hyps, tokenize="none", meteor=False) == pytest.approx(clean, abs=1e-12)
     ours = report_metrics(refs, hyps_broken, tokenize="none")
     # each line break, with the spaces around it, one space: what the two answers read as on one line

@@ -152,7 +152,8 @@ def test_an_md5_mismatch_or_wrong_split_sizes_leave_no_file(tmp_path, server):
     good_md5 = table["breastmnist"]["MD5"]
     table["breastmnist"]["MD5"] = "0" * 32
     root = tmp_path / "data"
-    with pytest.raises(PrepareError, match=r"MD5 [0-9a-f]{32}, expected 0{32} .*nothing was written to .*breastmnist.npz"):
+    with pytest.raises(PrepareError,
+                       match=r"MD5 [0-9a-f]{32}, expected 0{32} .*nothing was written to .*breastmnist.npz"):
         prepare_medmnist(["breastmnist"], root, [28], source=url, table=table, progress=False)
     assert list(root.iterdir()) == []  # neither the file nor its .partial
     table["breastmnist"]["MD5"], table["breastmnist"]["n_samples"]["test"] = good_md5, 5

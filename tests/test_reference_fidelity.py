@@ -69,11 +69,13 @@ def test_gsco_decoding_is_the_references():
 def test_meddr_reference_prompts_are_byte_equal_to_the_references(tmp_path, name, literal, row_question):
     from gsco.meddr.evaluate import MedDrEvalConfig, read_metafile
 
-    row = {"id": 0, "split": "test", "image": "x.png", "question_id": 0, "answer": "tumor" if name == "pcam200" else "a"}
+    row = {"id": 0, "split": "test", "image": "x.png", "question_id": 0,
+           "answer": "tumor" if name == "pcam200" else "a"}
     if row_question is not None:
         row["question"] = row_question
     (tmp_path / "meta.jsonl").write_text(json.dumps(row) + "\n")
-    cfg = load_config(MedDrEvalConfig, REPO / f"configs/meddr/reference/{name}.yaml", {"metafile": str(tmp_path / "meta.jsonl")})
+    cfg = load_config(MedDrEvalConfig, REPO / f"configs/meddr/reference/{name}.yaml",
+                      {"metafile": str(tmp_path / "meta.jsonl")})
     (item,) = read_metafile(cfg)
     assert item.question == ref.meddr_question(literal, row_question)
     assert item.question.encode() == ref.meddr_question(literal, row_question).encode()
@@ -250,7 +252,8 @@ def test_r2gengpt_recipes_are_its_scripts(name, script):
     assert autocast_precision(cfg.precision, cuda=True) == "bf16" and defaults["precision"] == "bf16-mixed"
     assert autocast_precision(cfg.precision, cuda=False) == "no"
     assert cfg.drop_last is defaults["train_drop_last"] and cfg.truncate_references is True
-    assert cfg.weight_decay == 0.01 and cfg.min_learning_rate == 1e-6  # torch AdamW's default; CosineAnnealingLR eta_min
+    # torch AdamW's default; CosineAnnealingLR eta_min
+    assert cfg.weight_decay == 0.01 and cfg.min_learning_rate == 1e-6
 
 
 # -------------------------------------------------------------------------------------------- formats and rules
@@ -315,7 +318,8 @@ def test_medmnist_plus_preprocessing_is_its_transform(architecture, tmp_path):
     from gsco.specialists.config import SpecialistConfig
 
     cfg = load_config(SpecialistConfig, REPO / "configs/config.yaml",
-                      {"architecture": architecture, "pretrained": False, "output_path": str(tmp_path), "device": "cpu"})
+                      {"architecture": architecture, "pretrained": False, "output_path": str(tmp_path),
+                       "device": "cpu"})
     run = setup_specialist(cfg)
     image = np.load(shared_path("data", "medmnist", "breastmnist.npz"))["test_images"][0]
     default_cfg = timm.create_model(architecture, pretrained=False).default_cfg

@@ -556,7 +556,8 @@ def test_gsco_into_a_folder_another_run_holds_is_refused_before_anything_is_aske
     (tmp_path / "out").mkdir()
     with open(tmp_path / "out" / ".gsco.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        _one_line(capsys, gsco_main(["--config", str(REPO / "configs/gsco/pcam200.yaml"), f"cases={tmp_path / 'cases.json'}",
+        _one_line(capsys, gsco_main(["--config", str(REPO / "configs/gsco/pcam200.yaml"),
+                                     f"cases={tmp_path / 'cases.json'}",
                                      f"out_dir={tmp_path / 'out'}", "device=cpu", "max_new_tokens=2"]),
                   "out is being written by another run")
     assert [p.name for p in (tmp_path / "out").iterdir()] == [".gsco.lock"]

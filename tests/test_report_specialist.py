@@ -402,7 +402,8 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
 
     # the documented command (it once failed with a NameError that in-process calls could not see)
     run_documented("python -m gsco.collab.build_cases --config configs/gsco/iu_xray.yaml "
-                   "specialists=[outputs/report/eval/test_reports.jsonl] annotation=data/iu_xray/annotation.json rad_k=3 "
+                   "specialists=[outputs/report/eval/test_reports.jsonl] annotation=data/iu_xray/annotation.json "
+                   "rad_k=3 "
                    "cases=outputs/gsco/iu_xray_cases.json",
                    replace={"outputs/report/eval": str(tmp_path / "eval"),
                             "data/iu_xray/annotation.json": str(root / "annotation.json"),
@@ -420,7 +421,8 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
     assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]
     assert cases[0]["image"] == annotation["test"][0]["image_path"][0]
 
-    proc = run_documented("DATASET=iu_xray MODEL=/path/to/meddr-hf IMAGE_ROOT=data/iu_xray/images bash inference_gsco.sh",
+    proc = run_documented("DATASET=iu_xray MODEL=/path/to/meddr-hf IMAGE_ROOT=data/iu_xray/images "
+                          "bash inference_gsco.sh",
                           replace={"/path/to/meddr-hf": "tiny", "data/iu_xray/images": str(root / "images")},
                           append=[f"cases={cases_path}", f"out_dir={tmp_path / 'gsco'}", "device=cpu",
                                   "max_new_tokens=12", "meteor=false"])

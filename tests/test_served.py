@@ -116,7 +116,8 @@ def test_inference_meddr_served_gives_the_local_answers_and_survives_a_server_re
     assert len(lines) == 16 and answers(out) == expected  # every question once, the local backend's answers
     manifest = json.loads((tmp_path / "served" / "vqa_predictions.manifest.json").read_text())
     assert manifest["model"] == {"served": str(served.model), "base_url": served.url}
-    seen = stdout + stderr + again.stdout + again.stderr + "".join(p.read_text() for p in (tmp_path / "served").iterdir())
+    seen = stdout + stderr + again.stdout + again.stderr
+    seen += "".join(p.read_text() for p in (tmp_path / "served").iterdir())
     assert SECRET not in seen
 
 

@@ -70,7 +70,8 @@ def test_interrupted_training_resumes_to_the_same_weights(toy_data, tmp_path):
     # ... unless it was trained with other settings: refused, naming them; overwrite=true trains it again
     other = cfg_of({**base, "epochs": 3, "learning_rate": 0.05, "output_path": str(tmp_path / "resumed")})
     with pytest.raises(ValueError, match=r"_last.pth is a run trained with other settings \(epochs: 4 -> 3; "
-                                         r"learning_rate: .* -> 0.05\): use another output_path, or give overwrite=true"):
+                                         r"learning_rate: .* -> 0.05\): use another output_path, "
+                                         r"or give overwrite=true"):
         train_specialist(other)
     assert (tmp_path / "resumed" / f"{name}_final.pth").stat().st_mtime_ns == before
     again = train_specialist(cfg_of({**base, "epochs": 3, "learning_rate": 0.05, "overwrite": True,

@@ -225,7 +225,8 @@ def markdown(result: dict) -> str:
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     values = {"preset": "meddr-40b", "quantization": "none,int8,nf4", "batch_sizes": "1,8", "prompt_tokens": "1024",
-              "new_tokens": "32", "cases": "4", "zero3": "true", "zero3_steps": "3", "zero3_preset": str(HERE / "mid.yaml"),
+              "new_tokens": "32", "cases": "4", "zero3": "true", "zero3_steps": "3",
+              "zero3_preset": str(HERE / "mid.yaml"),
               "out_dir": str(HERE / "out")}
     for arg in argv if argv is not None else sys.argv[1:]:
         key, sep, value = arg.partition("=")

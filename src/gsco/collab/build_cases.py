@@ -53,7 +53,8 @@ def load_results(paths: list[Path]) -> list[dict]:
             data = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise DatasetError(f"specialist results {path}: not valid JSON ({exc.msg})") from None
-        missing = [k for k in ("y_true", "y_pred", "dataset", "label_names", "all_search_train_labels") if k not in data]
+        needed = ("y_true", "y_pred", "dataset", "label_names", "all_search_train_labels")
+        missing = [k for k in needed if k not in data]
         if missing:
             raise DatasetError(f"specialist results {path} lack the keys {missing}")
         data["_path"] = str(path)
@@ -100,7 +101,8 @@ def build_cases(results_paths: list[str | Path], out: str | Path, data_path: str
 
     results = load_results([Path(p) for p in results_paths])
     if not 0 <= rad_from < len(results):
-        raise DatasetError(f"key 'rad_from': {rad_from}, but there are {len(results)} specialists (0-{len(results) - 1})")
+        raise DatasetError(f"key 'rad_from': {rad_from}, but there are {len(results)} specialists "
+                           f"(0-{len(results) - 1})")
     rad_source = results[rad_from]
     top_n = len(rad_source["all_search_train_labels"][0]) if rad_source["all_search_train_labels"] else 0
     if not 1 <= k <= top_n:
@@ -178,7 +180,8 @@ def build_report_cases(reports: str | Path, retrieval: str | Path, annotation: s
     """Report-generation cases from the report specialist's evaluation (``{split}_reports.jsonl`` and
     ``{split}_retrieval.json``): ``{id, image (first view), images, label: cleaned reference, split, moed: [the
     specialist's report], rad: [cleaned reports of the k most similar training studies, nearest first], rad_ids,
-    rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay relative to the annotation's image root (give it as the GSCo ``image_root``)."""
+    rad_distance}``. On the training split (evaluation with ``split=train``) they feed ``hint_samples``. Images stay
+    relative to the annotation's image root (give it as the GSCo ``image_root``)."""
     from gsco.data.r2gen import read_r2gen_annotation
     from gsco.runtime import read_predictions
     from gsco.specialists.report.clean import clean_report

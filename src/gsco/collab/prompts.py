@@ -46,7 +46,8 @@ def moed_with_probabilities(moed: Sequence[str], probabilities: Sequence[float])
     return [f"{label} (p={p:.2f})" for label, p in zip(moed, probabilities)]
 
 
-def rad_counts_multilabel(neighbours: Sequence[Sequence[str]], options: Sequence[str], none: str = NO_FINDING) -> list[str]:
+def rad_counts_multilabel(neighbours: Sequence[Sequence[str]], options: Sequence[str],
+                          none: str = NO_FINDING) -> list[str]:
     """Multi-label RAD as evidence: how many of the similar cases carry each label (``no finding`` for those with
     none), most frequent first: ``['no finding: 6 of 10 similar cases', 'effusion: 3 of 10 similar cases']``."""
     counts = [(sum(o in set(n) for n in neighbours), i, o) for i, o in enumerate(options)]

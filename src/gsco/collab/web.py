@@ -29,7 +29,8 @@ class Uploads:
         already has it (an earlier upload is never overwritten)."""
         self.keep_dir.mkdir(parents=True, exist_ok=True)
         name = Path(path).name
-        stem, suffix = (name[:-7], ".nii.gz") if name.lower().endswith(".nii.gz") else (Path(name).stem, Path(name).suffix)
+        double = name.lower().endswith(".nii.gz")
+        stem, suffix = (name[:-7], ".nii.gz") if double else (Path(name).stem, Path(name).suffix)
         target, k = self.keep_dir / name, 1
         while True:
             try:
@@ -89,9 +90,11 @@ def answer_page(workbench: Workbench, uploads: Uploads, upload: str | None, ques
         return {**empty, "seen": image, "message": f"No answer: {exc}"}
     answers = {a["arm"]: a["answer"] for a in result["arms"]}
     return {**empty, "seen": image, "message": note, "answer": answers.get("moed_rad") or "",
-            "specialists": [[s["name"], s["prediction"], ", ".join(f"{k}: {v:.3f}" for k, v in s["probabilities"].items())]
+            "specialists": [[s["name"], s["prediction"],
+                             ", ".join(f"{k}: {v:.3f}" for k, v in s["probabilities"].items())]
                             for s in result["specialists"]],
-            "neighbours": [(n["thumbnail"], f"{n['label']} (distance {n['distance']:.3f})") for n in result["neighbours"]],
+            "neighbours": [(n["thumbnail"], f"{n['label']} (distance {n['distance']:.3f})")
+                           for n in result["neighbours"]],
             "arms": [[a["arm"], a["prompt"], a["answer"] or "(no answer)"] for a in result["arms"]]}
 
 

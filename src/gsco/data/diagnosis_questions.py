@@ -129,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.cli import Alias, command
 
     aliases = {"--dataset": Alias("dataset"), "--data-path": Alias("data_path"), "--out": Alias("out_dir"),
-               "--img-size": Alias("img_size"), "--splits": Alias("splits"), "--extra-datasets": Alias("extra_datasets")}
+               "--img-size": Alias("img_size"), "--splits": Alias("splits"),
+               "--extra-datasets": Alias("extra_datasets")}
     return command(DiagnosisQuestionsConfig, _write_and_print, aliases=aliases, errors=(DatasetError,),
                    description="A classification dataset as MedDr diagnosis questions.")(argv)
 

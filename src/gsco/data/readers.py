@@ -68,7 +68,8 @@ def check_labels(labels: np.ndarray, info: DatasetInfo, where: str) -> np.ndarra
             raise DatasetError(f"{where}: multi-label values must be 0 or 1; row {r} column {c} is {labels[r, c]}")
     else:
         if labels.shape[1] != 1:
-            raise DatasetError(f"{where}: single-label task {info.task!r} needs one label per image, got {labels.shape}")
+            raise DatasetError(f"{where}: single-label task {info.task!r} needs one label per image, "
+                               f"got {labels.shape}")
         bad = np.flatnonzero((labels[:, 0] < 0) | (labels[:, 0] >= info.num_classes))
         if len(bad):
             raise DatasetError(
@@ -87,7 +88,8 @@ def read_npz_split(path: Path, split: str, info: DatasetInfo, img_size: int | No
                if info.name in MEDMNIST_2D + MEDMNIST_3D else "put the npz there or set data_path (see DATASET.md)")
         )
     img_key, lbl_key = f"{split}_images", f"{split}_labels"
-    with reading(path, "npz file", "is it truncated or damaged? replace it with a fresh copy (DATASET.md)", DatasetError):
+    advice = "is it truncated or damaged? replace it with a fresh copy (DATASET.md)"
+    with reading(path, "npz file", advice, DatasetError):
         with np.load(path, allow_pickle=False) as npz:
             keys = set(npz.files)
             arrays = {key: npz[key] for key in (img_key, lbl_key) if key in keys}

@@ -126,7 +126,8 @@ def _build_info(name: str, entry: dict[str, Any]) -> DatasetInfo:
             raise DatasetError(f"{where}: answer_aliases must map label names to lists of words, got {aliases!r}")
         unknown = sorted(set(map(str, aliases)) - set(labels))
         if unknown:
-            raise DatasetError(f"{where}: answer_aliases name {unknown}, which are not among label_names {list(labels)}")
+            raise DatasetError(f"{where}: answer_aliases name {unknown}, which are not among label_names "
+                               f"{list(labels)}")
         aliases = {str(k): tuple(v) for k, v in aliases.items()}
     return DatasetInfo(
         name=name,

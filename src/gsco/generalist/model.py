@@ -129,7 +129,8 @@ def model_identity(model: str | Path | None) -> dict:
         return {"preset": str(model or "tiny")}
     from gsco.runtime import file_fingerprint
 
-    weights = sorted(p for p in path.iterdir() if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
+    weights = sorted(p for p in path.iterdir()
+                     if p.suffix in (".safetensors", ".bin") or p.name.endswith(".index.json"))
     stat = [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in weights]
     return {"path": str(path.resolve()), "config": file_fingerprint(path / "config.json"),
             "weights": hashlib.sha256(json.dumps(stat).encode()).hexdigest()}

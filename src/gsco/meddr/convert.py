@@ -63,7 +63,8 @@ class ConversionError(ValueError):
 def read_original_config(src: Path) -> dict:
     path = src / "config.json"
     if not path.is_file():
-        raise ConversionError(f"{path} does not exist: key 'original' must be an original MedDr/InternVL-Chat checkpoint")
+        raise ConversionError(f"{path} does not exist: key 'original' must be an original MedDr/InternVL-Chat "
+                              "checkpoint")
     cfg = read_json(path, "model config")
     if not isinstance(cfg, dict):
         raise ConversionError(f"{path}: expected a JSON object, found {type(cfg).__name__}")
@@ -75,7 +76,8 @@ def read_original_config(src: Path) -> dict:
     if cfg.get("template", "Hermes-2") != "Hermes-2":
         raise ConversionError(f"{path}: template {cfg['template']!r} is not supported; MedDr uses 'Hermes-2'")
     if cfg.get("dynamic_image_size"):
-        raise ConversionError(f"{path}: dynamic_image_size (InternVL 1.5+ tiling) is not supported; MedDr uses one tile")
+        raise ConversionError(f"{path}: dynamic_image_size (InternVL 1.5+ tiling) is not supported; MedDr uses "
+                              "one tile")
     for section, defaults in ((cfg, INTERNVL_CHAT_DEFAULTS), (cfg["vision_config"], INTERN_VIT_DEFAULTS)):
         for key, value in defaults.items():
             if key not in section:
@@ -463,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.cli import Alias, command
 
     aliases = {"--src": Alias("original"), "--dst": Alias("out_dir"), "--dtype": Alias("dtype"),
-               "--lora-alpha": Alias("lora_alpha"), "--tokenizer": Alias("tokenizer"), "--overwrite": Alias("overwrite")}
+               "--lora-alpha": Alias("lora_alpha"), "--tokenizer": Alias("tokenizer"),
+               "--overwrite": Alias("overwrite")}
     return command(ConvertConfig, _convert_and_print, aliases=aliases, errors=(ConversionError,),
                    description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")(argv)
 

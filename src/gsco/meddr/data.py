@@ -157,7 +157,8 @@ def _parse_sample(row: object, root: Path, augment: bool, where: str) -> Sample:
 def encode_conversation(tokenizer, conversations: Sequence[dict], image_seq_length: int,
                         system: str | None = None) -> tuple[list[int], list[int]]:
     """``(input_ids, labels)``: the Hermes-2 rendering with the image expanded, labels on assistant turns only."""
-    image_text = tokenizer.start_image_token + tokenizer.context_image_token * image_seq_length + tokenizer.end_image_token
+    image_text = (tokenizer.start_image_token + tokenizer.context_image_token * image_seq_length
+                  + tokenizer.end_image_token)
     messages = [{"role": "system", "content": system}] if system else []
     messages += [{"role": ROLES[t["from"]], "content": t["value"].replace(IMAGE_PLACEHOLDER, image_text)}
                  for t in conversations]

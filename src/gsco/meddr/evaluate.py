@@ -211,7 +211,8 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
                                             cfg.num_beams, batch_size=len(batch), system=cfg.system,
                                             share_prefix=cfg.share_prefix, **generation_kwargs(cfg))
                 for it in (it for it, a in zip(batch, answers) if a is None):  # logged by the served backend
-                    skipped.append({"question_id": it.question_id, "line": it.line, "error": "no answer from the server"})
+                    skipped.append({"question_id": it.question_id, "line": it.line,
+                                    "error": "no answer from the server"})
                 yield [prediction_row(it, a) for it, a in zip(batch, answers) if a is not None]
 
     done = answer_resumably(items, cfg.predictions_file, ask, id_of=lambda it: it.question_id,
@@ -331,7 +332,8 @@ def format_table(result: dict) -> str:
     metrics = {k: v for k, v in result["metrics"].items() if isinstance(v, (int, float)) or v is None}
     width = max((len(k) for k in metrics), default=0)
     lines = [f"{result['task']} on {result['metafile']}: {result['n_answered']}/{result['n_items']} answered"]
-    lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in metrics.items()]
+    lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}"
+              for k, v in metrics.items()]
     return "\n".join(lines)
 
 
@@ -386,7 +388,8 @@ def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:
         print(f"metrics: {cfg.metrics_file}")
 
 
-main = command(MedDrEvalConfig, _evaluate_and_print, description="Evaluate MedDr (or another generalist) on a metafile.",
+main = command(MedDrEvalConfig, _evaluate_and_print,
+               description="Evaluate MedDr (or another generalist) on a metafile.",
                config="configs/meddr/eval.yaml", resolve=repo_file)
 
 

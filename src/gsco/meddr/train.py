@@ -225,7 +225,8 @@ def prepare_trainable(model, cfg: MedDrTrainConfig):
         model.lm_head.requires_grad_(not cfg.freeze_llm)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
-    logger.info("trainable parameters: %d of %d (%.3f %%), mode %s", trainable, total, 100 * trainable / total, cfg.mode)
+    logger.info("trainable parameters: %d of %d (%.3f %%), mode %s", trainable, total, 100 * trainable / total,
+                cfg.mode)
     return model
 
 
@@ -240,7 +241,8 @@ def training_arguments(cfg: MedDrTrainConfig):
         weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
         bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random", logging_steps=cfg.logging_steps, save_strategy="steps",
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        logging_steps=cfg.logging_steps, save_strategy="steps",
         save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit, seed=cfg.seed, data_seed=cfg.seed,
         dataloader_num_workers=cfg.num_workers, remove_unused_columns=False, report_to="none",
         deepspeed=str(repo_file(cfg.deepspeed)) if cfg.deepspeed else None, disable_tqdm=False,

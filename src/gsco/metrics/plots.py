@@ -23,7 +23,8 @@ def _short(name: str, width: int = 28) -> str:
     return name if len(name) <= width else name[: width - 1] + "…"
 
 
-def plot_roc(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Sequence[str], path: Path, title: str) -> Path:
+def plot_roc(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Sequence[str], path: Path,
+             title: str) -> Path:
     """One ROC curve for a binary task, one per class (one-vs-rest) or per label otherwise."""
     from sklearn.metrics import RocCurveDisplay
 
@@ -50,7 +51,8 @@ def plot_roc(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Se
     return path
 
 
-def plot_confusion(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Sequence[str], path: Path, title: str) -> Path:
+def plot_confusion(y_true: np.ndarray, y_score: np.ndarray, task: str, label_names: Sequence[str], path: Path,
+                   title: str) -> Path:
     """Confusion matrix of the hard predictions; for multi-label, one 2x2 matrix per label."""
     from sklearn.metrics import ConfusionMatrixDisplay, multilabel_confusion_matrix
 

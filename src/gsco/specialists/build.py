@@ -56,7 +56,8 @@ class SpecialistSetup:
     def dataset(self, split: str) -> ClassificationDataset:
         return build_dataset(self.info, split, self.cfg.data_path, self.cfg.img_size, self.preprocess, self.cfg)
 
-    def loader(self, dataset: ClassificationDataset, train: bool, generator: torch.Generator | None = None) -> DataLoader:
+    def loader(self, dataset: ClassificationDataset, train: bool,
+               generator: torch.Generator | None = None) -> DataLoader:
         bs = self.cfg.batch_size if train else self.cfg.batch_size_eval
         return DataLoader(
             dataset, batch_size=bs, shuffle=train, generator=generator, num_workers=self.cfg.num_workers,
@@ -108,7 +109,8 @@ def probabilities(logits: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
 
 
 @torch.no_grad()
-def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device, desc: str) -> tuple[np.ndarray, torch.Tensor]:
+def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                   desc: str) -> tuple[np.ndarray, torch.Tensor]:
     """(labels, logits) over a loader, in order."""
     model.eval()
     labels, logits = [], []
@@ -120,11 +122,13 @@ def collect_logits(model: torch.nn.Module, loader: DataLoader, device: torch.dev
 
 def run_cli(description: str, job: Callable[[SpecialistConfig], Any], report: Callable[[SpecialistConfig, Any], None],
             argv: list[str] | None = None) -> int:
-    """``[--config FILE] [key=value ...]`` (gsco.cli; FILE defaults to configs/config.yaml, the repository's copy when run elsewhere): run ``job(cfg)`` and
-    print its outcome with ``report``; bad input (a key, a missing file or dataset) is one line and status 2."""
+    """``[--config FILE] [key=value ...]`` (gsco.cli; FILE defaults to configs/config.yaml, the repository's copy
+    when run elsewhere): run ``job(cfg)`` and print its outcome with ``report``; bad input (a key, a missing file or
+    dataset) is one line and status 2."""
     from gsco.cli import command
     from gsco.runtime import repo_file
 
     main = command(SpecialistConfig, lambda cfg: report(cfg, job(cfg)), description=description,
-                   config="configs/config.yaml", resolve=repo_file, errors=(DatasetError, OSError, ValueError, RuntimeError))
+                   config="configs/config.yaml", resolve=repo_file,
+                   errors=(DatasetError, OSError, ValueError, RuntimeError))
     return main(argv)

@@ -3,7 +3,8 @@
     python -m gsco.specialists.predict [--config configs/config.yaml] [key=value ...]
     python -m gsco.specialists.predict ... split=train      (the training split: hints to fine-tune on)
 
-Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``split`` val/train) with the GSCo reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
+Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``split`` val/train) with the GSCo
+reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
 ``y_true``, ``y_pred``, ``y_logits``, ``checkpoint_file``, ``all_search_sims``, ``all_search_train_ids``,
 ``all_search_train_labels`` — plus ``y_prob`` and a description of the run; ``{run}_roc.png``,
 ``{run}_confusion.png`` and the retrieval index ``{run}_index.safetensors``.
@@ -81,6 +82,15 @@ def predict_specialist(cfg: SpecialistConfig) -> dict:
         return _predict(cfg, run, knn)
 
 
+def say_clamped(cfg: SpecialistConfig, offered: int, on_train: bool, knn: bool) -> None:
+    """``search_top_n`` (and a kNN ``k``) above the ``offered`` training images: said, not clamped silently."""
+    if cfg.search_top_n > offered:
+        logger.warning("search_top_n %d: the training split offers %d neighbours per image%s; %d are stored",
+                       cfg.search_top_n, offered, " (each image left out of its own)" if on_train else "", offered)
+    if knn and cfg.k > offered:
+        logger.warning("k %d: the kNN vote takes the %d training images there are", cfg.k, offered)
+
+
 def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
     t0 = time.time()
     info, files, model = run.info, run.files, run.model
@@ -103,12 +113,7 @@ def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
     index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels, backend=cfg.retrieval_backend)
     index = index.to(run.device) if cfg.retrieval_backend == "torch" else index
     top_n = min(cfg.search_top_n, len(index) - on_train)
-    if top_n < cfg.search_top_n:
-        logger.warning("search_top_n %d: the training split offers %d neighbours per image%s; %d are stored",
-                       cfg.search_top_n, len(index) - on_train, " (each image left out of its own)" if on_train
-                       else "", top_n)
-    if cfg.k > len(index) - on_train and knn:
-        logger.warning("k %d: the kNN vote takes the %d training images there are", cfg.k, len(index) - on_train)
+    say_clamped(cfg, len(index) - on_train, on_train, knn)
     if on_train:
         dists, ids = index.search_leave_one_out(test_feats[cfg.retrieval_features], top_n)
     else:
@@ -157,7 +162,8 @@ def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
         results["index_file"] = str(files.index)
     title = f"{info.name} {split} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
     results["roc_png"] = str(plot_roc(test_labels, prob, info.task, info.label_names, files.roc, title))
-    results["confusion_png"] = str(plot_confusion(test_labels, prob, info.task, info.label_names, files.confusion, title))
+    results["confusion_png"] = str(plot_confusion(test_labels, prob, info.task, info.label_names, files.confusion,
+                                                  title))
     write_json(results, files.results)
     logger.info("evaluated in %.1f s", time.time() - t0)
     return {"results": results, "files": files}

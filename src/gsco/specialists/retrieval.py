@@ -107,7 +107,8 @@ class RetrievalIndex:
         return self
 
     @torch.no_grad()
-    def search(self, queries: torch.Tensor | np.ndarray, top_n: int, chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, queries: torch.Tensor | np.ndarray, top_n: int,
+               chunk_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(distances, indices), each (Q, top_n), nearest first; distances are 1 - cos, or L2 distances."""
         if not 1 <= top_n <= len(self):
             raise ValueError(f"top_n must be between 1 and the index size {len(self)}, got {top_n}")

@@ -63,7 +63,8 @@ def study_features(model, loader: DataLoader, device: torch.device, desc: str) -
         if batch is None:
             continue
         ids += batch["ids"]
-        feats.append(model.study_features(batch["pixel_values"].to(device), batch["view_mask"].to(device)).float().cpu())
+        views, mask = batch["pixel_values"].to(device), batch["view_mask"].to(device)
+        feats.append(model.study_features(views, mask).float().cpu())
     return ids, torch.cat(feats)
 
 
@@ -203,7 +204,8 @@ def _evaluate_and_print(cfg: ReportConfig) -> None:
     print(f"metrics: {Path(cfg.out_dir or cfg.run_dir) / f'{cfg.split}_metrics.json'}")
 
 
-main = report_command(_evaluate_and_print, "Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.")
+main = report_command(_evaluate_and_print,
+                      "Evaluate the report specialist: generated reports + BLEU/METEOR/ROUGE-L/CIDEr.")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,10 @@
 The Swin encoder's last hidden state (49 patch tokens for Swin-B 224; views of a study averaged) goes through the
 *visual mapper* — ``llama_proj`` (Linear to the LLM width) then ``layer_norm`` — and sits inside the prompt
 
-    <s>Human: <Img>[image tokens]</Img> Generate a comprehensive and detailed diagnosis report for this chest xray image. \\nAssistant:
+    <s>Human: <Img>[image tokens]</Img> Generate a comprehensive and detailed diagnosis report for this chest xray
+    image. \\nAssistant:
+
+(one line in the prompt; broken here only to fit)
 
 after which the LLM writes the report, ended by ``</s>``. The LLM stays frozen (``train_llm: true`` trains it too —
 only for the random toy LLM of the ``tiny`` preset, which cannot learn otherwise). Alignment modes (R2GenGPT's):
@@ -326,7 +329,8 @@ def load_checkpoint_file(path: str | Path) -> dict:
             allowed.append((HYPERPARAMETER_CLASSES[name], name))
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise ConfigError(f"checkpoint {path}: expected R2GenGPT's layout {{'model': state dict, 'config', 'epoch', "
-                          f"'step'}}, found {type(data).__name__} with keys {list(data)[:5] if isinstance(data, dict) else []}")
+                          f"'step'}}, found {type(data).__name__} with keys "
+                          f"{list(data)[:5] if isinstance(data, dict) else []}")
     return data
 
 

@@ -38,7 +38,8 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 
 def cosine_lr(cfg: ReportConfig, epoch: int) -> float:
     """R2GenGPT's CosineAnnealingLR(T_max=epochs, eta_min=min_learning_rate), stepped per epoch."""
-    return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
+    cosine = (1 + math.cos(math.pi * epoch / cfg.epochs)) / 2
+    return cfg.min_learning_rate + (cfg.learning_rate - cfg.min_learning_rate) * cosine
 
 
 def autocast_precision(setting: str, cuda: bool) -> str:
