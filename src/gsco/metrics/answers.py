@@ -9,7 +9,8 @@ Answer parsing (MedDr's diagnosis evaluation and GSCo) reads answers as a genera
   the longer counts;
 - a mention is *negated* when its clause (text between ``. , ; : ! ?`` or ``but / however / whereas / although``)
   has a negation before it (``not``, ``no``, ``non-``, ``without``, ``rather than``, ``negative for``, ``absence
-  of``, ``rules out``, ...) or says after it that it is ``unlikely`` / ``ruled out`` / ``not seen``;
+  of``, ``rules out``, ...) or says after it that it is ``unlikely`` / ``ruled out`` / ``not seen``; a hedge
+  (``cannot exclude``, ``cannot be ruled out``) keeps it named;
 - the answer is the first option named and not negated. In a binary question an answer that only negates one
   option (``It is not malignant.``, ``No pneumonia.``) is the other option. Two options offered as alternatives
   (``benign or malignant``) and answers naming no option are *unparsed* (counted wrong, and counted);
@@ -41,6 +42,9 @@ _NEGATION_BEFORE = re.compile(
 _NEGATION_AFTER = re.compile(
     r"^\s*(?:is|are|was|were|seems|appears|looks|being)?\s*(?:very |highly )?(?:unlikely|ruled out|excluded|absent|"
     r"not (?:seen|present|likely|evident|suggested|identified|visible|detected|found))(?!\w)")
+# a hedge keeps the finding possible ("cannot exclude malignancy"): not a negation
+_HEDGE = re.compile(r"(?<!\w)(?:cannot|can't|can not|could not|couldn't) (?:be )?"
+                    r"(?:exclude|excluded|rule out|ruled out)(?!\w)")
 _CLAUSE_BREAK = re.compile(r"[.;:!?,]|(?<!\w)(?:but|however|whereas|although|though|yet)(?!\w)")
 _ALTERNATIVE = re.compile(r"^\s*(?:or|and/or|/|vs\.?|versus|or possibly|or perhaps)\s*$")
 _LIST_ONLY = re.compile(r"^[\s,]*(?:(?:or|and|nor|any)\s*)*$")
@@ -74,7 +78,8 @@ def _negated(text: str, spans: list[tuple[int, int, str]], lists: bool) -> list[
         clause_start = max([b for b in breaks if b <= start], default=0)
         clause_end = min([b - 1 for b in breaks if b - 1 >= end] + [len(text)])
         before = _strip_mentions(text, spans, clause_start, start)  # other options' words are not negations
-        negated = bool(_NEGATION_BEFORE.search(before)) or bool(_NEGATION_AFTER.match(text[end:clause_end]))
+        negated = bool(_NEGATION_BEFORE.search(_HEDGE.sub(" ", before))) \
+            or bool(_NEGATION_AFTER.match(text[end:clause_end]))
         if not negated and lists and k > 0 and _LIST_ONLY.match(before) and clause_start > 0 \
                 and text[clause_start - 1] == ",":
             negated = out[k - 1]
