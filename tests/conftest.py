@@ -172,3 +172,14 @@ def vision_tower_calls(monkeypatch):
 
     monkeypatch.setattr(Generalist, "load", counting_load)
     return seen
+
+
+@pytest.fixture
+def server(tmp_path):
+    """(folder, base URL): files put in the folder are served over HTTP with Range support (builders.RangeHandler)."""
+    from builders import serve_folder
+
+    served = tmp_path / "served"
+    served.mkdir()
+    with serve_folder(served) as url:
+        yield served, url

@@ -10,6 +10,7 @@ from gsco.collab.build_cases import main as build_main
 from gsco.collab.prompts import fill_gsco_prompt, moed_with_probabilities, rad_counts
 from gsco.data.registry import DatasetError
 
+from builders import build_tiny_llava, fake_results, pcam_cases
 from conftest import shared_path
 from reference_sources import GSCO_PCAM200_PROMPT, gsco_fill
 
@@ -38,20 +39,6 @@ def test_evidence_hints():
     assert rad_counts(["tumor"] * 7 + ["normal"] * 3, ["normal", "tumor"]) == [
         "tumor: 7 of 10 similar cases", "normal: 3 of 10 similar cases"]
     assert moed_with_probabilities(["tumor", "normal"], [0.934, 0.61]) == ["tumor (p=0.93)", "normal (p=0.61)"]
-
-
-def fake_results(path, y_true, seed, top_n=10, n_train=546, split="test"):
-    """A specialist results file with the reference's keys (predictions drawn at random)."""
-    rng = np.random.default_rng(seed)
-    prob = rng.dirichlet([1, 1], size=len(y_true))
-    path.write_text(json.dumps({
-        "dataset": "breastmnist", "split": split, "task": "binary-class",
-        "label_names": ["malignant", "normal or benign"],
-        "img_size": 28, "y_true": [[int(y)] for y in y_true], "y_pred": prob.argmax(1).tolist(),
-        "y_prob": prob.tolist(), "all_search_train_labels": rng.integers(0, 2, (len(y_true), top_n)).tolist(),
-        "all_search_train_ids": rng.integers(0, n_train, (len(y_true), top_n)).tolist(),
-        "all_search_sims": np.sort(rng.random((len(y_true), top_n)), axis=1).tolist()}))
-    return json.loads(path.read_text())
 
 
 @pytest.mark.e2e
@@ -146,57 +133,6 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     assert (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text() == full
 
 
-def build_tiny_llava(path):
-    """A second, non-InternVL generalist built locally: tiny LLaVA (CLIP vision tower + Llama) with a chat
-    template, saved as a transformers directory."""
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    from gsco.meddr.processor import build_byte_tokenizer
-
-    tok = build_byte_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
-    template = (
-        "{%- for m in messages -%}{{- m['role'] | upper + ': ' -}}"
-        "{%- if m['content'] is string -%}{{- m['content'] -}}{%- else -%}{%- for c in m['content'] -%}"
-        "{%- if c['type'] == 'image' -%}{{- '<image>\\n' -}}{%- else -%}{{- c['text'] -}}{%- endif -%}"
-        "{%- endfor -%}{%- endif -%}{{- '\\n' -}}{%- endfor -%}{%- if add_generation_prompt -%}ASSISTANT:{%- endif -%}")
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=28, patch_size=14),
-        text_config=LlamaConfig(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, vocab_size=300),
-        image_token_id=tok.convert_tokens_to_ids("<image>"), vision_feature_select_strategy="full")
-    torch.manual_seed(0)
-    LlavaForConditionalGeneration(config).save_pretrained(path)
-    LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 28},
-                                                      crop_size={"height": 28, "width": 28}),
-                   tokenizer=tok, patch_size=14, vision_feature_select_strategy="full", num_additional_image_tokens=1,
-                   chat_template=template).save_pretrained(path)
-    return path
-
-
-def pcam_cases(folder, n):
-    """``folder/cases.json``: n PCam200-style cases over generated images, with growing RAD hints."""
-    from PIL import Image
-
-    rng = np.random.default_rng(3)
-    cases = []
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(folder / f"c{i}.png")
-        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["normal"] * (i + 1),
-                      "moed": ["tumor", "normal"]})
-    (folder / "cases.json").write_text(json.dumps(cases))
-    return cases
-
-
 def test_a_non_internvl_generalist_plugs_in(tmp_path):
     from gsco.collab.run import GscoConfig, run
     from gsco.config import load_config
@@ -216,7 +152,7 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
         assert (tmp_path / "b1" / f"{arm}_predictions.jsonl").read_text() == \
             (tmp_path / "b4" / f"{arm}_predictions.jsonl").read_text()
     # the case file's hints change: its answers are not resumed as if nothing happened
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
 
     cases[2]["rad"] = ["tumor"] * 3
     (tmp_path / "cases.json").write_text(json.dumps(cases))

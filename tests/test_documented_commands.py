@@ -207,7 +207,7 @@ def test_bash_train_sh_as_shipped_runs(tmp_path):
 def gsco_workdir(tmp_path):
     """A checkout laid out as configs/gsco/breastmnist.yaml expects, for commands run from its root: the scripts and
     configs (linked), two specialists' results files under outputs/specialists, the data under data/medmnist."""
-    from test_collab import fake_results
+    from builders import fake_results
 
     for name in ("inference_gsco.sh", "configs"):
         os.symlink(REPO / name, tmp_path / name)
@@ -254,7 +254,7 @@ def test_readme_gsco_commands(gsco_workdir, tiny_model):
 
 @pytest.mark.e2e
 def test_readme_training_split_cases_command(gsco_workdir):
-    from test_collab import fake_results
+    from builders import fake_results
 
     y_true = np.load(shared_path("data", "medmnist", "breastmnist.npz"))["train_labels"].ravel()
     for name, seed in (("A", 0), ("B", 1)):

@@ -123,3 +123,29 @@ def test_readme_layout_names_every_package_once_in_import_order():
     upward = [(m, d) for m, deps in import_graph().items() if m != "gsco" for d in deps
               if d != "gsco" and layer(d) > layer(m)]
     assert upward == [], f"imports from a layer listed below in README's layout: {upward}"
+
+
+def test_only_gsco_evaluation_process_reads_the_launchers_rank_and_world_size():
+    """One place knows which process this is; everything else asks it (is_main_process, main_process_lock, ...)."""
+    names = {"RANK", "WORLD_SIZE", "LOCAL_RANK"}
+    readers = set()
+    for path in (SRC / "gsco").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        if any(isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings for n in ast.walk(tree)):
+            readers.add(".".join(path.relative_to(SRC).with_suffix("").parts))
+    assert readers == {"gsco.evaluation.process"}
+
+
+def test_no_test_module_imports_another():
+    """Tests share through conftest (fixtures) and the helper modules (builders, doc_commands, reference_sources)."""
+    tests = Path(__file__).resolve().parent
+    wrong = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            wrong += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
+    assert not wrong, wrong

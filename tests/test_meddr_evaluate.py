@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from gsco.config import ConfigError, load_config
+from gsco.evaluation import TooManySkippedError
 from gsco.meddr.evaluate import MedDrEvalConfig, evaluate, read_metafile
 
 from conftest import REPO, kill_when_written, shared_path
@@ -116,8 +117,8 @@ def test_an_unreadable_image_is_logged_and_skipped(iu_xray, tmp_path, caplog):
     assert "skipping question 1 (line 2)" in caplog.text
     # with the default max_skipped_fraction (0.05) two of three skipped is an error — after the metrics are written
     cfg = cfg_of(meta, tmp_path / "strict", image_root=str(iu_xray.parent))
-    with pytest.raises(RuntimeError, match=r"2 of 3 questions were skipped \(e.g. line 2: image .*missing/0.png "
-                                           r"cannot be read.*\), more than max_skipped_fraction 0.05"):
+    with pytest.raises(TooManySkippedError, match=r"^2 of 3 questions skipped \(e.g. line 2: image .*missing/0.png "
+                                                  r"cannot be read.*\) — .*More than max_skipped_fraction 0.05"):
         evaluate(cfg)
     written = json.loads((tmp_path / "strict" / "meta_metrics.json").read_text())
     assert written["n_answered"] == 1 and len(written["skipped"]) == 2

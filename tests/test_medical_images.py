@@ -258,7 +258,7 @@ def test_entry_points_read_dicom_series_and_nifti_with_their_render_keys(tmp_pat
     from gsco.data.datasets import Preprocess, build_dataset
     from gsco.data.readers import open_image, read_image
     from gsco.data.registry import DatasetInfo
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
     from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
 
     from doc_commands import run_documented

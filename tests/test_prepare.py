@@ -1,17 +1,16 @@
 """python -m gsco.data.prepare: MedMNIST files fetched from local paths and a local HTTP server, checked by MD5
 and split sizes, atomic, resumable, and idempotent — on miniature files in MedMNIST's own npz layout."""
 
-import functools
 import hashlib
-import http.server
 import json
-import threading
 
 import numpy as np
 import pytest
 
 from gsco.data.prepare.files import PrepareError
 from gsco.data.prepare.medmnist import medmnist_table, npz_split_sizes, prepare_medmnist
+
+from builders import RangeHandler
 
 
 def miniature(folder, name="breastmnist", sizes=(28,), n=(6, 2, 3), volume=False):
@@ -31,49 +30,6 @@ def miniature(folder, name="breastmnist", sizes=(28,), n=(6, 2, 3), volume=False
         entry[f"url{suffix}"] = f"https://example.invalid/{filename}"
         entry[f"MD5{suffix}"] = hashlib.md5((folder / filename).read_bytes()).hexdigest()
     return {name: entry}
-
-
-class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """A static server that honours ``Range: bytes=N-`` (206), as zenodo does; it counts the bytes it sends."""
-
-    sent: list = []
-    drop_after: int | None = None  # send only this many bytes of the next response, then close the connection
-    ignore_range = False  # answer a range request with the whole file (200), as servers without range support do
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        path = self.translate_path(self.path)
-        try:
-            data = open(path, "rb").read()
-        except OSError:
-            self.send_error(404)
-            return
-        start = int(self.headers["Range"].split("=")[1].rstrip("-")) if self.headers.get("Range") else 0
-        start = 0 if RangeHandler.ignore_range else start
-        self.sent.append(len(data) - start)  # before the body: the client may be done before this thread returns
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(data) - start))
-        self.end_headers()
-        if RangeHandler.drop_after is not None:
-            cut, RangeHandler.drop_after = RangeHandler.drop_after, None
-            self.wfile.write(data[start:start + cut])
-            self.close_connection = True
-            return
-        self.wfile.write(data[start:])
-
-    def log_message(self, *args):
-        pass
-
-
-@pytest.fixture
-def server(tmp_path):
-    served = tmp_path / "served"
-    served.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(served)))
-    RangeHandler.sent, RangeHandler.drop_after, RangeHandler.ignore_range = [], None, False
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield served, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
 
 
 def test_the_table_is_the_medmnist_packages_and_agrees_with_the_registry():

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_prepare import RangeHandler, server  # noqa: F401 - the local Range-capable HTTP server fixture
 
 from gsco.data.prepare.files import PrepareError
 

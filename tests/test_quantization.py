@@ -91,7 +91,7 @@ def test_meddr_40b_plan_matches_its_published_size():
 
 
 def test_a_quantized_run_does_not_resume_an_unquantized_one(tmp_path):
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
     from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
 
     cfg = load_config(MedDrEvalConfig, REPO / "configs/meddr/eval.yaml",

@@ -257,7 +257,7 @@ def test_a_wrong_image_root_or_a_missing_image_key_exits_non_zero(tmp_path):
     wrong_root = _evaluate(tmp_path, env={"IMAGE_ROOT": str(tmp_path / "nowhere")})
     assert wrong_root.returncode == 2
     last = wrong_root.stderr.strip().splitlines()[-1]
-    assert "5 of 5 questions were skipped" in last and "more than max_skipped_fraction 0.05" in last
+    assert "5 of 5 questions skipped" in last and "More than max_skipped_fraction 0.05" in last
     metrics = json.loads((tmp_path / "out" / "iu_xray_sample_metrics.json").read_text())
     assert metrics["n_answered"] == 0 and len(metrics["skipped"]) == 5  # the summary is written first
     rows = [json.loads(line) for line in (REPO / "data/examples/meddr/iu_xray_sample.jsonl").read_text().splitlines()]
@@ -280,8 +280,8 @@ def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_pat
     cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
                                          "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
                                          "max_new_tokens": 3, "arms": ["specialist_0", "generalist"]})
-    with pytest.raises(RuntimeError, match=r"generalist skipped 3 of 4 cases \(unreadable images, or a wrong "
-                                           r"image_root\?\): more than max_skipped_fraction 0.05"):
+    with pytest.raises(RuntimeError, match=r"^generalist: 3 of 4 cases skipped — unreadable images, or a wrong "
+                                           r"image_root\? More than max_skipped_fraction 0.05"):
         run(cfg)
     assert "| generalist | 1 |" in (tmp_path / "out" / "ablation.md").read_text()  # each arm's case count
 
@@ -297,7 +297,7 @@ def test_gsco_with_no_readable_image_and_a_case_without_predictions_says_so(tmp_
     (tmp_path / "cases.json").write_text(json.dumps(cases))
     cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "device": "cpu", "cases": str(tmp_path / "cases.json"),
                                          "out_dir": str(tmp_path / "out"), "max_new_tokens": 3})
-    with pytest.raises(RuntimeError, match=r"generalist skipped 3 of 3 cases \(unreadable images"):
+    with pytest.raises(RuntimeError, match=r"generalist: 3 of 3 cases skipped — unreadable images"):
         run(cfg)
     table = (tmp_path / "out" / "ablation.md").read_text()
     assert "| generalist | 0 |" in table
@@ -580,7 +580,7 @@ def test_case_builder_refuses_results_of_another_dataset_with_as_many_cases(tmp_
     from gsco.collab.build_cases import build_cases
     from gsco.data.registry import DatasetError
 
-    from test_collab import fake_results
+    from builders import fake_results
 
     data = shared_path("data", "medmnist", "breastmnist.npz")
     y_true = np.load(data)["test_labels"].ravel()

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from gsco.generalist.resumable import answer_resumably, chunks
+from gsco.evaluation.resumable import answer_resumably, chunks
 
 
 def rows_of(path):
@@ -28,7 +28,7 @@ def test_interrupted_run_resumes_and_a_left_out_row_is_retried(tmp_path, caplog)
     assert [r["question_id"] for r in rows_of(out)] == ["0", "1", "2"]  # two chunks written; 3 left out
 
     asked.clear()
-    with caplog.at_level("INFO", logger="gsco.generalist.resumable"):
+    with caplog.at_level("INFO", logger="gsco.evaluation.resumable"):
         done = answer_resumably(rows, out, ask, id_of=lambda r: str(r["id"]),
                                 message="{done} of {total} answered, {todo} to go")
     assert asked == [3, 4, 5, 6] and done == {"rank": 0, "world": 1, "todo": 4, "written": 3}
@@ -59,7 +59,7 @@ def _ask(asked):
 
 
 def test_a_run_of_another_model_or_input_is_refused_and_overwrite_starts_over(tmp_path):
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
 
     out = tmp_path / "answers.jsonl"
     rows = [{"id": i, "q": f"question {i}"} for i in range(3)]
@@ -80,7 +80,7 @@ def test_a_run_of_another_model_or_input_is_refused_and_overwrite_starts_over(tm
 
 
 def test_a_resumed_row_must_carry_the_question_asked_now(tmp_path):
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
 
     out = tmp_path / "answers.jsonl"
     rows = [{"id": i, "q": f"question {i}"} for i in range(3)]
@@ -124,7 +124,7 @@ def test_one_writer_per_output_folder(tmp_path):
 def test_part_files_of_a_killed_data_parallel_run_pass_the_same_checks_and_are_adopted(tmp_path, caplog):
     """A killed torchrun leaves {stem}.rank{R}.jsonl beside the manifest; a re-run of any world size folds them into
     the main file first, so a changed prompt or model is refused for them too, and none is left behind."""
-    from gsco.generalist.resumable import ResumeMismatchError
+    from gsco.evaluation.resumable import ResumeMismatchError
 
     out = tmp_path / "answers.jsonl"
     rows = [{"id": i, "q": f"question {i}"} for i in range(6)]
@@ -141,7 +141,7 @@ def test_part_files_of_a_killed_data_parallel_run_pass_the_same_checks_and_are_a
     with pytest.raises(ResumeMismatchError, match=r"holds 3 answers of another run \(model: "):
         answer_resumably(rows, out, _ask([]), id_of=lambda r: str(r["id"]), manifest={"model": {"path": "/b"}})
     asked = []
-    with caplog.at_level("INFO", logger="gsco.generalist.resumable"):
+    with caplog.at_level("INFO", logger="gsco.evaluation.resumable"):
         done = answer_resumably(rows, out, _ask(asked), id_of=lambda r: str(r["id"]), manifest=manifest,
                                 question_of=lambda r: r["q"])
     assert asked == [1, 4, 5] and done["written"] == 3 and not list(tmp_path.glob("*.rank*"))

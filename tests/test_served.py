@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from builders import build_tiny_llava, pcam_cases
 from doc_commands import documented_argv, documented_env, run_documented
-from test_collab import build_tiny_llava, pcam_cases
 
 pytestmark = pytest.mark.e2e
 SECRET = "sk-test-not-to-be-seen-0123456789"

@@ -22,7 +22,8 @@ from typing import Any, Callable, Mapping, TypeVar
 
 import yaml
 
-from gsco.config import ConfigError, config_sections, key_docs, load_config, parse_overrides, renamed_keys, scalar_for
+from gsco.config import config_sections, key_docs, load_config, parse_overrides, renamed_keys, scalar_for
+from gsco.errors import GscoError
 
 T = TypeVar("T")
 BAD_INPUT = 2
@@ -129,12 +130,11 @@ def _alias_values(cls: type, args: argparse.Namespace, aliases: Mapping[str, Ali
 
 
 def parse(cls: type[T], argv: list[str] | None = None, *, description: str, config: ConfigPath = None,
-          aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None,
-          errors: tuple[type[Exception], ...] = (ConfigError,)) -> T:
+          aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None) -> T:
     """``[--config FILE] [key=value ...]`` (and the former flags) -> a validated ``cls``; bad input exits with
     status 2 and one line. ``config`` is the default FILE, or a function of the overrides choosing it (or None: the
-    dataclass's defaults); ``resolve`` maps a FILE before it is read (e.g. to the repository's copy); ``errors``: what
-    the config's own validation may raise besides ConfigError (e.g. an unknown dataset)."""
+    dataclass's defaults); ``resolve`` maps a FILE before it is read (e.g. to the repository's copy). The config's
+    own validation may raise any :class:`~gsco.errors.GscoError` (e.g. an unknown dataset)."""
     aliases = aliases or {}
     parser = _parser(cls, description, config, aliases)
     args = parser.parse_intermixed_args(argv)
@@ -145,34 +145,28 @@ def parse(cls: type[T], argv: list[str] | None = None, *, description: str, conf
         if path is not None and resolve is not None:
             path = resolve(str(path))
         return load_config(cls, path, values)
-    except (ConfigError, *errors) as exc:
+    except (GscoError, ValueError) as exc:
         parser.exit(BAD_INPUT, f"error: {exc}\n")
 
 
 def command(cls: type[T], run: Callable[[T], int | None], *, description: str, config: ConfigPath = None,
-            aliases: Mapping[str, Alias] | None = None, resolve: Callable[[str], Any] | None = None,
-            errors: tuple[type[Exception], ...] = (ValueError, RuntimeError)) -> Callable[[list[str] | None], int]:
+            aliases: Mapping[str, Alias] | None = None,
+            resolve: Callable[[str], Any] | None = None) -> Callable[[list[str] | None], int]:
     """An entry point's ``main(argv) -> exit status``: parse as :func:`parse`, then ``run(cfg)`` (which prints what
-    it made); an error of ``errors`` (bad data, a missing file) — and everywhere an unreadable file, an output folder
-    that cannot be written, or an operating-system error — is one ``error: ...`` line and status 2
+    it made); a :class:`~gsco.errors.GscoError` (a bad key, file, dataset or model folder, a held output folder), a
+    ValueError / RuntimeError of a library reading bad input, or an operating-system error is one ``error: ...``
+    line and status 2
     (``GSCO_TRACEBACK=1`` shows its traceback instead). Under torchrun the process stops with its launcher."""
 
     def main(argv: list[str] | None = None) -> int:
-        from gsco.runtime import (
-            OutputFolderError,
-            OutputLockedError,
-            UnreadableFileError,
-            follow_launcher,
-            setup_logging,
-        )
+        from gsco.runtime import follow_launcher, setup_logging
 
-        cfg = parse(cls, argv, description=description, config=config, aliases=aliases, resolve=resolve,
-                    errors=errors)
+        cfg = parse(cls, argv, description=description, config=config, aliases=aliases, resolve=resolve)
         setup_logging()
         follow_launcher()
         try:
             status = run(cfg)
-        except (*errors, ConfigError, UnreadableFileError, OutputFolderError, OutputLockedError, OSError) as exc:
+        except (GscoError, ValueError, RuntimeError, OSError) as exc:
             if os.environ.get("GSCO_TRACEBACK", "") not in ("", "0"):
                 raise
             print(f"error: {exc}", file=sys.stderr)

@@ -17,11 +17,13 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from gsco.errors import GscoError
+
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 
-class ConfigError(ValueError):
+class ConfigError(GscoError, ValueError):
     """A config file or override that cannot be used as written."""
 
 

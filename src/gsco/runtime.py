@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from gsco.errors import GscoError
+
 if TYPE_CHECKING:
     import torch
 
@@ -96,7 +98,7 @@ def write_json(obj: Any, path: Path, indent: int | None = 2) -> Path:
     return path
 
 
-class UnreadableFileError(ValueError):
+class UnreadableFileError(GscoError, ValueError):
     """A file that is there but cannot be read as what it should be: truncated, corrupt, or holding pickled code."""
 
 
@@ -187,7 +189,7 @@ def append_rows(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
-class OutputFolderError(ValueError):
+class OutputFolderError(GscoError, ValueError):
     """A folder that cannot be written as asked (it is the source, or it holds something and overwrite is off)."""
 
 
@@ -285,7 +287,7 @@ def follow_launcher() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-class OutputLockedError(RuntimeError):
+class OutputLockedError(GscoError, RuntimeError):
     """Another process is writing into the same output folder."""
 
 

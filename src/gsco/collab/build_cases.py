@@ -170,8 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                "--reports": Alias("specialists", report), "--retrieval": Alias("retrieval", report),
                "--annotation": Alias("annotation", report), "--cleaning": Alias("report_cleaning", report)}
     return command(BuildCasesConfig, _build_and_print, description="Specialists' results -> a GSCo case file.",
-                   config=default_gsco_config, resolve=repo_file, aliases=aliases,
-                   errors=(DatasetError, ValueError))(argv)
+                   config=default_gsco_config, resolve=repo_file, aliases=aliases)(argv)
 
 
 # ------------------------------------------------------------------------------------------- report generation

@@ -35,6 +35,7 @@ from gsco.config import ConfigError, config_to_dict
 from gsco.data.diagnosis_questions import INTRO, OUTRO_MULTI, OUTRO_SINGLE, prompt_from_sentences
 from gsco.data.registry import NO_FINDING
 from gsco.data.render import RENDER_KEYS, RenderSettings
+from gsco.evaluation import check_skipped, run_evaluation
 from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
 from gsco.runtime import output_folder, repo_file, write_json
 
@@ -339,9 +340,9 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
 
     from gsco.data.readers import DatasetError, open_image
     from gsco.data.render import render_identity
+    from gsco.evaluation import Output, answer_resumably_many, chunks
     from gsco.generalist.backends import model_or_served
     from gsco.generalist.model import quantization_identity
-    from gsco.generalist.resumable import Output, answer_resumably_many, chunks
     from gsco.runtime import file_fingerprint
 
     def ask(todo: list[tuple[dict, list[str]]]):
@@ -389,24 +390,11 @@ def _arm_question(cfg: GscoConfig, arm: str, task: Task, case: dict) -> str:
 
 
 def run(cfg: GscoConfig) -> dict:
-    """Every arm on the case file, scored, in one table (``ablation.md`` / ``.json``); one run per out_dir at a
-    time (the first process holds the folder's lock)."""
-    import contextlib
-    import os
-
-    from gsco.runtime import output_lock
-
-    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
-        return _run_arms(cfg)
-
-
-def _run_arms(cfg: GscoConfig) -> dict:
+    """Every arm on the case file, scored, in one table (``ablation.md`` / ``.json``): every process answers its
+    share of the cases, the first one scores and writes the table; one run per out_dir at a time."""
     task = Task.of(cfg)
-    options = task.options
     cases_path = repo_file(cfg.cases)
     cases = read_cases(cases_path, task)
-    root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
-    truth = [c["label"] for c in cases]
     check_hints(cfg, cases, task)
     specialists = specialist_arms(cases, task)
     arms, skipped = choose_arms(cfg, cases, task, specialists)
@@ -414,63 +402,58 @@ def _run_arms(cfg: GscoConfig) -> dict:
         raise ConfigError(f"{cases_path}: none of the arms can run on these cases ({'; '.join(skipped.values())})")
     check_prompts(cfg, [a for a in arms if a not in specialists], cases, task)
     output_folder(cfg.out_dir)
-    table: dict[str, dict] = {}
-    asked = [arm for arm in arms if arm not in specialists]
-    paths: dict[str, Path] = {}
-    if asked:
-        from gsco.generalist.backends import load_generalist
-        from gsco.generalist.resumable import distributed_context, process_device
 
-        rank, world = distributed_context()
-        generalist = load_generalist(cfg, process_device(cfg.device, rank, world))
-        paths = run_generalist_arms(cfg, asked, cases, generalist, task, root)
+    def answer() -> dict[str, Path]:
+        asked = [arm for arm in arms if arm not in specialists]
+        if not asked:
+            return {}
+        from gsco.evaluation import process_device
+        from gsco.generalist.backends import load_generalist
+
+        generalist = load_generalist(cfg, process_device(cfg.device))
+        root = Path(cfg.image_root) if cfg.image_root else cases_path.parent
+        return run_generalist_arms(cfg, asked, cases, generalist, task, root)
+
+    def score(paths: dict[str, Path]) -> dict:
+        return score_arms(cfg, task, cases, cases_path, arms, specialists, paths, skipped)
+
+    return run_evaluation(cfg.out_dir, answer, score)
+
+
+def score_arms(cfg: GscoConfig, task: Task, cases: list[dict], cases_path: Path, arms: list[str],
+               specialists: dict, paths: dict[str, Path], skipped: dict[str, str]) -> dict:
+    """The ablation table: each arm scored (a specialist from the case file, the generalist's from its
+    predictions file), written as ablation.json / .md with the charts; then the skip check."""
+    from gsco.metrics.plots import plot_answer_confusion, plot_metric_bars
     from gsco.runtime import read_predictions
 
+    truth = [c["label"] for c in cases]
+    table: dict[str, dict] = {}
     for arm in arms:
         if arm in specialists:
             table[arm] = task.score(truth, specialists[arm])
             continue
-        path = paths[arm]
-        rows = {r["question_id"]: r for r in read_predictions(path)}
+        rows = {r["question_id"]: r for r in read_predictions(paths[arm])}
         answered = [c for c in cases if str(c["id"]) in rows]
         table[arm] = task.score([c["label"] for c in answered], [task.answer_of(rows[str(c["id"])]) for c in answered])
-        table[arm]["predictions"] = str(path)
-    import os
-
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-    if int(os.environ.get("RANK", "0")) != 0:  # data parallel: the first process writes the table
-        return {}
+        table[arm]["predictions"] = str(paths[arm])
     result = {"dataset": cfg.dataset, "task": cfg.task, "cases": str(cases_path), "n_cases": len(cases),
-              "model": cfg.model, "options": options, "multi_label": task.multi_label, "arms": table,
+              "model": cfg.model, "options": task.options, "multi_label": task.multi_label, "arms": table,
               "skipped": skipped, "config": config_to_dict(cfg)}
-    from gsco.metrics.plots import plot_answer_confusion, plot_metric_bars
-
+    out = Path(cfg.out_dir)
     if task.report:
         metrics = [k for k in ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr") if all(k in m for m in table.values())]
         result["ablation_png"] = str(plot_metric_bars({a: {k: m[k] for k in metrics} for a, m in table.items()},
-                                                      Path(cfg.out_dir) / "ablation.png", f"{cfg.dataset}: reports"))
+                                                      out / "ablation.png", f"{cfg.dataset}: reports"))
     for arm, m in (() if task.report else table.items()):
-        m["confusion_png"] = str(plot_answer_confusion(m["confusion"], m.get("truth_labels", options), m["labels"],
-                                                       Path(cfg.out_dir) / f"{arm}_confusion.png",
+        m["confusion_png"] = str(plot_answer_confusion(m["confusion"], m.get("truth_labels", task.options),
+                                                       m["labels"], out / f"{arm}_confusion.png",
                                                        f"{cfg.dataset}: {arm}"))
-    write_json(result, Path(cfg.out_dir) / "ablation.json")
-    (Path(cfg.out_dir) / "ablation.md").write_text(ablation_markdown(result))
-    check_answered(table, len(cases), cfg.max_skipped_fraction, Path(cfg.out_dir) / "ablation.md")
+    write_json(result, out / "ablation.json")
+    (out / "ablation.md").write_text(ablation_markdown(result))
+    check_skipped({arm: len(cases) - m["n"] for arm, m in table.items() if "predictions" in m}, len(cases),
+                  cfg.max_skipped_fraction, "cases", out / "ablation.md")
     return result
-
-
-def check_answered(table: dict, n_cases: int, fraction: float, summary: Path) -> None:
-    """Arms of the generalist that left more than ``fraction`` of the cases unanswered (unreadable images, a wrong
-    image_root) make the run an error — raised after the table of what was answered is written."""
-    unanswered = {arm: n_cases - m["n"] for arm, m in table.items() if "predictions" in m}
-    short = {arm: n for arm, n in unanswered.items() if n > fraction * n_cases}
-    if short:
-        listed = ", ".join(f"{arm} skipped {n} of {n_cases}" for arm, n in short.items())
-        raise RuntimeError(f"{listed} cases (unreadable images, or a wrong image_root?): more than "
-                           f"max_skipped_fraction {fraction:g}; the table of what was answered: {summary}")
 
 
 MAX_RECALL_COLUMNS = 8  # more options than this: per-class recall stays in ablation.json

@@ -25,7 +25,7 @@ import numpy as np
 from PIL import Image
 
 from gsco.data.datasets import read_split
-from gsco.data.registry import NO_FINDING, DatasetError, DatasetInfo, get_dataset_info, labels_phrase
+from gsco.data.registry import NO_FINDING, DatasetInfo, get_dataset_info, labels_phrase
 
 INTRO = ("You are a helpful medical assistant. Your task is disease diagnosis. You are given a {modality} image. "
          "The possible diagnoses are: {options}.")
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     aliases = {"--dataset": Alias("dataset"), "--data-path": Alias("data_path"), "--out": Alias("out_dir"),
                "--img-size": Alias("img_size"), "--splits": Alias("splits"),
                "--extra-datasets": Alias("extra_datasets")}
-    return command(DiagnosisQuestionsConfig, _write_and_print, aliases=aliases, errors=(DatasetError,),
+    return command(DiagnosisQuestionsConfig, _write_and_print, aliases=aliases,
                    description="A classification dataset as MedDr diagnosis questions.")(argv)
 
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from gsco.errors import GscoError
+
 logger = logging.getLogger(__name__)
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -33,7 +35,7 @@ PLUGINS_HINT = ("pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg (our
                 "or python-gdcm; pydicom uses whichever is installed")
 
 
-class MedicalImageError(ValueError):
+class MedicalImageError(GscoError, ValueError):
     """A DICOM or NIfTI input that cannot be read; the message names the file, never a patient's data."""
 
 

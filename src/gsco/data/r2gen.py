@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     aliases = {"--annotation": Alias("annotation"), "--split": Alias("split"), "--out": Alias("metafile"),
                "--views": Alias("views"), "--image-prefix": Alias("image_prefix")}
-    return command(R2GenMetafileConfig, _write_and_print, aliases=aliases, errors=(DatasetError,),
+    return command(R2GenMetafileConfig, _write_and_print, aliases=aliases,
                    description="R2Gen annotation -> MedDr evaluation metafile (JSONL).")(argv)
 
 

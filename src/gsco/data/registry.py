@@ -16,13 +16,15 @@ from typing import Any
 
 import yaml
 
+from gsco.errors import GscoError
+
 TASK_TYPES = ("binary-class", "multi-class", "multi-label, binary-class", "ordinal-regression")
 FORMATS = ("npz", "metafile")
 SPLITS = ("train", "val", "test")
 BUILTIN_REGISTRY = Path(__file__).with_name("datasets.yaml")
 
 
-class DatasetError(ValueError):
+class DatasetError(GscoError, ValueError):
     """A dataset entry or data file that cannot be used as it is."""
 
 

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal, Sequence
 
+from gsco.errors import GscoError
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 logger = logging.getLogger(__name__)
@@ -32,7 +33,7 @@ GENERALIST_KEYS = ("model", "device", "dtype", "device_map", "quantization", "ke
                    "backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
 
 
-class ServerUnavailableError(RuntimeError):
+class ServerUnavailableError(GscoError, RuntimeError):
     """The server answered none of a batch's questions (down, unreachable, or refusing every request)."""
 
 

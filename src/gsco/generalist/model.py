@@ -23,6 +23,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from gsco.data.readers import open_image
+from gsco.errors import GscoError
 from gsco.generalist.quantization import (
     BITSANDBYTES,
     KEEP_UNQUANTIZED,
@@ -40,7 +41,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 PREFIX_SHARING_FAMILIES = ("meddr", "internvl")
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(GscoError, ValueError):
     """The model argument does not name a usable model; the message says what to do."""
 
 

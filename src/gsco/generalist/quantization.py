@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from gsco.errors import GscoError
+
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("none", "int8", "nf4", "torchao-int8")
@@ -26,7 +28,7 @@ BITSANDBYTES = ("int8", "nf4")
 KEEP_UNQUANTIZED = ("vision_tower", "multi_modal_projector", "lm_head")  # transformers' InternVL names
 
 
-class QuantizationError(ValueError):
+class QuantizationError(GscoError, ValueError):
     """A quantization this machine or this model cannot do; the message says what would work."""
 
 

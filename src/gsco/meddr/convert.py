@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from gsco.errors import GscoError
 from gsco.runtime import OutputFolderError, building_folder, read_json, reading
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,7 @@ INTERN_VIT_DEFAULTS = {"num_channels": 3, "patch_size": 14, "image_size": 224, "
                        "num_hidden_layers": 48, "hidden_act": "gelu", "layer_norm_eps": 1e-6}
 
 
-class ConversionError(ValueError):
+class ConversionError(GscoError, ValueError):
     """The source checkpoint is not what the converter expects; the message names the file and key."""
 
 
@@ -467,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     aliases = {"--src": Alias("original"), "--dst": Alias("out_dir"), "--dtype": Alias("dtype"),
                "--lora-alpha": Alias("lora_alpha"), "--tokenizer": Alias("tokenizer"),
                "--overwrite": Alias("overwrite")}
-    return command(ConvertConfig, _convert_and_print, aliases=aliases, errors=(ConversionError,),
+    return command(ConvertConfig, _convert_and_print, aliases=aliases,
                    description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")(argv)
 
 

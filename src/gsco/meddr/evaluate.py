@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Literal
@@ -30,8 +29,8 @@ import yaml
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.data.render import RENDER_KEYS, RenderSettings
+from gsco.evaluation import answer_resumably, check_skipped, chunks, distributed_context, process_device, run_evaluation
 from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
-from gsco.generalist.resumable import answer_resumably, chunks, distributed_context, process_device
 from gsco.runtime import read_predictions, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -254,7 +253,7 @@ def prediction_row(item: Item, answer: str) -> dict:
 def check_scored_run(cfg: MedDrEvalConfig, items: list[Item]) -> None:
     """``score_only``: the predictions file must be this configuration's (model, metafile, settings), as a resumed
     run's must, so its metrics never name a model or metafile that did not write the answers."""
-    from gsco.generalist.resumable import check_manifest, manifest_path
+    from gsco.evaluation.resumable import check_manifest, manifest_path
 
     if not cfg.predictions_file.is_file():
         raise ConfigError(f"score_only: {cfg.predictions_file} does not exist (run without score_only first)")
@@ -339,45 +338,25 @@ def format_table(result: dict) -> str:
 
 # -------------------------------------------------------------------------------------------------------- main
 def evaluate(cfg: MedDrEvalConfig) -> dict:
-    """Answer (resumably) and score; one run per out_dir at a time (the first process holds the folder's lock)."""
-    import contextlib
-
-    from gsco.runtime import output_lock
-
-    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
-        return _answer_and_score(cfg)
-
-
-def _answer_and_score(cfg: MedDrEvalConfig) -> dict:
+    """Answer (resumably, every process its share) and score (the first process); one run per out_dir at a time."""
     items = read_metafile(cfg)
-    counts = {"answered": 0, "skipped": []}
-    if not cfg.score_only:
-        counts = predict(cfg, items)
-    else:
-        check_scored_run(cfg, items)
-    rank, world = (0, 1) if int(os.environ.get("WORLD_SIZE", "1")) == 1 else distributed_context()
-    if world > 1:
-        import torch.distributed as dist
 
-        dist.destroy_process_group()
-    if rank != 0:
-        return {}
-    result = score(cfg, items)
-    result["skipped"] = counts["skipped"]
-    result["config"] = config_to_dict(cfg)
-    write_json(result, cfg.metrics_file)
-    check_skipped(len(counts["skipped"]), len(items), cfg.max_skipped_fraction, "questions",
-                  counts["skipped"][0] if counts["skipped"] else None, cfg.metrics_file)
-    return result
+    def answer() -> list[dict]:
+        if cfg.score_only:
+            check_scored_run(cfg, items)
+            return []
+        return predict(cfg, items)["skipped"]
 
+    def score_and_check(skipped: list[dict]) -> dict:
+        result = {**score(cfg, items), "skipped": skipped, "config": config_to_dict(cfg)}
+        write_json(result, cfg.metrics_file)
+        if not cfg.score_only:  # every process's skips: the rows the merged file lacks
+            example = f"line {skipped[0]['line']}: {skipped[0]['error']}" if skipped else ""
+            check_skipped({"": len(items) - result["n_answered"]}, len(items), cfg.max_skipped_fraction, "questions",
+                          cfg.metrics_file, example)
+        return result
 
-def check_skipped(skipped: int, total: int, fraction: float, what: str, example: dict | None, summary: Path) -> None:
-    """A run that skipped more than ``fraction`` of its rows (unreadable images, a wrong image root) is an error —
-    raised after the summary is written, so what could be done is kept."""
-    if total and skipped > fraction * total:
-        where = f" (e.g. line {example['line']}: {example['error']})" if example else ""
-        raise RuntimeError(f"{skipped} of {total} {what} were skipped{where}, more than max_skipped_fraction "
-                           f"{fraction:g}; the rest is scored in {summary}")
+    return run_evaluation(cfg.out_dir, answer, score_and_check)
 
 
 def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+from gsco.errors import GscoError
 from gsco.meddr.processor import HERMES2_CHAT_TEMPLATE, IMG_CONTEXT
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ ENGINE_CHAT_TEMPLATE = HERMES2_CHAT_TEMPLATE.replace(IMG_CONTEXT + "\\n", "<imag
 ENGINE_CONFIG_CLASS = "configuration_internvl_chat.InternVLChatConfig"
 
 
-class ExportError(ValueError):
+class ExportError(GscoError, ValueError):
     """A model directory that cannot be exported, or a destination that would be overwritten."""
 
 
@@ -100,7 +101,7 @@ def _export_and_print(cfg: ExportConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     from gsco.cli import command
 
-    return command(ExportConfig, _export_and_print, errors=(ExportError, OSError),
+    return command(ExportConfig, _export_and_print,
                    description=__doc__.split("\n\n")[0])(argv)
 
 

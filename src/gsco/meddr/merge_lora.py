@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.cli import Alias, command
 
     aliases = {"--adapter": Alias("adapter"), "--dst": Alias("out_dir"), "--base": Alias("base")}
-    return command(MergeLoraConfig, _merge_and_print, aliases=aliases, errors=(ValueError,),
+    return command(MergeLoraConfig, _merge_and_print, aliases=aliases,
                    description="Merge a MedDr LoRA adapter into a standalone model directory.")(argv)
 
 

@@ -178,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     from gsco.cli import Alias, command
 
     aliases = {"--preset": Alias("preset"), "--dst": Alias("out_dir"), "--seed": Alias("seed")}
-    return command(SavePresetConfig, _save_and_print, aliases=aliases, errors=(ValueError, OSError),
+    return command(SavePresetConfig, _save_and_print, aliases=aliases,
                    description="Save a MedDr preset (random weights) as a model directory. Presets: "
                    + ", ".join(known_presets()) + ".")(argv)
 

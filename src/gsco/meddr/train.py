@@ -10,10 +10,8 @@ Writes ``{out_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes fro
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
-import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -25,7 +23,8 @@ import torch
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.data.render import RENDER_KEYS, RenderSettings
-from gsco.runtime import output_folder, output_lock, repo_file, write_json
+from gsco.evaluation.process import is_main_process, local_rank, main_process_lock, world_size
+from gsco.runtime import output_folder, repo_file, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +129,7 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
         check_weight_files(path)  # a truncated or pickled weight file: one error naming it, before loading
         return path
     base = Path(cfg.out_dir) / "base"
-    if not (base / "config.json").is_file() and int(os.environ.get("RANK", "0")) == 0:
+    if not (base / "config.json").is_file() and is_main_process():
         from gsco.meddr.presets import save_preset
 
         logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
@@ -193,9 +192,8 @@ def load_base(path: Path, cfg: MedDrTrainConfig | None = None):
 
         from gsco.generalist.quantization import KEEP_UNQUANTIZED, bitsandbytes_config
 
-        local = int(os.environ.get("LOCAL_RANK", "0"))
         model = AutoModelForImageTextToText.from_pretrained(
-            str(path), dtype=torch.bfloat16, device_map={"": local},
+            str(path), dtype=torch.bfloat16, device_map={"": local_rank()},
             quantization_config=bitsandbytes_config("nf4", KEEP_UNQUANTIZED, torch.bfloat16))
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing)
     else:
@@ -281,7 +279,7 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
         check_qlora()
     output_folder(cfg.out_dir)
     # one job per out_dir: rank 0 of the whole job (every node) holds the folder's lock, as evaluation does
-    with output_lock(cfg.out_dir) if int(os.environ.get("RANK", "0")) == 0 else contextlib.nullcontext():
+    with main_process_lock(cfg.out_dir):
         return _train(cfg, callbacks)
 
 
@@ -290,7 +288,7 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
 
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if world_size() > 1:
         import torch.distributed as dist
 
         _ = args.device  # sets up the process group
@@ -362,7 +360,7 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
 
 def _train_and_print(cfg: MedDrTrainConfig) -> None:
     result = train(cfg)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
         print(f"model: {result['final']}")
         if cfg.mode in ("lora", "qlora"):

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from gsco.data.datasets import ClassificationDataset, Preprocess, build_dataset
-from gsco.data.registry import DatasetError, DatasetInfo, get_dataset_info
+from gsco.data.registry import DatasetInfo, get_dataset_info
 from gsco.runtime import resolve_device, seed_everything
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import create_specialist, mean_std
@@ -129,6 +129,5 @@ def run_cli(description: str, job: Callable[[SpecialistConfig], Any], report: Ca
     from gsco.runtime import repo_file
 
     main = command(SpecialistConfig, lambda cfg: report(cfg, job(cfg)), description=description,
-                   config="configs/config.yaml", resolve=repo_file,
-                   errors=(DatasetError, OSError, ValueError, RuntimeError))
+                   config="configs/config.yaml", resolve=repo_file)
     return main(argv)

@@ -9,12 +9,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gsco.errors import GscoError
 from gsco.runtime import reading
 
 logger = logging.getLogger(__name__)
 
 
-class PretrainedWeightsMissing(FileNotFoundError):
+class PretrainedWeightsMissing(GscoError, FileNotFoundError):
     """ImageNet weights were asked for but cannot be loaded here; the message names both ways to get them."""
 
 

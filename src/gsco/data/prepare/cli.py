@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Literal
 
 from gsco.config import ConfigError
-from gsco.data.prepare.files import PrepareError
 from gsco.data.prepare.medmnist import GROUPS, prepare_medmnist
 from gsco.data.prepare.pcam import PCAM200_DRAW, prepare_pcam200
 from gsco.data.prepare.reports import REPORT_SOURCES, prepare_report_data
@@ -105,5 +104,4 @@ def main(argv: list[str] | None = None) -> int:
             rest.append(arg)
     if names:
         rest.append(f"name=[{','.join(names)}]")
-    return command(PrepareConfig, _prepare_and_print, description=__doc__.split("\n\n")[0],
-                   errors=(PrepareError, ValueError, RuntimeError))(rest)
+    return command(PrepareConfig, _prepare_and_print, description=__doc__.split("\n\n")[0])(rest)

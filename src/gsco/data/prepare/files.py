@@ -12,10 +12,12 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from gsco.errors import GscoError
+
 CHUNK = 1 << 20
 
 
-class PrepareError(RuntimeError):
+class PrepareError(GscoError, RuntimeError):
     """A download or check that failed; the message says what is wrong and what to do (no partial file is left
     under the final name)."""
 

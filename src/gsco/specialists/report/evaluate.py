@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -124,19 +123,10 @@ def best_checkpoint(run_dir: str | Path) -> Path:
 
 
 def evaluate_reports(cfg: ReportConfig) -> dict:
-    """Reports for every study of the split (resumably), scored, and the retrieval of similar training studies; one
-    run per output folder at a time (the first process holds its lock)."""
-    import contextlib
-
-    from gsco.runtime import output_lock
-
-    with output_lock(cfg.out_dir or cfg.run_dir) if int(os.environ.get("RANK", "0")) == 0 \
-            else contextlib.nullcontext():
-        return _write_and_score(cfg)
-
-
-def _write_and_score(cfg: ReportConfig) -> dict:
-    from gsco.generalist.resumable import answer_resumably, distributed_context, process_device
+    """Reports for every study of the split (resumably; under torchrun each process writes every world-th study to
+    its part file), scored, and the retrieval of similar training studies (the first process); one run per output
+    folder at a time."""
+    from gsco.evaluation import answer_resumably, process_device, run_evaluation
     from gsco.metrics.report import report_metrics
     from gsco.runtime import (
         file_fingerprint,
@@ -150,9 +140,8 @@ def _write_and_score(cfg: ReportConfig) -> dict:
     from gsco.specialists.report.model import build_report_model, load_report_checkpoint
 
     seed_everything(cfg.seed)
-    rank, world = distributed_context()  # torchrun: each process writes every world-th study to its part file
     out_dir = output_folder(cfg.out_dir or cfg.run_dir, "out_dir" if cfg.out_dir else "run_dir")
-    device = resolve_device(process_device(cfg.device, rank, world))
+    device = resolve_device(process_device(cfg.device))
     checkpoint = Path(cfg.checkpoint) if cfg.checkpoint else best_checkpoint(cfg.run_dir)
     model, processor = build_report_model(cfg.model_settings(), device)
     load_report_checkpoint(model, checkpoint)
@@ -172,26 +161,26 @@ def _write_and_score(cfg: ReportConfig) -> dict:
                 "image_root": str(Path(cfg.image_root).resolve()), "model": dataclasses.asdict(cfg.model_settings()),
                 "generation": cfg.generation_kwargs(), "truncate_references": cfg.truncate_references,
                 **render_identity(cfg)}
-    answer_resumably(list(range(len(rows))), out, ask, id_of=lambda i: str(rows[i]["id"]), key="id",
-                     message="{out}: {done} of {total} studies already written, {todo} to go", manifest=manifest,
-                     overwrite=cfg.overwrite)
-    if world > 1:
-        import torch.distributed as dist
 
-        dist.destroy_process_group()
-        if rank != 0:  # the first process scores, retrieves and writes the metrics
-            return {}
-    written = {r["id"]: r for r in read_predictions(out)}
-    answered = [str(r["id"]) for r in rows if str(r["id"]) in written]
-    metrics = report_metrics({i: written[i]["annotation"] for i in answered},
-                             {i: written[i]["answer"] for i in answered}, cfg.report_tokenize, cfg.meteor)
-    result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows), "n_answered": len(answered),
-              "reports": str(out), "metrics": metrics}
-    if cfg.search_top_n > 0:
-        result["retrieval"] = str(retrieve_training_studies(cfg, model, processor, dataset, device,
-                                                            out_dir / f"{cfg.split}_retrieval.json"))
-    write_json(result, out_dir / f"{cfg.split}_metrics.json")
-    return result
+    def answer() -> None:
+        answer_resumably(list(range(len(rows))), out, ask, id_of=lambda i: str(rows[i]["id"]), key="id",
+                         message="{out}: {done} of {total} studies already written, {todo} to go",
+                         manifest=manifest, overwrite=cfg.overwrite)
+
+    def score(_) -> dict:
+        written = {r["id"]: r for r in read_predictions(out)}
+        answered = [str(r["id"]) for r in rows if str(r["id"]) in written]
+        metrics = report_metrics({i: written[i]["annotation"] for i in answered},
+                                 {i: written[i]["answer"] for i in answered}, cfg.report_tokenize, cfg.meteor)
+        result = {"split": cfg.split, "checkpoint": str(checkpoint), "n_studies": len(rows),
+                  "n_answered": len(answered), "reports": str(out), "metrics": metrics}
+        if cfg.search_top_n > 0:
+            result["retrieval"] = str(retrieve_training_studies(cfg, model, processor, dataset, device,
+                                                                out_dir / f"{cfg.split}_retrieval.json"))
+        write_json(result, out_dir / f"{cfg.split}_metrics.json")
+        return result
+
+    return run_evaluation(out_dir, answer, score)
 
 
 def _evaluate_and_print(cfg: ReportConfig) -> None:

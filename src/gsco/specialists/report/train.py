@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -24,7 +23,8 @@ import torch
 from tqdm import tqdm
 
 from gsco.config import config_to_dict
-from gsco.runtime import output_folder, output_lock, reading
+from gsco.evaluation.process import is_main_process, main_process_lock
+from gsco.runtime import output_folder, reading
 from gsco.specialists.report.config import ReportConfig, report_command
 from gsco.training import History
 
@@ -55,11 +55,9 @@ def validation_score(metrics: dict, weights: dict[str, float]) -> float:
 def train_report_specialist(cfg: ReportConfig, stop_after_steps: int | None = None) -> dict:
     """Train; returns ``{history, best}``. ``stop_after_steps`` ends the run early (tests of resuming). One run per
     ``run_dir`` at a time: the first process holds the folder's lock."""
-    import contextlib
 
     output_folder(cfg.run_dir, "run_dir")
-    with output_lock(cfg.run_dir, key="run_dir") if int(os.environ.get("RANK", "0")) == 0 \
-            else contextlib.nullcontext():
+    with main_process_lock(cfg.run_dir, key="run_dir"):
         return _train(cfg, stop_after_steps)
 
 
@@ -146,7 +144,7 @@ def _resume(cfg: ReportConfig, model, optimizer, state_file: Path, history: Hist
     from gsco.specialists.report.model import from_r2gengpt_key, load_trainable
 
     if not (cfg.resume and state_file.is_file()):
-        if int(os.environ.get("RANK", "0")) == 0:
+        if is_main_process():
             history.clear()  # a fresh run: rows already there belong to another run
         return 0, 0, 0, {"score": -math.inf, "checkpoint": None}
     with reading(state_file, "training state", "delete it to train from the start, or give resume=false"):

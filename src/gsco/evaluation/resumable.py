@@ -12,20 +12,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from gsco.errors import GscoError
+from gsco.evaluation.process import distributed_context
 from gsco.runtime import append_rows, read_json, read_predictions
 
 logger = logging.getLogger(__name__)
 Row = TypeVar("Row")
 
 
-class ResumeMismatchError(ValueError):
+class ResumeMismatchError(GscoError, ValueError):
     """An output file written by a run that is not this one (another model, input, prompt or setting)."""
 
 
@@ -235,20 +236,6 @@ def chunks(rows: Sequence[Row], size: int, desc: str) -> Iterator[list[Row]]:
             bar.update(len(chunk))
 
 
-def distributed_context() -> tuple[int, int]:
-    """(rank, world size) under torchrun/accelerate; (0, 1) otherwise."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world == 1:
-        return 0, 1
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        import torch
-
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world
-
-
 def answered_ids(out: Path, rank: int, world: int, key: str = "question_id") -> set[str]:
     """Ids (rows' ``key``) already answered (the predictions file and, under data parallel, every process's part
     file). The first process reads, the others receive its set, so all split the remaining work the same way."""
@@ -279,12 +266,3 @@ def merge_parts(out: Path, order: list[str], rank: int, world: int, key: str = "
         for p in parts:
             p.unlink(missing_ok=True)
     dist.barrier()
-
-
-def process_device(device: str, rank: int, world: int) -> str:
-    """Under data parallel, ``auto``/``cuda`` mean this process's own GPU (LOCAL_RANK)."""
-    if world > 1 and device in ("auto", "cuda"):
-        import torch
-
-        return f"cuda:{os.environ.get('LOCAL_RANK', rank)}" if torch.cuda.is_available() else "cpu"
-    return device
