@@ -14,7 +14,7 @@
 #   MODEL_NAME  BACKEND=openai: the served model's name (default: the server's only model)
 #   API_KEY     BACKEND=openai: read by the client from the environment; never logged or written
 #   CONFIG (default configs/meddr/eval.yaml), PYTHON
-# Extra key=value arguments are passed to `python -m gsco.meddr.evaluate` (same keys as the YAML).
+# Extra key=value arguments are passed to `python -m gsco.recipes.evaluate` (same keys as the YAML).
 # Re-running the same command resumes: questions already in the predictions file are skipped.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -33,6 +33,6 @@ args=(--config "${CONFIG:-$HERE/configs/meddr/eval.yaml}")
 [[ -n "${MODEL_NAME:-}" ]] && args+=("model_name=${MODEL_NAME}")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then
-  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.meddr.evaluate "${args[@]}" "$@"
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.recipes.evaluate "${args[@]}" "$@"
 fi
-exec "$PYTHON" -m gsco.meddr.evaluate "${args[@]}" "$@"
+exec "$PYTHON" -m gsco.recipes.evaluate "${args[@]}" "$@"

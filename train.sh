@@ -14,7 +14,7 @@
 #   BATCH_SIZE     global batch over all GPUs of all nodes; with PER_DEVICE_BATCH_SIZE it sets
 #   PER_DEVICE_BATCH_SIZE   gradient accumulation = BATCH_SIZE / (PER_DEVICE_BATCH_SIZE x GPUS x NNODES)
 #   PYTHON
-# Extra key=value arguments are passed to `python -m gsco.meddr.train` (same keys as the YAML).
+# Extra key=value arguments are passed to `python -m gsco.recipes.finetune` (same keys as the YAML).
 # Re-running the same command resumes from the last checkpoint in OUT_DIR.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -54,11 +54,11 @@ export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZER
 echo "train.sh: ${GPUS} GPU(s) x ${NNODES} node(s); ${args[*]} $*" >&2
 if (( GPUS <= 0 )); then
   if [[ -z "${DEEPSPEED:-}" ]]; then
-    exec "$PYTHON" -m gsco.meddr.train "${args[@]}" "$@"
+    exec "$PYTHON" -m gsco.recipes.finetune "${args[@]}" "$@"
   fi
   # DeepSpeed on a machine without GPUs (its CPU accelerator, gloo): one process, launched as torchrun would.
   export DS_ACCELERATOR="${DS_ACCELERATOR:-cpu}"
   GPUS=1
 fi
 exec "$PYTHON" -m torch.distributed.run --nnodes "$NNODES" --node_rank "$NODE_RANK" --nproc_per_node "$GPUS" \
-  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" -m gsco.meddr.train "${args[@]}" "$@"
+  --master_addr "$MASTER_ADDR" --master_port "$MASTER_PORT" -m gsco.recipes.finetune "${args[@]}" "$@"

@@ -29,7 +29,7 @@ from gsco.config import load_config  # noqa: E402
 from gsco.generalist import Generalist  # noqa: E402
 from gsco.generalist.quantization import weight_bytes  # noqa: E402
 from gsco.meddr.plan import PlanConfig, plan  # noqa: E402
-from gsco.meddr.train import MedDrTrainConfig, train  # noqa: E402
+from gsco.recipes.finetune import FinetuneConfig, train  # noqa: E402
 from gsco.metrics.answers import parse_option  # noqa: E402
 from gsco.runtime import write_json  # noqa: E402
 
@@ -38,7 +38,7 @@ from test_meddr_train import QUADRANTS, quadrant_task  # noqa: E402  (the genera
 
 def trained_model(root: Path, n: int) -> Path:
     (root / "train.json").write_text(json.dumps(quadrant_task(root, n, 1)))
-    cfg = load_config(MedDrTrainConfig, HERE.parent / "configs/meddr/finetune_tiny.yaml",
+    cfg = load_config(FinetuneConfig, HERE.parent / "configs/meddr/finetune_tiny.yaml",
                       {"data": str(root / "train.json"), "out_dir": str(root / "run"), "mode": "full"})
     return train(cfg)["final"]
 

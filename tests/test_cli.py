@@ -92,7 +92,7 @@ FORMER_FLAGS = [
     ("gsco.meddr.convert", "_convert_and_print",
      ["--src", "orig", "--dst", "hf", "--dtype", "bfloat16", "--lora-alpha", "32", "--tokenizer", "tok", "--overwrite"],
      ["original=orig", "out_dir=hf", "dtype=bfloat16", "lora_alpha=32", "tokenizer=tok", "overwrite=true"]),
-    ("gsco.meddr.merge_lora", "_merge_and_print", ["--adapter", "a", "--dst", "m", "--base", "b"],
+    ("gsco.recipes.merge_lora", "_merge_and_print", ["--adapter", "a", "--dst", "m", "--base", "b"],
      ["adapter=a", "out_dir=m", "base=b"]),
     ("gsco.meddr.presets", "_save_and_print", ["--preset", "tiny", "--dst", "m", "--seed", "3"],
      ["preset=tiny", "out_dir=m", "seed=3"]),
@@ -152,7 +152,7 @@ def test_a_missing_required_key_names_it(monkeypatch, capsys):
     assert "missing key(s) 'metafile'; give metafile=..." in capsys.readouterr().err
     with pytest.raises(ConfigError, match="missing key"):
         from gsco.config import load_config
-        from gsco.meddr.merge_lora import MergeLoraConfig
+        from gsco.recipes.merge_lora import MergeLoraConfig
 
         load_config(MergeLoraConfig, None, {"adapter": "a"})
 
@@ -181,12 +181,12 @@ def test_every_entry_point_follows_its_launcher(tmp_path, monkeypatch):
 def config_classes():
     import demo  # noqa: F401  (imported by load() in the tests above; here for its DemoConfig)
     from gsco.collab.run import GscoConfig
-    from gsco.meddr.evaluate import MedDrEvalConfig
-    from gsco.meddr.train import MedDrTrainConfig
+    from gsco.recipes.evaluate import EvalConfig
+    from gsco.recipes.finetune import FinetuneConfig
     from gsco.specialists.config import SpecialistConfig
     from gsco.specialists.report.config import ReportConfig
 
-    return [GscoConfig, MedDrEvalConfig, MedDrTrainConfig, SpecialistConfig, ReportConfig, demo.DemoConfig]
+    return [GscoConfig, EvalConfig, FinetuneConfig, SpecialistConfig, ReportConfig, demo.DemoConfig]
 
 
 def _other_value(cls, key):
@@ -255,12 +255,12 @@ def test_shipped_configs_use_their_sections_and_load_as_flat_keys(path, tmp_path
 
     from gsco.collab.run import GscoConfig
     from gsco.config import config_sections, load_config
-    from gsco.meddr.evaluate import MedDrEvalConfig
-    from gsco.meddr.train import MedDrTrainConfig
+    from gsco.recipes.evaluate import EvalConfig
+    from gsco.recipes.finetune import FinetuneConfig
     from gsco.specialists.report.config import ReportConfig
 
     cls = {"gsco": GscoConfig, "report": ReportConfig}.get(path.split("/")[1]) or (
-        MedDrTrainConfig if "finetune" in path else MedDrEvalConfig)
+        FinetuneConfig if "finetune" in path else EvalConfig)
     sections = config_sections(cls)
     data = yaml.safe_load((REPO / path).read_text())
     in_sections = [k for k, v in data.items() if k in sections]
@@ -271,7 +271,7 @@ def test_shipped_configs_use_their_sections_and_load_as_flat_keys(path, tmp_path
     outside = [k for k in flat if any(k in keys for keys in sections.values()) and k in data]
     assert outside == [], f"{path}: keys outside their section: {outside}"
     (tmp_path / "flat.yaml").write_text(yaml.safe_dump(flat))
-    required = {"model": "x", "data": "y"} if cls is MedDrTrainConfig else {}
+    required = {"model": "x", "data": "y"} if cls is FinetuneConfig else {}
     assert load_config(cls, REPO / path, required) == load_config(cls, tmp_path / "flat.yaml", required)
     hints = typing.get_type_hints(cls)
     section, key = next((s, k) for s, ks in sections.items() for k in ks if hints[k] is int)
@@ -298,13 +298,13 @@ def test_a_key_in_the_wrong_section_or_given_twice_is_named(tmp_path):
     assert cfg.max_new_tokens == 5 and cfg.intro == "Hi: no"
 
 
-@pytest.mark.parametrize("cls_name", ["GscoConfig", "MedDrEvalConfig"])
+@pytest.mark.parametrize("cls_name", ["GscoConfig", "EvalConfig"])
 def test_max_skipped_fraction_is_a_fraction(cls_name):
     from gsco.collab.run import GscoConfig
     from gsco.config import load_config
-    from gsco.meddr.evaluate import MedDrEvalConfig
+    from gsco.recipes.evaluate import EvalConfig
 
-    cls = {"GscoConfig": GscoConfig, "MedDrEvalConfig": MedDrEvalConfig}[cls_name]
+    cls = {"GscoConfig": GscoConfig, "EvalConfig": EvalConfig}[cls_name]
     assert load_config(cls, None, {"max_skipped_fraction": 1}).max_skipped_fraction == 1.0
     with pytest.raises(ConfigError, match="key 'max_skipped_fraction': must be between 0 and 1, got 5"):
         load_config(cls, None, {"max_skipped_fraction": 5})

@@ -364,9 +364,9 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from gsco.collab.hint_samples import write_hint_samples
     from gsco.collab.run import GscoConfig, Task, fill_case
     from gsco.config import ConfigError, load_config
+    from gsco.data.conversations import read_training_data
     from gsco.data.diagnosis_questions import diagnosis_question
     from gsco.data.registry import get_dataset_info
-    from gsco.meddr.data import read_training_data
 
     from conftest import REPO
     from doc_commands import run_documented

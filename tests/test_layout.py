@@ -149,3 +149,12 @@ def test_no_test_module_imports_another():
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             wrong += [f"{path.name}: {n}" for n in names if n.split(".")[0].startswith("test_")]
     assert not wrong, wrong
+
+
+def test_the_recipes_import_nothing_of_meddr():
+    """Evaluating and fine-tuning work for any generalist: a model family is reached through the registry."""
+    graph = import_graph()
+    recipes = {m: sorted(d for d in deps if d.startswith("gsco.meddr"))
+               for m, deps in graph.items() if m.startswith("gsco.recipes")}
+    assert {"gsco.recipes.evaluate", "gsco.recipes.finetune", "gsco.recipes.merge_lora"} <= set(recipes)
+    assert not {m: d for m, d in recipes.items() if d}

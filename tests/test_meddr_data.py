@@ -7,14 +7,14 @@ import pytest
 import torch
 from PIL import Image
 
-from gsco.data.registry import DatasetError
-from gsco.meddr.data import (
+from gsco.data.conversations import (
     IGNORE_INDEX,
     ConversationCollator,
     ConversationDataset,
     encode_conversation,
     read_training_data,
 )
+from gsco.data.registry import DatasetError
 from gsco.meddr.presets import build_from_preset
 
 

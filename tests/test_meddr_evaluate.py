@@ -1,4 +1,4 @@
-"""inference_meddr.sh / gsco.meddr.evaluate on an IU-Xray-style metafile (real reports, generated images), and the
+"""inference_meddr.sh / gsco.recipes.evaluate on an IU-Xray-style metafile (real reports, generated images), and the
 answer/report metrics."""
 
 import json
@@ -10,7 +10,7 @@ from PIL import Image
 
 from gsco.config import ConfigError, load_config
 from gsco.evaluation import TooManySkippedError
-from gsco.meddr.evaluate import MedDrEvalConfig, evaluate, read_metafile
+from gsco.recipes.evaluate import EvalConfig, evaluate, read_metafile
 
 from conftest import REPO, kill_when_written, shared_path
 from doc_commands import documented_argv, documented_env, run_documented
@@ -35,7 +35,7 @@ def iu_xray(tmp_path_factory):
 def cfg_of(metafile, out_dir, **kw):
     base = {"model": "tiny", "metafile": str(metafile), "out_dir": str(out_dir), "task": "report", "device": "cpu",
             "max_new_tokens": 12, "meteor": False, "prompts": str(REPO / "configs/meddr/prompts.yaml")}
-    return load_config(MedDrEvalConfig, None, {**base, **kw})
+    return load_config(EvalConfig, None, {**base, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -215,7 +215,7 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
 @pytest.mark.e2e
 def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     from gsco.data.r2gen import main as r2gen_main
-    from gsco.meddr.evaluate import read_metafile
+    from gsco.recipes.evaluate import read_metafile
 
     from doc_commands import run_documented
 
@@ -240,9 +240,9 @@ def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
 
 @pytest.mark.e2e
 def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evaluator_read(tmp_path):
+    from gsco.data.conversations import read_training_data
     from gsco.data.diagnosis_questions import main as questions_main
-    from gsco.meddr.data import read_training_data
-    from gsco.meddr.evaluate import read_metafile
+    from gsco.recipes.evaluate import read_metafile
 
     data = shared_path("data", "medmnist", "breastmnist.npz").parent
     assert questions_main(["--dataset", "breastmnist", "--data-path", str(data), "--out", str(tmp_path),

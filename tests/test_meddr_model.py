@@ -9,10 +9,11 @@ import torch
 from PIL import Image
 
 import gsco.meddr  # noqa: F401  (registers model_type meddr)
+from gsco.data.readers import IMAGENET_MEAN
 from gsco.meddr.convert import ConversionError, convert, save_original
 from gsco.meddr.model import MedDrForConditionalGeneration
 from gsco.meddr.presets import build_config, build_from_preset, load_preset
-from gsco.meddr.processor import IMAGENET_MEAN, load_tokenizer
+from gsco.meddr.processor import load_tokenizer
 
 from conftest import shared_path
 

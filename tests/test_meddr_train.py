@@ -13,8 +13,8 @@ from PIL import Image
 
 from gsco.config import load_config
 from gsco.generalist import Generalist
-from gsco.meddr.train import MedDrTrainConfig, lora_target_pattern, train
 from gsco.metrics.answers import parse_option
+from gsco.recipes.finetune import FinetuneConfig, lora_target_pattern, train
 
 from conftest import REPO
 from doc_commands import run_documented
@@ -55,7 +55,7 @@ def task(tmp_path_factory):
 
 
 def cfg_of(**kw):
-    return load_config(MedDrTrainConfig, None, {"model": "tiny", "learning_rate": 2e-3,
+    return load_config(FinetuneConfig, None, {"model": "tiny", "learning_rate": 2e-3,
                                                 "per_device_train_batch_size": 8,
                                                 "max_seq_length": 512, "gradient_checkpointing": False,
                                                 "logging_steps": 5, "save_steps": 1000, **kw})
@@ -198,7 +198,7 @@ def test_lora_learns_a_new_task_and_merges_to_the_same_outputs(task, square_mode
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTIONS["disc"]}]}],
         add_generation_prompt=True, tokenize=False)
     inputs = processor(text=[text], images=[Image.open(root / held_out["discs"][0]["image"])], return_tensors="pt")
-    run_documented("python -m gsco.meddr.merge_lora adapter=outputs/meddr-lora/adapter out_dir=outputs/meddr-merged",
+    run_documented("python -m gsco.recipes.merge_lora adapter=outputs/meddr-lora/adapter out_dir=outputs/meddr-merged",
                    replace={"outputs/meddr-lora/adapter": str(tmp_path / "adapter"),
                             "outputs/meddr-merged": str(tmp_path / "merged2")})
     again = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged2").eval()

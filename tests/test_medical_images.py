@@ -259,7 +259,7 @@ def test_entry_points_read_dicom_series_and_nifti_with_their_render_keys(tmp_pat
     from gsco.data.readers import open_image, read_image
     from gsco.data.registry import DatasetInfo
     from gsco.evaluation.resumable import ResumeMismatchError
-    from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+    from gsco.recipes.evaluate import EvalConfig, evaluate
 
     from doc_commands import run_documented
 
@@ -277,12 +277,12 @@ def test_entry_points_read_dicom_series_and_nifti_with_their_render_keys(tmp_pat
             "out_dir": str(tmp_path / "eval"), "prompts": str(REPO / "configs/meddr/prompts.yaml")}
     from gsco.config import load_config
 
-    result = evaluate(load_config(MedDrEvalConfig, None, {**base, "window": "bone", "view": "orthogonal"}))
+    result = evaluate(load_config(EvalConfig, None, {**base, "window": "bone", "view": "orthogonal"}))
     assert result["metrics"]["n"] == 3
     manifest = json.loads((tmp_path / "eval" / "vqa_predictions.manifest.json").read_text())
     assert manifest["render"] == {"window": "bone", "view": "orthogonal"}
     with pytest.raises(ResumeMismatchError, match="render"):
-        evaluate(load_config(MedDrEvalConfig, None, {**base, "window": "lung"}))
+        evaluate(load_config(EvalConfig, None, {**base, "window": "lung"}))
     settings = RenderSettings(window="brain", plane="sagittal")
     info = DatasetInfo(name="toy", task="binary-class", label_names=["a", "b"], format="metafile",
                        metafiles={"test": "test.csv"})

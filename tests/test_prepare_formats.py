@@ -264,12 +264,12 @@ def test_the_pcam200_metafile_is_what_the_reference_config_evaluates(tmp_path):
     test patch becomes one diagnosis item asked with the reference's PCam200 prompt."""
     from gsco.config import load_config
     from gsco.data.prepare.pcam import prepare_pcam200
-    from gsco.meddr.evaluate import MedDrEvalConfig, read_metafile
+    from gsco.recipes.evaluate import EvalConfig, read_metafile
 
     md5 = pcam_miniature(tmp_path / "pcam")
     prepare_pcam200(tmp_path / "data", str(tmp_path / "pcam"), [28], draw_sizes={"train": 2, "val": 2, "test": 4},
                     md5=md5, expected=PCAM_N, progress=False)
-    cfg = load_config(MedDrEvalConfig, Path(__file__).parents[1] / "configs/meddr/reference/pcam200.yaml",
+    cfg = load_config(EvalConfig, Path(__file__).parents[1] / "configs/meddr/reference/pcam200.yaml",
                       {"metafile": str(tmp_path / "data" / "pcam200" / "test.jsonl"),
                        "image_root": str(tmp_path / "data" / "pcam200")})
     items = read_metafile(cfg)

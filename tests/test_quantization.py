@@ -92,9 +92,9 @@ def test_meddr_40b_plan_matches_its_published_size():
 
 def test_a_quantized_run_does_not_resume_an_unquantized_one(tmp_path):
     from gsco.evaluation.resumable import ResumeMismatchError
-    from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+    from gsco.recipes.evaluate import EvalConfig, evaluate
 
-    cfg = load_config(MedDrEvalConfig, REPO / "configs/meddr/eval.yaml",
+    cfg = load_config(EvalConfig, REPO / "configs/meddr/eval.yaml",
                       {"out_dir": str(tmp_path), "device": "cpu", "max_new_tokens": 2, "limit": 2, "meteor": False,
                        "report_tokenize": "none"})
     evaluate(cfg)
@@ -114,7 +114,7 @@ def test_the_readme_plan_is_what_the_planner_prints():
 
 @pytest.mark.e2e
 def test_the_readme_quantized_demo_commands_run(tmp_path):
-    from gsco.meddr.presets import save_preset
+    from gsco.generalist.registry import save_preset
 
     from doc_commands import run_documented
 

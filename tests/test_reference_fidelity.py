@@ -67,14 +67,14 @@ def test_gsco_decoding_is_the_references():
     ("pmcvqa", ref.PMCVQA_PROMPT, "What modality is shown in the image"),
 ])
 def test_meddr_reference_prompts_are_byte_equal_to_the_references(tmp_path, name, literal, row_question):
-    from gsco.meddr.evaluate import MedDrEvalConfig, read_metafile
+    from gsco.recipes.evaluate import EvalConfig, read_metafile
 
     row = {"id": 0, "split": "test", "image": "x.png", "question_id": 0,
            "answer": "tumor" if name == "pcam200" else "a"}
     if row_question is not None:
         row["question"] = row_question
     (tmp_path / "meta.jsonl").write_text(json.dumps(row) + "\n")
-    cfg = load_config(MedDrEvalConfig, REPO / f"configs/meddr/reference/{name}.yaml",
+    cfg = load_config(EvalConfig, REPO / f"configs/meddr/reference/{name}.yaml",
                       {"metafile": str(tmp_path / "meta.jsonl")})
     (item,) = read_metafile(cfg)
     assert item.question == ref.meddr_question(literal, row_question)
@@ -88,9 +88,9 @@ def test_pmcvqa_reference_prompt_keeps_the_missing_spaces():
 
 @pytest.mark.parametrize("name, dataset", [("iu_xray", "iumrg"), ("pmcvqa", "pmcvqa"), ("pcam200", "retoct")])
 def test_meddr_reference_configs_decode_as_inference_meddr_py(name, dataset):
-    from gsco.meddr.evaluate import MedDrEvalConfig, generation_kwargs
+    from gsco.recipes.evaluate import EvalConfig, generation_kwargs
 
-    cfg = load_config(MedDrEvalConfig, REPO / f"configs/meddr/reference/{name}.yaml")
+    cfg = load_config(EvalConfig, REPO / f"configs/meddr/reference/{name}.yaml")
     assert cfg.max_new_tokens == ref.MEDDR_MAX_NEW_TOKENS[dataset]
     assert cfg.min_new_tokens == ref.MEDDR_GENERATION["min_new_tokens"]
     assert cfg.length_penalty == ref.MEDDR_GENERATION["length_penalty"]
@@ -115,10 +115,10 @@ def test_r2gen_metafile_is_byte_identical_to_meddrs_iu_xray_metafile(tmp_path):
 
 # ------------------------------------------------------------------------------------------------------- recipes
 def test_meddr_lora_recipe_is_train_sh():
-    from gsco.meddr.train import LLM_LORA_MODULES, MedDrTrainConfig
+    from gsco.recipes.finetune import LLM_LORA_MODULES, FinetuneConfig
 
     flags = ref.script_flags(ref.MEDDR_TRAIN_SH)
-    cfg = load_config(MedDrTrainConfig, REPO / "configs/meddr/finetune_meddr_lora.yaml", {"model": "x", "data": "y"})
+    cfg = load_config(FinetuneConfig, REPO / "configs/meddr/finetune_meddr_lora.yaml", {"model": "x", "data": "y"})
     truth = {"True": True, "False": False}
     assert cfg.freeze_vision is truth[flags["freeze_backbone"]]
     assert cfg.freeze_projector is truth[flags["freeze_mlp"]]

@@ -201,7 +201,7 @@ def _evaluate(tmp_path, *extra, env=None):
 
 @pytest.mark.e2e
 def test_another_model_or_metafile_into_the_same_out_dir_is_refused(tmp_path):
-    from gsco.meddr.presets import save_preset
+    from gsco.generalist.registry import save_preset
 
     first = _evaluate(tmp_path)
     assert first.returncode == 0, first.stderr[-2000:]
@@ -390,7 +390,7 @@ def test_model_folders_with_damaged_or_pickled_weights_name_the_file(tmp_path, c
     import torch
 
     from demo import main
-    from gsco.meddr.presets import save_preset
+    from gsco.generalist.registry import save_preset
 
     good = save_preset("tiny", tmp_path / "good")
     argv = ["question=What is shown?", f"image={REPO / 'data/examples/images/case0.png'}", "max_new_tokens=2",
@@ -401,7 +401,7 @@ def test_model_folders_with_damaged_or_pickled_weights_name_the_file(tmp_path, c
     _one_line(capsys, main([f"model={truncated}", *argv]),
               f"{weights}: not a readable safetensors weight file (SafetensorError", "copy, convert or save it again")
     from gsco.meddr.export import main as export_main
-    from gsco.meddr.train import main as train_main
+    from gsco.recipes.finetune import main as train_main
 
     for entry, args in ((export_main, [f"model={truncated}", f"out_dir={tmp_path / 'exported'}"]),  # tracebacks once
                         (train_main, [f"model={truncated}", f"out_dir={tmp_path / 'ft'}", "max_steps=1"])):
@@ -422,7 +422,7 @@ def test_model_folders_with_damaged_or_pickled_weights_name_the_file(tmp_path, c
 
 
 def test_a_damaged_predictions_line_and_an_out_dir_that_is_a_file_are_named(tmp_path, capsys):
-    from gsco.meddr.evaluate import main
+    from gsco.recipes.evaluate import main
 
     meta = REPO / "data/examples/meddr/iu_xray_sample.jsonl"
     argv = ["--config", str(REPO / "configs/meddr/eval.yaml"), f"metafile={meta}", "device=cpu", "max_new_tokens=2"]
@@ -469,7 +469,7 @@ def test_damaged_report_checkpoints_and_histories_are_named(tmp_path):
 
 
 def test_gsco_traceback_shows_the_traceback_instead(tmp_path, monkeypatch):
-    from gsco.meddr.evaluate import main
+    from gsco.recipes.evaluate import main
     from gsco.runtime import OutputFolderError
 
     (tmp_path / "a-file").write_text("")
@@ -539,7 +539,7 @@ def test_render_checks_its_output_first_and_never_leaves_half_a_picture(tmp_path
 
 
 def test_score_only_without_a_predictions_file_is_one_line(tmp_path, capsys):
-    from gsco.meddr.evaluate import main as evaluate_main
+    from gsco.recipes.evaluate import main as evaluate_main
 
     _one_line(capsys, evaluate_main([f"out_dir={tmp_path}", "score_only=true", "device=cpu"]),
               "score_only:", "iu_xray_sample_predictions.jsonl does not exist (run without score_only first)")
@@ -606,8 +606,8 @@ def test_a_specialist_runs_damaged_settings_record_is_named(toy_data, tmp_path, 
 
 
 def test_export_into_its_own_source_is_refused_and_the_source_untouched(tmp_path, capsys):
+    from gsco.generalist.registry import save_preset
     from gsco.meddr.export import main as export_main
-    from gsco.meddr.presets import save_preset
 
     model = save_preset("tiny", tmp_path / "model")
     before = {p.name: p.stat().st_mtime_ns for p in model.iterdir()}

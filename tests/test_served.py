@@ -87,10 +87,10 @@ def test_inference_meddr_served_gives_the_local_answers_and_survives_a_server_re
     place = {"http://localhost:8000/v1": served.url, "MODEL_NAME=meddr": f"MODEL_NAME={served.model}",
              "data/iu_xray/test.jsonl": str(meta)}
     from gsco.config import load_config
-    from gsco.meddr.evaluate import MedDrEvalConfig, evaluate
+    from gsco.recipes.evaluate import EvalConfig, evaluate
 
     repo = Path(__file__).resolve().parents[1]
-    evaluate(load_config(MedDrEvalConfig, repo / "configs/meddr/eval.yaml",  # the local backend, in process
+    evaluate(load_config(EvalConfig, repo / "configs/meddr/eval.yaml",  # the local backend, in process
                          {"model": str(served.model), "metafile": str(meta), "out_dir": str(tmp_path / "local"),
                           "task": "vqa", "max_new_tokens": 12, "device": "cpu", "eval_batch_size": 1}))
     expected = answers(tmp_path / "local" / "vqa_predictions.jsonl")

@@ -108,14 +108,14 @@ def test_a_refused_question_is_skipped_a_silent_server_stops_and_unsupported_key
 
 
 def test_backend_keys_are_checked_when_the_config_loads():
-    from gsco.meddr.evaluate import MedDrEvalConfig
+    from gsco.recipes.evaluate import EvalConfig
 
     with pytest.raises(ConfigError, match="key 'base_url': backend=openai needs the server's URL"):
-        load_config(MedDrEvalConfig, None, {"backend": "openai"})
+        load_config(EvalConfig, None, {"backend": "openai"})
     with pytest.raises(ConfigError, match="'concurrency' .>= 1."):
-        load_config(MedDrEvalConfig, None, {"backend": "openai", "base_url": "http://x/v1", "concurrency": 0})
+        load_config(EvalConfig, None, {"backend": "openai", "base_url": "http://x/v1", "concurrency": 0})
     with pytest.raises(ConfigError, match="backend"):
-        load_config(MedDrEvalConfig, None, {"backend": "vllm"})
+        load_config(EvalConfig, None, {"backend": "vllm"})
 
 
 NULL_CONTENT = {"id": "x", "object": "chat.completion", "created": 0, "model": "m",

@@ -22,6 +22,8 @@ from gsco.data.render import open_plain_image, render
 from gsco.runtime import reading
 
 # image files the readers take; a DICOM series is a folder
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".nii", ".nii.gz")
 
 
@@ -240,3 +242,16 @@ def image_array(img: Image.Image, img_size: int, as_rgb: bool, grey: bool = Fals
     if img.size != (img_size, img_size):
         img = img.resize((img_size, img_size), Image.Resampling.BICUBIC)
     return np.array(img, dtype=np.uint8)
+
+
+def expand_to_square(image: np.ndarray) -> np.ndarray:
+    """Channel-first uint8 image centred on a square canvas of the ImageNet mean colour, as InternVL pads."""
+    c, h, w = image.shape
+    if h == w:
+        return image
+    side = max(h, w)
+    fill = np.array([int(m * 255) for m in IMAGENET_MEAN][:c], dtype=image.dtype).reshape(c, 1, 1)
+    canvas = np.broadcast_to(fill, (c, side, side)).copy()
+    top, left = (side - h) // 2, (side - w) // 2
+    canvas[:, top:top + h, left:left + w] = image
+    return canvas

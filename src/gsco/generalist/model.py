@@ -171,7 +171,7 @@ class Generalist:
         preset name (``tiny``: random weights) — None means ``tiny``. ``quantization``: none | int8 | nf4 (CUDA,
         bitsandbytes) | torchao-int8 (also on a CPU), never of the ``keep_unquantized`` modules. ``max_memory``
         (with ``device_map``): per-device limits, e.g. ``0=70GiB,cpu=200GiB``; what does not fit is offloaded."""
-        from gsco.generalist.registry import import_family
+        from gsco.generalist.registry import import_family_of
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
@@ -182,7 +182,7 @@ class Generalist:
             if quantization == "torchao-int8":
                 quantize_torchao_int8(generalist.model, keep_unquantized)
             return generalist
-        import_family(read_json(path / "config.json").get("model_type"))  # e.g. meddr's Auto classes
+        import_family_of(path)  # e.g. meddr's Auto classes
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
         logger.info("loading %s (%s, %s%s)", path, torch_dtype, device_map or dev,

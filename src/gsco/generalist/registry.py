@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 
 # model_type in a model directory's config.json -> the package that registers it
 FAMILIES: dict[str, str] = {"meddr": "gsco.meddr"}
@@ -51,6 +52,30 @@ def import_family(model_type: str | None) -> None:
     """Import the package that registers ``model_type`` (nothing for a type transformers knows itself)."""
     if model_type in FAMILIES:
         importlib.import_module(FAMILIES[model_type])
+
+
+def import_family_of(model_dir: str | Path) -> None:
+    """Import the package registering the ``model_type`` of ``model_dir``'s config.json (before transformers'
+    Auto classes load it)."""
+    from gsco.runtime import read_json
+
+    config = Path(model_dir) / "config.json"
+    if config.is_file():
+        stored = read_json(config, "model config")
+        import_family(stored.get("model_type") if isinstance(stored, dict) else None)
+
+
+def save_preset(name: str, dst: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
+    """Build the preset ``name`` (random weights, ``seed``) and save it as a model directory that ``demo.py``,
+    ``inference_meddr.sh`` and ``train.sh`` load like a converted model; ``dst`` appears only when complete."""
+    from gsco.runtime import building_folder
+
+    model, processor = build_preset(name, seed=seed)
+    dst = Path(dst)
+    with building_folder(dst, overwrite) as out:
+        model.save_pretrained(out)
+        processor.save_pretrained(out)
+    return dst
 
 
 def build_preset(name: str, **kwargs):

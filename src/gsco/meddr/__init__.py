@@ -1,5 +1,6 @@
 """MedDr, the generalist, and what is its own: transformers' InternVL with MedDr's pixel-shuffle order, its
-processor, presets, converter, evaluation and fine-tuning (answering itself is :mod:`gsco.generalist`'s).
+processor, presets, converter, export and memory plan (answering is :mod:`gsco.generalist`'s; evaluating and
+fine-tuning any generalist are :mod:`gsco.recipes`').
 
 Importing this package registers ``model_type: meddr`` with transformers' Auto classes (``AutoConfig``,
 ``AutoModelForImageTextToText``, ``AutoModel``, ``AutoImageProcessor``), so a converted MedDr directory loads with

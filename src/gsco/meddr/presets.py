@@ -149,19 +149,6 @@ def set_generation_defaults(gen, tokenizer) -> None:
     gen.max_new_tokens = 512
 
 
-def save_preset(name: str, dst: str | Path, seed: int = 0, overwrite: bool = False) -> Path:
-    """Build the preset (random weights, ``seed``) and save it as a model directory that ``demo.py --model``,
-    ``inference_meddr.sh`` and ``train.sh`` load like a converted MedDr."""
-    from gsco.runtime import building_folder
-
-    model, processor = build_from_preset(name, seed=seed)
-    dst = Path(dst)
-    with building_folder(dst, overwrite) as out:  # in place only when complete
-        model.save_pretrained(out)
-        processor.save_pretrained(out)
-    return dst
-
-
 @dataclasses.dataclass
 class SavePresetConfig:
     out_dir: str  # the model directory to write
@@ -171,6 +158,8 @@ class SavePresetConfig:
 
 
 def _save_and_print(cfg: SavePresetConfig) -> None:
+    from gsco.generalist.registry import save_preset
+
     print(f"model: {save_preset(cfg.preset, cfg.out_dir, cfg.seed, cfg.overwrite)}")
 
 

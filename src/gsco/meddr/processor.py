@@ -19,10 +19,9 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 )
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
+from gsco.data.readers import IMAGENET_MEAN, IMAGENET_STD, expand_to_square
 from gsco.meddr.model import MedDrConfig
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 IMG_START, IMG_END, IMG_CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
 IMAGE_SPECIAL_TOKENS = {"start_image_token": IMG_START, "end_image_token": IMG_END,
                         "context_image_token": IMG_CONTEXT, "video_token": VIDEO}
@@ -82,19 +81,6 @@ class MedDrImageProcessor(GotOcr2ImageProcessorPil):
         if self.pad2square if pad2square is None else pad2square:
             images = [expand_to_square(image) for image in images]
         return super()._preprocess(images, *args, **kwargs)
-
-
-def expand_to_square(image: np.ndarray) -> np.ndarray:
-    """Channel-first uint8 image centred on a square canvas of the ImageNet mean colour, as InternVL pads."""
-    c, h, w = image.shape
-    if h == w:
-        return image
-    side = max(h, w)
-    fill = np.array([int(m * 255) for m in IMAGENET_MEAN][:c], dtype=image.dtype).reshape(c, 1, 1)
-    canvas = np.broadcast_to(fill, (c, side, side)).copy()
-    top, left = (side - h) // 2, (side - w) // 2
-    canvas[:, top:top + h, left:left + w] = image
-    return canvas
 
 
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerFast:

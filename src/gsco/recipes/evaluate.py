@@ -1,6 +1,6 @@
-"""Batch evaluation of MedDr (or any image-text-to-text generalist) on a metafile: predictions, then metrics.
+"""Batch evaluation of a generalist (MedDr, or any image-text-to-text model) on a metafile: predictions, then metrics.
 
-    python -m gsco.meddr.evaluate [--config configs/meddr/eval.yaml] [key=value ...]
+    python -m gsco.recipes.evaluate [--config configs/meddr/eval.yaml] [key=value ...]
     bash inference_meddr.sh                      (env MODEL, METAFILE, IMAGE_ROOT, TASK, OUT_DIR, BATCH_SIZE, GPUS)
 
 Metafile: JSONL rows ``{id, split, image, text, question_id, answer}`` (the reference's layout). The ground truth
@@ -39,7 +39,7 @@ TASKS = ("report", "vqa", "diagnosis")
 
 
 @dataclasses.dataclass
-class MedDrEvalConfig(RenderSettings, GeneralistSettings):
+class EvalConfig(RenderSettings, GeneralistSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
@@ -122,7 +122,7 @@ class Item:
 
 
 # ------------------------------------------------------------------------------------------------------ reading
-def load_prompt(cfg: MedDrEvalConfig) -> str:
+def load_prompt(cfg: EvalConfig) -> str:
     path = repo_file(cfg.prompts)
     if not path.is_file():
         raise ConfigError(f"key 'prompts': {path} does not exist")
@@ -134,7 +134,7 @@ def load_prompt(cfg: MedDrEvalConfig) -> str:
     return str(per_task[cfg.prompt_set])
 
 
-def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
+def read_metafile(cfg: EvalConfig) -> list[Item]:
     """Rows of the metafile as evaluation items; a malformed row stops with its file and line."""
     path = repo_file(cfg.metafile)
     if not path.is_file():
@@ -184,7 +184,7 @@ def read_metafile(cfg: MedDrEvalConfig) -> list[Item]:
 
 
 # -------------------------------------------------------------------------------------------------- generating
-def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+def predict(cfg: EvalConfig, items: list[Item]) -> dict:
     """Answer every item not yet in the predictions file; returns counts."""
     from gsco.data.readers import DatasetError, open_image
     from gsco.generalist.backends import load_generalist
@@ -221,7 +221,7 @@ def predict(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
     return {"answered": done["written"], "skipped": skipped}
 
 
-def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+def run_manifest(cfg: EvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
     from gsco.data.render import render_identity
     from gsco.generalist.backends import model_or_served
@@ -236,7 +236,7 @@ def run_manifest(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
             "num_beams": cfg.num_beams, "length_penalty": cfg.length_penalty}
 
 
-def generation_kwargs(cfg: MedDrEvalConfig) -> dict:
+def generation_kwargs(cfg: EvalConfig) -> dict:
     """Decoding settings beyond beams and length, passed only when they are not transformers' defaults."""
     return {**({"min_new_tokens": cfg.min_new_tokens} if cfg.min_new_tokens else {}),
             **({"length_penalty": cfg.length_penalty} if cfg.length_penalty != 1.0 else {})}
@@ -250,7 +250,7 @@ def prediction_row(item: Item, answer: str) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------- scoring
-def check_scored_run(cfg: MedDrEvalConfig, items: list[Item]) -> None:
+def check_scored_run(cfg: EvalConfig, items: list[Item]) -> None:
     """``score_only``: the predictions file must be this configuration's (model, metafile, settings), as a resumed
     run's must, so its metrics never name a model or metafile that did not write the answers."""
     from gsco.evaluation.resumable import check_manifest, manifest_path
@@ -265,7 +265,7 @@ def check_scored_run(cfg: MedDrEvalConfig, items: list[Item]) -> None:
                        cfg.predictions_file)
 
 
-def score(cfg: MedDrEvalConfig, items: list[Item]) -> dict:
+def score(cfg: EvalConfig, items: list[Item]) -> dict:
     """Metrics of the predictions file over the metafile's items (those answered)."""
     rows = {r["question_id"]: r for r in read_predictions(cfg.predictions_file)}
     answered = [it for it in items if it.question_id in rows]
@@ -337,7 +337,7 @@ def format_table(result: dict) -> str:
 
 
 # -------------------------------------------------------------------------------------------------------- main
-def evaluate(cfg: MedDrEvalConfig) -> dict:
+def evaluate(cfg: EvalConfig) -> dict:
     """Answer (resumably, every process its share) and score (the first process); one run per out_dir at a time."""
     items = read_metafile(cfg)
 
@@ -359,7 +359,7 @@ def evaluate(cfg: MedDrEvalConfig) -> dict:
     return run_evaluation(cfg.out_dir, answer, score_and_check)
 
 
-def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:
+def _evaluate_and_print(cfg: EvalConfig) -> None:
     result = evaluate(cfg)  # ValueError / RuntimeError: an unreadable model directory, Java missing, ...
     if result:
         print(format_table(result))
@@ -367,8 +367,8 @@ def _evaluate_and_print(cfg: MedDrEvalConfig) -> None:
         print(f"metrics: {cfg.metrics_file}")
 
 
-main = command(MedDrEvalConfig, _evaluate_and_print,
-               description="Evaluate MedDr (or another generalist) on a metafile.",
+main = command(EvalConfig, _evaluate_and_print,
+               description="Evaluate a generalist (MedDr or another image-text-to-text model) on a metafile.",
                config="configs/meddr/eval.yaml", resolve=repo_file)
 
 

@@ -1,6 +1,6 @@
-"""Merge a MedDr LoRA adapter (peft format) into a standalone model directory.
+"""Merge a LoRA adapter (peft format) into a standalone model directory (MedDr or any image-text-to-text model).
 
-    python -m gsco.meddr.merge_lora adapter=OUT_DIR/adapter out_dir=OUT_DIR/merged [base=MODEL_DIR]
+    python -m gsco.recipes.merge_lora adapter=OUT_DIR/adapter out_dir=OUT_DIR/merged [base=MODEL_DIR]
 
 (or the same keys from ``--config FILE``; the former flags ``--adapter``, ``--dst`` and ``--base`` are read for one
 release.) The base model is the adapter's ``base_model_name_or_path`` unless ``base`` is given. The result loads
@@ -22,7 +22,7 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     from peft import PeftModel
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    import gsco.meddr  # noqa: F401
+    from gsco.generalist.registry import import_family_of
 
     adapter, dst = Path(adapter), Path(dst)
     config_file = adapter / "adapter_config.json"
@@ -38,6 +38,7 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     base = Path(base)
     if not (base / "config.json").is_file():
         raise ValueError(f"base model {base} does not exist; give base=DIR")
+    import_family_of(base)  # e.g. meddr's Auto classes
     # the base's stored dtype (bf16 for the published model: ~80 GB of CPU memory for the 40B merge)
     from gsco.runtime import building_folder
 
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
 
     aliases = {"--adapter": Alias("adapter"), "--dst": Alias("out_dir"), "--base": Alias("base")}
     return command(MergeLoraConfig, _merge_and_print, aliases=aliases,
-                   description="Merge a MedDr LoRA adapter into a standalone model directory.")(argv)
+                   description="Merge a LoRA adapter into a standalone model directory.")(argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""MedDr training data: conversations with an optional image, rendered with the Hermes-2 template.
+"""Fine-tuning data: conversations with an optional image, rendered with the model's chat template (MedDr's is
+Hermes-2); image tokens as InternVL-architecture tokenizers name them.
 
 Two input formats are read:
 
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsco.data.readers import open_image
+from gsco.data.readers import expand_to_square, open_image
 from gsco.data.registry import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -136,7 +137,7 @@ def _parse_sample(row: object, root: Path, augment: bool, where: str) -> Sample:
     image = row.get("image")
     if isinstance(image, list):
         if len(image) != 1:
-            raise ValueError(f"{where} (id {sid}): MedDr takes one image per sample, got {len(image)}")
+            raise ValueError(f"{where} (id {sid}): fine-tuning takes one image per sample, got {len(image)}")
         image = image[0]
     n_placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
     if image:
@@ -236,8 +237,6 @@ class ConversationDataset(torch.utils.data.Dataset):
         processor = self.processor.image_processor
         if augment:
             if getattr(processor, "pad2square", False):
-                from gsco.meddr.processor import expand_to_square
-
                 image = Image.fromarray(expand_to_square(np.asarray(image).transpose(2, 0, 1)).transpose(1, 2, 0))
             image = train_transform(self.image_size)(image)
         return processor(images=[image], return_tensors="pt")["pixel_values"]

@@ -1,11 +1,13 @@
-"""Fine-tune MedDr (LoRA or full) with transformers' Trainer, on one CPU or under DeepSpeed on many GPUs.
+"""Fine-tune a generalist (MedDr, or an image-text-to-text model with its layout: ``model.vision_tower``,
+``model.multi_modal_projector``, ``model.language_model``) with transformers' Trainer — LoRA, QLoRA or full — on one
+CPU or under DeepSpeed on many GPUs.
 
-    python -m gsco.meddr.train --config configs/meddr/finetune_tiny.yaml [key=value ...]
+    python -m gsco.recipes.finetune --config configs/meddr/finetune_tiny.yaml [key=value ...]
     bash train.sh                        (env MODEL, DATA, IMAGE_ROOT, OUT_DIR, MODE, DEEPSPEED, GPUS, NNODES, ...)
 
 Writes ``{out_dir}/checkpoint-*`` (Trainer state; an interrupted run resumes from the last one),
 ``{out_dir}/final/`` (a standalone model directory: with LoRA, the adapter merged in) and, in LoRA mode,
-``{out_dir}/adapter/`` (the unmerged adapter in peft format; ``python -m gsco.meddr.merge_lora`` merges it).
+``{out_dir}/adapter/`` (the unmerged adapter in peft format; ``python -m gsco.recipes.merge_lora`` merges it).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 
 @dataclasses.dataclass
-class MedDrTrainConfig(RenderSettings):
+class FinetuneConfig(RenderSettings):
     # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
     RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
@@ -47,7 +49,7 @@ class MedDrTrainConfig(RenderSettings):
         "bookkeeping": ("logging_steps", "save_steps", "save_total_limit", "seed", "resume", "num_workers"),
     }
     # --- what and where ---
-    model: str | None = "tiny"  # model directory (a converted MedDr) or a MedDr preset (random init)
+    model: str | None = "tiny"  # model directory (a converted MedDr, ...) or a preset (random init)
     data: str | None = "data/examples/meddr/train_sample.json"  # sample file (JSON list / JSONL) or InternVL meta file
     image_root: str | None = None  # sample files: images relative to this (default: the file's folder)
     out_dir: str = "outputs/meddr-train"  # checkpoint-*/, final/ (standalone model), adapter/ (LoRA)
@@ -116,11 +118,10 @@ def lora_target_pattern(modules: list[str]) -> str:
     return rf"^model\.language_model\.layers\.\d+\.({'|'.join(parts)})$"
 
 
-def base_model_dir(cfg: MedDrTrainConfig) -> Path:
+def base_model_dir(cfg: FinetuneConfig) -> Path:
     """The directory training starts from: ``model`` as given, or a preset built once and saved to
     ``{out_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
     the TrainingArguments exist: under ZeRO-3 a model built afterwards would be partitioned into empty tensors."""
-    import gsco.meddr  # noqa: F401
     from gsco.generalist import check_model_argument
     from gsco.generalist.model import check_weight_files
 
@@ -130,7 +131,7 @@ def base_model_dir(cfg: MedDrTrainConfig) -> Path:
         return path
     base = Path(cfg.out_dir) / "base"
     if not (base / "config.json").is_file() and is_main_process():
-        from gsco.meddr.presets import save_preset
+        from gsco.generalist.registry import save_preset
 
         logger.warning("training from the %r preset's RANDOM initialisation (seed %d)", cfg.model, cfg.seed)
         save_preset(cfg.model, base, seed=cfg.seed, overwrite=True)  # a base without config.json is incomplete
@@ -143,7 +144,7 @@ RESUME_KEYS = ("mode", "freeze_vision", "freeze_projector", "freeze_llm", "lora_
                "max_seq_length", "overlong", "system")
 
 
-def training_record(cfg: MedDrTrainConfig, base: Path) -> dict:
+def training_record(cfg: FinetuneConfig, base: Path) -> dict:
     """What the checkpoints in out_dir are of: the base model (path and fingerprint) and the data file's sha256."""
     from gsco.generalist.model import model_identity
     from gsco.runtime import file_fingerprint
@@ -153,7 +154,7 @@ def training_record(cfg: MedDrTrainConfig, base: Path) -> dict:
             if data.is_file() else str(data), **{k: getattr(cfg, k) for k in RESUME_KEYS}}
 
 
-def check_same_training(cfg: MedDrTrainConfig, record: dict, checkpoint: str) -> None:
+def check_same_training(cfg: FinetuneConfig, record: dict, checkpoint: str) -> None:
     """A checkpoint is resumed only by the run that wrote it: the same base model, data and tuning settings (the
     record in ``train_config.json``); anything else is one error saying what differs."""
     from gsco.runtime import read_json
@@ -181,12 +182,15 @@ def check_qlora() -> None:
         raise ConfigError("mode qlora needs bitsandbytes: pip install -e '.[quant]'")
 
 
-def load_base(path: Path, cfg: MedDrTrainConfig | None = None):
+def load_base(path: Path, cfg: FinetuneConfig | None = None):
     """(model, processor) from a model directory (under ZeRO-3, partitioned as it loads). QLoRA: the LLM's linear
     layers in 4-bit NF4 (bitsandbytes), the vision tower, projector and LM head in bf16, prepared for k-bit training
     (peft)."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from gsco.generalist.registry import import_family_of
+
+    import_family_of(path)
     if cfg is not None and cfg.mode == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -201,7 +205,7 @@ def load_base(path: Path, cfg: MedDrTrainConfig | None = None):
     return model, AutoProcessor.from_pretrained(str(path))
 
 
-def prepare_trainable(model, cfg: MedDrTrainConfig):
+def prepare_trainable(model, cfg: FinetuneConfig):
     """Freeze / wrap the model as the config says; returns the model to train."""
     inner = model.model
     if cfg.mode in ("lora", "qlora"):
@@ -228,7 +232,7 @@ def prepare_trainable(model, cfg: MedDrTrainConfig):
     return model
 
 
-def training_arguments(cfg: MedDrTrainConfig):
+def training_arguments(cfg: FinetuneConfig):
     from transformers import TrainingArguments
 
     bf16 = torch.cuda.is_available() if cfg.bf16 == "auto" else cfg.bf16 == "true"
@@ -257,7 +261,7 @@ def _trainer_class():
     from transformers import Trainer
     from transformers.trainer_pt_utils import LengthGroupedSampler
 
-    class MedDrTrainer(Trainer):
+    class GeneralistTrainer(Trainer):
         """Trainer whose length-grouped sampler takes the token counts the dataset computed when it tokenised,
         instead of loading every item (and its image) to measure it."""
 
@@ -268,10 +272,10 @@ def _trainer_class():
                                             lengths=dataset.lengths)
             return super()._get_train_sampler(train_dataset)
 
-    return MedDrTrainer
+    return GeneralistTrainer
 
 
-def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
+def train(cfg: FinetuneConfig, callbacks: list | None = None) -> dict:
     """Train per ``cfg`` (``callbacks``: transformers TrainerCallbacks, e.g. for logging); returns the final model
     directory, the global step, the mean training loss and the Trainer's log history."""
 
@@ -283,8 +287,8 @@ def train(cfg: MedDrTrainConfig, callbacks: list | None = None) -> dict:
         return _train(cfg, callbacks)
 
 
-def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
-    from gsco.meddr.data import ConversationCollator, ConversationDataset, read_training_data
+def _train(cfg: FinetuneConfig, callbacks: list | None) -> dict:
+    from gsco.data.conversations import ConversationCollator, ConversationDataset, read_training_data
 
     base = base_model_dir(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
@@ -304,10 +308,10 @@ def _train(cfg: MedDrTrainConfig, callbacks: list | None) -> dict:
         raise ConfigError(f"key 'data': {cfg.data} holds no usable sample")
     dataset = ConversationDataset(samples, processor, cfg.max_seq_length, cfg.overlong, cfg.system, render=cfg)
     model = prepare_trainable(model, cfg)
-    MedDrTrainer = _trainer_class()
+    GeneralistTrainer = _trainer_class()
     if cfg.gradient_checkpointing:
         model.enable_input_require_grads()
-    trainer = MedDrTrainer(model=model, args=args, train_dataset=dataset, callbacks=callbacks,
+    trainer = GeneralistTrainer(model=model, args=args, train_dataset=dataset, callbacks=callbacks,
                            data_collator=ConversationCollator(processor.tokenizer.pad_token_id))
     if resume:
         logger.info("resuming from %s", resume)
@@ -335,7 +339,7 @@ def save_complete(trainer, dst: Path, finish: Callable[[Path], None]) -> None:
     trainer.accelerator.wait_for_everyone()
 
 
-def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
+def save_outputs(trainer, processor, cfg: FinetuneConfig, base: Path) -> Path:
     """``final/`` (standalone) and, for LoRA, ``adapter/`` (peft format); each appears only when complete."""
     out = Path(cfg.out_dir)
     model = trainer.model
@@ -344,7 +348,7 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
         if trainer.is_world_process_zero():
             from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
-            from gsco.meddr.merge_lora import merge_lora
+            from gsco.recipes.merge_lora import merge_lora
 
             unset_hf_deepspeed_config()  # the merge loads a whole, unpartitioned base model
             merge_lora(out / "adapter", out / "final", base=base, overwrite=True)  # this run owns final/
@@ -358,7 +362,7 @@ def save_outputs(trainer, processor, cfg: MedDrTrainConfig, base: Path) -> Path:
     return out / "final"
 
 
-def _train_and_print(cfg: MedDrTrainConfig) -> None:
+def _train_and_print(cfg: FinetuneConfig) -> None:
     result = train(cfg)
     if is_main_process():
         print(f"steps: {result['global_step']}  train loss: {result['train_loss']:.4f}")
@@ -367,7 +371,7 @@ def _train_and_print(cfg: MedDrTrainConfig) -> None:
             print(f"adapter: {Path(cfg.out_dir) / 'adapter'}")
 
 
-main = command(MedDrTrainConfig, _train_and_print, description="Fine-tune MedDr (LoRA, QLoRA or full).",
+main = command(FinetuneConfig, _train_and_print, description="Fine-tune a generalist (LoRA, QLoRA or full).",
                config="configs/meddr/finetune_tiny.yaml", resolve=repo_file)
 
 
