@@ -7,10 +7,9 @@
 
 Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, max_new_tokens, num_beams,
 eval_batch_size, device, dtype, device_map, quantization, the render keys (window, plane, view, ...), and backend=openai
-base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment).
-The former flags (``--model``, ``--image``, ``--question``, ``--pairs``,
-``--max-new-tokens``, ...) are read for one release. Answers go to stdout, one per line (newlines inside an answer
-are kept as "\\n"); logs go to stderr. A converted MedDr directory comes from
+base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment);
+web=true opens the web app instead. Answers go to stdout, one per line (newlines inside an answer are kept as
+"\\n"); logs go to stderr. A converted MedDr directory comes from
 `python -m gsco.meddr.convert original=ORIGINAL out_dir=DIR`.
 """
 
@@ -51,15 +50,13 @@ def read_pairs(path: Path) -> list[tuple[str | None, str]]:
 
 @dataclasses.dataclass
 class DemoConfig(RenderSettings, GeneralistSettings):
-    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
-    RENAMED = {"batch_size": "eval_batch_size"}
     image: list[str] = dataclasses.field(default_factory=list)  # image files, paired with the questions in order
     question: list[str] = dataclasses.field(default_factory=list)  # the questions, one per image (or none)
     pairs: str | None = None  # JSONL file of {image, question} rows
     max_new_tokens: int = 256  # answer length limit
     num_beams: int = 1  # 1: greedy
     eval_batch_size: int = 8  # questions per generate() call
-    # --- the web app (python demo.py --web) ---
+    # --- the web app (python demo.py web=true) ---
     web: bool = False  # open the web app instead of answering on the command line
     specialists: list[str] | None = None  # web app, GSCo mode: the specialists' {...}_results.json files
     gsco: str | None = None  # web app, GSCo mode: a GSCo config (options, prompt pieces, rad_k; null: the defaults)
@@ -136,12 +133,9 @@ def collect_pairs(cfg: DemoConfig) -> list[tuple[str | None, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {f"--{key.replace('_', '-')}": Alias(key) for key in
-               ("model", "image", "question", "pairs", "max_new_tokens", "num_beams", "device", "dtype",
-                "device_map", "web")} | {"--batch-size": Alias("eval_batch_size")}
-    return command(DemoConfig, run_demo, description=__doc__.split("\n\n")[0], aliases=aliases)(argv)
+    return command(DemoConfig, run_demo, description=__doc__.split("\n\n")[0])(argv)
 
 
 if __name__ == "__main__":

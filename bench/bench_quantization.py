@@ -29,11 +29,11 @@ from gsco.config import load_config  # noqa: E402
 from gsco.generalist import Generalist  # noqa: E402
 from gsco.generalist.quantization import weight_bytes  # noqa: E402
 from gsco.meddr.plan import PlanConfig, plan  # noqa: E402
-from gsco.recipes.finetune import FinetuneConfig, train  # noqa: E402
 from gsco.metrics.answers import parse_option  # noqa: E402
+from gsco.recipes.finetune import FinetuneConfig, train  # noqa: E402
 from gsco.runtime import write_json  # noqa: E402
 
-from test_meddr_train import QUADRANTS, quadrant_task  # noqa: E402  (the generated task the fine-tuning tests learn)
+from builders import QUADRANTS, quadrant_task  # noqa: E402  (the generated task the fine-tuning tests learn)
 
 
 def trained_model(root: Path, n: int) -> Path:

@@ -1,5 +1,6 @@
 """What several test modules build (test modules import nothing from each other): a specialist results file, a tiny
-LLaVA generalist, PCam-style cases, and a local Range-capable HTTP server (the ``server`` fixture in conftest)."""
+LLaVA generalist, PCam-style cases, a local Range-capable HTTP server (the ``server`` fixture in conftest), and the
+generated quadrant task the fine-tuning tests (and bench/bench_quantization.py) learn."""
 
 import contextlib
 import functools
@@ -8,6 +9,7 @@ import json
 import threading
 
 import numpy as np
+from PIL import Image
 
 
 def fake_results(path, y_true, seed, top_n=10, n_train=546, split="test"):
@@ -117,3 +119,30 @@ def serve_folder(served):
         yield f"http://127.0.0.1:{httpd.server_address[1]}"
     finally:
         httpd.shutdown()
+
+
+QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
+OPTIONS = " Options: top left, top right, bottom left, bottom right."
+QUESTIONS = {"square": "Which quadrant holds the bright square?" + OPTIONS,
+             "disc": "Which quadrant holds the red disc?" + OPTIONS}
+
+
+def quadrant_task(root, n, seed, shape="square"):
+    """Dark noise with one bright 24 px square (or a red disc); the answer is its quadrant (chance: 25 %)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        q = int(rng.integers(4))
+        img = rng.integers(0, 60, (112, 112, 3)).astype(np.uint8)
+        y0, x0 = (q // 2) * 56 + int(rng.integers(6, 26)), (q % 2) * 56 + int(rng.integers(6, 26))
+        if shape == "square":
+            img[y0:y0 + 24, x0:x0 + 24] = 255
+        else:
+            yy, xx = np.mgrid[:112, :112]
+            img[(yy - y0 - 12) ** 2 + (xx - x0 - 12) ** 2 <= 144] = (255, 80, 80)
+        name = f"{shape}{seed}_{i}.png"
+        Image.fromarray(img).save(root / name)
+        rows.append({"id": name, "image": name, "answer": QUADRANTS[q], "question": QUESTIONS[shape],
+                     "conversations": [{"from": "human", "value": "<image>\n" + QUESTIONS[shape]},
+                                       {"from": "gpt", "value": QUADRANTS[q]}]})
+    return rows

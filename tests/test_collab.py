@@ -70,7 +70,7 @@ def test_case_builder_errors(tmp_path):
         build_cases([tmp_path / "a.json", tmp_path / "short.json"], tmp_path / "c.json", data.parent)
     with pytest.raises(DatasetError, match="holds 10 neighbours"):
         build_cases([tmp_path / "a.json"], tmp_path / "c.json", data.parent, k=11)
-    assert build_main(["--results", str(tmp_path / "missing.json"), "--out", str(tmp_path / "c.json")]) == 2
+    assert build_main([f"specialists=[{tmp_path / 'missing.json'}]", f"cases={tmp_path / 'c.json'}"]) == 2
 
 
 def test_pcam200_config_assembles_the_reference_template():
@@ -184,7 +184,7 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     cases = json.loads((tmp_path / "cases.json").read_text())
     assert cases[5]["rad"] == [["malignant", "normal or benign"][t] for t in b["all_search_train_labels"][5][:3]]
     assert len(cases[5]["moed"]) == 2 and a["y_pred"][5] in (0, 1)
-    assert build_main(["--config", str(tmp_path / "gsco.yaml"), "--k", "2"]) == 0  # a flag overrides the config
+    assert build_main(["--config", str(tmp_path / "gsco.yaml"), "rad_k=2"]) == 0  # a key overrides the config
     assert len(json.loads((tmp_path / "cases.json").read_text())[0]["rad"]) == 2
 
 
@@ -402,7 +402,7 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
                             "outputs/gsco/train/hint_samples.json": str(tmp_path / "two.json")})
     two = json.loads((tmp_path / "two.json").read_text())
     assert len(two) == 2 * 546 and len({s["id"].split(":")[1] for s in two}) == 6
-    assert hint_main(["--cases", str(cases_path), "--out", str(tmp_path / "two_again.json"), "--per-case", "2"]) == 0
+    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'two_again.json'}", "arms_per_case=2"]) == 0
     assert (tmp_path / "two_again.json").read_text() == (tmp_path / "two.json").read_text()
     # test-split cases are refused, as are arms that ask no generalist
     y_test = np.load(data)["test_labels"].ravel()

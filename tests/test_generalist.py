@@ -139,10 +139,10 @@ def test_demo_with_a_converted_fixture_answers_each_pair(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--model", "/no/such/dir"], "model directory /no/such/dir does not exist"),
-    (["--image", "/no/such.png", "--question", "hi"], "image /no/such.png cannot be read"),
-    (["--image", "data/examples/images/case0.png", "--question", "  "], "question 1 is empty"),
-    (["--image", "data/examples/images/case0.png"], "1 image but 0 question"),
+    (["model=/no/such/dir"], "model directory /no/such/dir does not exist"),
+    (["image=/no/such.png", "question=hi"], "image /no/such.png cannot be read"),
+    (["image=data/examples/images/case0.png", "question=  "], "question 1 is empty"),
+    (["image=data/examples/images/case0.png"], "1 image but 0 question"),
 ])
 def test_demo_errors_are_one_clear_line(args, message, capsys, monkeypatch):
     import importlib.util

@@ -229,13 +229,13 @@ def test_r2gen_annotation_becomes_a_metafile_the_evaluator_reads(tmp_path):
     assert [r["question_id"] for r in rows] == list(range(1180))
     items = read_metafile(cfg_of(out, tmp_path, image_root="/images"))
     assert len(items) == 1180 and str(items[0].image) == f"/images/{rows[0]['image']}"
-    assert r2gen_main(["--annotation", str(shared_path("data", "iu_xray", "annotation.json")), "--views", "first",
-                       "--out", str(tmp_path / "studies.jsonl")]) == 0
+    assert r2gen_main([f"annotation={shared_path('data', 'iu_xray', 'annotation.json')}", "views=first",
+                       f"metafile={tmp_path / 'studies.jsonl'}"]) == 0
     studies = [json.loads(line) for line in (tmp_path / "studies.jsonl").read_text().splitlines()]
     assert len(studies) == 590 and studies[0]["image"] == studies[0]["images"][0] == rows[0]["image"]
     bad = tmp_path / "bad.json"
     bad.write_text('{"test": [{"id": "x", "report": "r"}]}')
-    assert r2gen_main(["--annotation", str(bad), "--out", str(out)]) == 2
+    assert r2gen_main([f"annotation={bad}", f"metafile={out}"]) == 2
 
 
 @pytest.mark.e2e
@@ -245,8 +245,8 @@ def test_a_registered_dataset_becomes_diagnosis_questions_the_trainer_and_evalua
     from gsco.recipes.evaluate import read_metafile
 
     data = shared_path("data", "medmnist", "breastmnist.npz").parent
-    assert questions_main(["--dataset", "breastmnist", "--data-path", str(data), "--out", str(tmp_path),
-                           "--splits", "val", "test"]) == 0
+    assert questions_main(["dataset=breastmnist", f"data_path={data}", f"out_dir={tmp_path}",
+                           "splits=[val,test]"]) == 0
     samples = read_training_data(tmp_path / "breastmnist_val_conversations.json")
     assert len(samples) == 78 and samples[0].image.is_file()
     assert samples[0].conversations[1]["value"] in ("malignant", "normal or benign")

@@ -16,34 +16,9 @@ from gsco.generalist import Generalist
 from gsco.metrics.answers import parse_option
 from gsco.recipes.finetune import FinetuneConfig, lora_target_pattern, train
 
+from builders import QUADRANTS, QUESTIONS, quadrant_task
 from conftest import REPO
 from doc_commands import run_documented
-
-QUADRANTS = ["top left", "top right", "bottom left", "bottom right"]
-OPTIONS = " Options: top left, top right, bottom left, bottom right."
-QUESTIONS = {"square": "Which quadrant holds the bright square?" + OPTIONS,
-             "disc": "Which quadrant holds the red disc?" + OPTIONS}
-
-
-def quadrant_task(root, n, seed, shape="square"):
-    """Dark noise with one bright 24 px square (or a red disc); the answer is its quadrant (chance: 25 %)."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        q = int(rng.integers(4))
-        img = rng.integers(0, 60, (112, 112, 3)).astype(np.uint8)
-        y0, x0 = (q // 2) * 56 + int(rng.integers(6, 26)), (q % 2) * 56 + int(rng.integers(6, 26))
-        if shape == "square":
-            img[y0:y0 + 24, x0:x0 + 24] = 255
-        else:
-            yy, xx = np.mgrid[:112, :112]
-            img[(yy - y0 - 12) ** 2 + (xx - x0 - 12) ** 2 <= 144] = (255, 80, 80)
-        name = f"{shape}{seed}_{i}.png"
-        Image.fromarray(img).save(root / name)
-        rows.append({"id": name, "image": name, "answer": QUADRANTS[q], "question": QUESTIONS[shape],
-                     "conversations": [{"from": "human", "value": "<image>\n" + QUESTIONS[shape]},
-                                       {"from": "gpt", "value": QUADRANTS[q]}]})
-    return rows
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +69,9 @@ def test_full_finetuning_learns_the_visual_task(task, square_model):
     assert accuracy(square_model.parent / "base", root, held_out["squares"]) <= 0.5  # random init: chance
     assert accuracy(square_model, root, held_out["squares"]) >= 0.9
     first = held_out["squares"][0]
-    demo = subprocess.run([sys.executable, str(REPO / "demo.py"), "--model", str(square_model), "--image",
-                           str(root / first["image"]), "--question", first["question"]], capture_output=True, text=True)
+    demo = subprocess.run([sys.executable, str(REPO / "demo.py"), f"model={square_model}",
+                           f"image={root / first['image']}", f"question={first['question']}"],
+                          capture_output=True, text=True)
     assert demo.returncode == 0 and demo.stdout.strip() == first["answer"], demo.stderr[-2000:]
 
 
@@ -272,8 +248,8 @@ def test_train_sh_computes_accumulation_from_all_nodes(task, tmp_path):
     assert "gradient_accumulation_steps=2" in proc.stderr and f"model: {tmp_path / 'final'}" in proc.stdout
     adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert adapter["r"] == 16 and adapter["lora_alpha"] == 32 and not adapter.get("modules_to_save")  # projector frozen
-    answer = subprocess.run([sys.executable, str(REPO / "demo.py"), "--model", str(tmp_path / "final"),
-                             "--max-new-tokens", "3"], capture_output=True, text=True)
+    answer = subprocess.run([sys.executable, str(REPO / "demo.py"), f"model={tmp_path / 'final'}",
+                             "max_new_tokens=3"], capture_output=True, text=True)
     assert answer.returncode == 0 and len(answer.stdout.splitlines()) == 1, answer.stderr[-2000:]
 
 

@@ -94,8 +94,8 @@ def test_convert_refuses_its_source_as_destination_and_leaves_it_intact(tmp_path
     shutil.copytree(shared_path("fixtures", "meddr_original_tiny"), src)
     before = tree_digest(src)
     for dst in (src, src / "hf"):
-        proc = subprocess.run([sys.executable, "-m", "gsco.meddr.convert", "--src", str(src), "--dst", str(dst),
-                               "--overwrite"], capture_output=True, text=True, cwd=REPO)
+        proc = subprocess.run([sys.executable, "-m", "gsco.meddr.convert", f"original={src}", f"out_dir={dst}",
+                               "overwrite=true"], capture_output=True, text=True, cwd=REPO)
         assert proc.returncode == 2 and "overlaps it" in proc.stderr, proc.stderr[-2000:]
         assert len(proc.stderr.strip().splitlines()) == 1
     assert tree_digest(src) == before
@@ -177,7 +177,7 @@ def test_a_16bit_png_is_not_clipped_white(xray, tmp_path):
 
 
 def test_float_and_constant_images_scale_without_dividing_by_zero():
-    from gsco.data.readers import to_8bit
+    from gsco.data.render import minmax as to_8bit
 
     assert to_8bit(np.full((2, 2), 7.0)).tolist() == [[0, 0], [0, 0]]
     assert to_8bit(np.array([[0.0, np.nan], [0.5, 1.0]])).tolist() == [[0, 0], [128, 255]]

@@ -409,13 +409,14 @@ def test_report_collaboration_ablation_from_one_command(trained, tmp_path):
                             "data/iu_xray/annotation.json": str(root / "annotation.json"),
                             "outputs/gsco/iu_xray_cases.json": str(tmp_path / "cases.json")})
     cases_path = tmp_path / "cases.json"
-    # the former flags (read for one release) build the same file
+    # the same keys in-process (no --config: the report task's config) build the same file
     from gsco.collab.build_cases import main as build_main
 
-    assert build_main(["--reports", str(tmp_path / "eval" / "test_reports.jsonl"), "--retrieval",
-                       str(tmp_path / "eval" / "test_retrieval.json"), "--annotation", str(root / "annotation.json"),
-                       "--k", "3", "--out", str(tmp_path / "cases_former.json")]) == 0
-    assert (tmp_path / "cases_former.json").read_text() == cases_path.read_text()
+    assert build_main(["task=report", f"specialists={tmp_path / 'eval' / 'test_reports.jsonl'}",
+                       f"retrieval={tmp_path / 'eval' / 'test_retrieval.json'}",
+                       f"annotation={root / 'annotation.json'}", "rad_k=3",
+                       f"cases={tmp_path / 'cases_again.json'}"]) == 0
+    assert (tmp_path / "cases_again.json").read_text() == cases_path.read_text()
     cases = json.loads(cases_path.read_text())
     train_reports = {s["id"]: clean_report(s["report"]) for s in annotation["train"]}
     assert cases[0]["rad"] == [train_reports[i] for i in retrieval["train_ids"][0][:3]]

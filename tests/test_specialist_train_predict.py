@@ -253,7 +253,7 @@ def test_predict_on_the_training_split_leaves_each_image_out_of_its_own_neighbou
     cfg = cfg_of(toy_data("toy_binary"))
     train_specialist(cfg)
     test_res = json.loads(predict_specialist(cfg)["files"].results.read_text())
-    out = predict_specialist(cfg_of({**toy_data("toy_binary"), "eval_split": "train"}))
+    out = predict_specialist(cfg_of({**toy_data("toy_binary"), "split": "train"}))
     files, res = out["files"], out["results"]
     assert files.results.name.endswith("_train_results.json") and files.roc.name.endswith("_train_roc.png")
     assert json.loads(files.results.read_text())["split"] == "train"

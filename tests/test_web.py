@@ -1,4 +1,4 @@
-"""The web app (``python demo.py --web``) in headless Chromium, as a user meets it: upload a real chest X-ray, ask,
+"""The web app (``python demo.py web=true``) in headless Chromium, as a user meets it: upload a real chest X-ray, ask,
 and read demo.py's own answer; in GSCo mode the specialist's prediction, the retrieved training cases as
 thumbnails and every arm's prompt and answer; a non-image upload is one readable message on the page. The test's
 browser also makes README's screenshot (GSCO_SCREENSHOT=docs/gsco_web.png writes it there)."""
@@ -68,8 +68,8 @@ def test_the_web_app_answers_as_demo_py_and_shows_gscos_evidence(specialist, tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     keys = ["max_new_tokens=6", "device=cpu"]
-    argv = documented_argv("python demo.py --web model=/path/to/meddr-hf specialists=[A_results.json,B_results.json] "
-                           "gsco=configs/gsco/breastmnist.yaml",
+    argv = documented_argv("python demo.py web=true model=/path/to/meddr-hf "
+                           "specialists=[A_results.json,B_results.json] gsco=configs/gsco/breastmnist.yaml",
                            replace={"/path/to/meddr-hf": "tiny", "[A_results.json,B_results.json]": f"[{specialist}]"},
                            append=[f"port={port}", f"keep_uploads={tmp_path / 'kept'}", *keys])
     server = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

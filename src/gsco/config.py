@@ -131,7 +131,6 @@ def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
     class ``cls`` each is read for its key's type (:func:`scalar_for`), and a list key given twice collects both
     (``image=a.png image=b.png``)."""
     hints = typing.get_type_hints(cls) if cls is not None else {}
-    renamed = renamed_keys(cls) if cls is not None else {}
     sections = config_sections(cls) if cls is not None else {}
     out: dict[str, Any] = {}
     for arg in args:
@@ -140,7 +139,7 @@ def parse_overrides(args: list[str], cls: type | None = None) -> dict[str, Any]:
         if not sep or not key:
             raise ConfigError(f"command-line override {arg!r}: expected key=value")
         name = key.split(".", 1)[1] if key.split(".", 1)[0] in sections else key  # section.key
-        tp = hints.get(renamed.get(name, name))
+        tp = hints.get(name)
         value = scalar_for(tp, raw)
         if key in out and isinstance(out[key], list) and isinstance(value, list) and _text_list(tp):
             out[key] = out[key] + value
@@ -186,12 +185,6 @@ def config_sections(cls: type) -> dict[str, tuple[str, ...]]:
     return {name: tuple(keys) for name, keys in getattr(cls, "SECTIONS", {}).items()}
 
 
-def renamed_keys(cls: type) -> dict[str, str]:
-    """A config class's earlier key names -> their names now (its ``RENAMED``, inherited): a config file or override
-    that uses an earlier name still loads, with a warning that names the new one."""
-    return dict(getattr(cls, "RENAMED", {}))
-
-
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Build dataclass ``cls`` from a YAML file and overrides, validating every key and value."""
     hints = typing.get_type_hints(cls)
@@ -199,7 +192,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    renamed = renamed_keys(cls)
     sections = config_sections(cls)
     section_of = {key: name for name, keys in sections.items() for key in keys}
 
@@ -222,10 +214,6 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
     def take(mapping: dict[str, Any], origin: str) -> None:
         given: dict[str, str] = {}
         for key, value, where, section in entries(mapping, origin):
-            if key in renamed:
-                new = renamed[key]
-                logger.warning("%s: key %r is now %r (the earlier name is still read)", where, key, new)
-                key = new
             if key not in fields:
                 close = difflib.get_close_matches(key, fields, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -234,10 +222,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
                 home = f"in section {section_of[key]!r}" if key in section_of else "at the top level"
                 raise ConfigError(f"{where}: key {key!r} is not in section {section!r}; it goes {home}")
             if key in given:
-                earlier = [old for old, new in renamed.items() if new == key]
-                raise ConfigError(f"{where}: key {key!r} is given twice (also {given[key]})" + (
-                    f"; keys {earlier[0]!r} and {key!r} are one key (its earlier name and its name), give {key!r}"
-                    " only" if earlier else ""))
+                raise ConfigError(f"{where}: key {key!r} is given twice (also {given[key]})")
             given[key] = where
             values[key] = value
             sources[key] = where

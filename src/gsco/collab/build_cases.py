@@ -8,9 +8,7 @@
 
 The keys are the GSCo config's (``specialists``, ``rad_from``, ``rad_k``, ``data_path``, ``cases``: the file written;
 for report generation ``report_cleaning``) plus ``annotation`` and ``retrieval`` for report cases. Without
-``--config`` the dataset's ``configs/gsco/<dataset>.yaml`` is read. The former flags ``--results``, ``--out``,
-``--data-path``, ``--rad-from``, ``--k``, ``--extra-datasets``, ``--reports``, ``--retrieval``, ``--annotation``
-and ``--cleaning`` are read for one release.
+``--config`` the dataset's ``configs/gsco/<dataset>.yaml`` is read.
 
 Each ``specialists`` file is a specialist's ``{…}_results.json`` (``bash inference_specialist.sh``) on the same
 split — usually test; ``{…}_train_results.json`` (``split=train``) gives training-split cases, the input of
@@ -36,7 +34,7 @@ import logging
 import sys
 from pathlib import Path
 
-from gsco.cli import Alias, command
+from gsco.cli import command
 from gsco.collab.run import GscoConfig, default_gsco_config
 from gsco.data.registry import DatasetError, get_dataset_info, labels_phrase
 from gsco.runtime import read_json, repo_file
@@ -164,13 +162,8 @@ class BuildCasesConfig(GscoConfig):
 
 
 def main(argv: list[str] | None = None) -> int:
-    report = {"task": "report"}
-    aliases = {"--results": Alias("specialists"), "--out": Alias("cases"), "--data-path": Alias("data_path"),
-               "--rad-from": Alias("rad_from"), "--k": Alias("rad_k"), "--extra-datasets": Alias("extra_datasets"),
-               "--reports": Alias("specialists", report), "--retrieval": Alias("retrieval", report),
-               "--annotation": Alias("annotation", report), "--cleaning": Alias("report_cleaning", report)}
     return command(BuildCasesConfig, _build_and_print, description="Specialists' results -> a GSCo case file.",
-                   config=default_gsco_config, resolve=repo_file, aliases=aliases)(argv)
+                   config=default_gsco_config, resolve=repo_file)(argv)
 
 
 # ------------------------------------------------------------------------------------------- report generation

@@ -4,8 +4,7 @@
         cases=outputs/gsco/train/breastmnist_train_cases.json samples=outputs/gsco/train/hint_samples.json \
         [arms=[generalist,moed,rad,moed_rad,rad_counts,moed_prob]] [arms_per_case=2] [seed=0]
 
-(the GSCo config's keys plus ``samples``, ``arms_per_case`` and ``seed``; the former flags ``--cases``, ``--out``,
-``--arms``, ``--per-case`` and ``--seed`` are read for one release.)
+(the GSCo config's keys plus ``samples``, ``arms_per_case`` and ``seed``.)
 
 Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fine-tuned to read the hints. The case
 file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gsco.cli import Alias, command
+from gsco.cli import command
 from gsco.collab.arms import ARMS, generalist_arms
 from gsco.collab.run import GscoConfig, Task, default_gsco_config, fill_case, missing_evidence, read_cases
 from gsco.config import ConfigError
@@ -106,9 +105,7 @@ def _write_and_print(cfg: HintSamplesConfig) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     arms = "; ".join(f"{a} ({ARMS[a].about})" for a in generalist_arms(report=False))  # read now: arms registered since
-    aliases = {"--cases": Alias("cases"), "--out": Alias("samples"), "--arms": Alias("arms"),
-               "--per-case": Alias("arms_per_case"), "--seed": Alias("seed")}
-    return command(HintSamplesConfig, _write_and_print, config=default_gsco_config, resolve=repo_file, aliases=aliases,
+    return command(HintSamplesConfig, _write_and_print, config=default_gsco_config, resolve=repo_file,
                    description="Training-split cases -> MedDr samples asked with the arms' prompts. Arms (default: "
                    f"every arm the cases have evidence for): {arms}")(argv)
 

@@ -1,4 +1,4 @@
-"""The web app of ``python demo.py --web``: one page where a user uploads an image (PNG/JPEG, DICOM, NIfTI), asks a
+"""The web app of ``python demo.py web=true``: one page where a user uploads an image (PNG/JPEG, DICOM, NIfTI), asks a
 question and reads the generalist's answer; in GSCo mode it also shows each specialist's prediction with its
 probabilities, the retrieved training cases as thumbnails with their labels, and every arm's exact prompt and answer
 side by side. Models load once (a :class:`~gsco.collab.single.Workbench`); a bad upload is a message on the page;

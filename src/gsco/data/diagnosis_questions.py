@@ -4,8 +4,7 @@ evaluation metafile.
     python -m gsco.data.diagnosis_questions dataset=breastmnist data_path=../shared/data/medmnist out_dir=DIR \
         [img_size=28] [splits=[train,val,test]] [extra_datasets=my_registry.yaml]
 
-(or the same keys from ``--config FILE``; the former flags ``--dataset``, ``--data-path``, ``--out``, ``--img-size``,
-``--splits`` and ``--extra-datasets`` are read for one release.)
+(or the same keys from ``--config FILE``.)
 
 Writes ``DIR/images/{split}_{index}.png`` once, ``DIR/{dataset}_{split}_conversations.json`` (training samples,
 ``{id, image, conversations}``) and ``DIR/{dataset}_{split}.jsonl`` (metafile rows ``{id, split, image, question,
@@ -126,12 +125,9 @@ def _write_and_print(cfg: DiagnosisQuestionsConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {"--dataset": Alias("dataset"), "--data-path": Alias("data_path"), "--out": Alias("out_dir"),
-               "--img-size": Alias("img_size"), "--splits": Alias("splits"),
-               "--extra-datasets": Alias("extra_datasets")}
-    return command(DiagnosisQuestionsConfig, _write_and_print, aliases=aliases,
+    return command(DiagnosisQuestionsConfig, _write_and_print,
                    description="A classification dataset as MedDr diagnosis questions.")(argv)
 
 

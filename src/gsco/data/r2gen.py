@@ -3,8 +3,7 @@
     python -m gsco.data.r2gen annotation=data/iu_xray/annotation.json split=test metafile=data/iu_xray/test.jsonl \
         [views=each] [image_prefix=images/]
 
-(or the same keys from ``--config FILE``; the former flags ``--annotation``, ``--split``, ``--out``, ``--views`` and
-``--image-prefix`` are read for one release.)
+(or the same keys from ``--config FILE``.)
 
 The annotation is ``{"train"|"val"|"test": [{id, report, image_path: [...], split}]}``.
 
@@ -96,11 +95,9 @@ def _write_and_print(cfg: R2GenMetafileConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {"--annotation": Alias("annotation"), "--split": Alias("split"), "--out": Alias("metafile"),
-               "--views": Alias("views"), "--image-prefix": Alias("image_prefix")}
-    return command(R2GenMetafileConfig, _write_and_print, aliases=aliases,
+    return command(R2GenMetafileConfig, _write_and_print,
                    description="R2Gen annotation -> MedDr evaluation metafile (JSONL).")(argv)
 
 

@@ -17,7 +17,6 @@ from PIL import Image
 
 from gsco.data.medical import MedicalImageError, is_medical
 from gsco.data.registry import MEDMNIST_2D, MEDMNIST_3D, DatasetError, DatasetInfo
-from gsco.data.render import minmax as to_8bit  # noqa: F401 - the name readers have always offered
 from gsco.data.render import open_plain_image, render
 from gsco.runtime import reading
 
@@ -217,9 +216,9 @@ def read_metafile_split(path: Path, info: DatasetInfo, image_root: Path | None =
 
 def open_image(path: str | Path, settings=None) -> Image.Image:
     """Open one image fully decoded: an ordinary file (PNG/JPEG/TIFF/…; 16-bit, 32-bit and float images as 8-bit
-    grey scaled by their real range, :func:`to_8bit`), or a DICOM file or series folder or a NIfTI volume rendered
-    as :mod:`gsco.data.render` renders it (``settings``: a :class:`~gsco.data.render.RenderSettings`; default: the
-    file's own window, the middle axial slice). Any failure is one DatasetError naming the file."""
+    grey scaled by their real range, :func:`gsco.data.render.minmax`), or a DICOM file or series folder or a NIfTI
+    volume rendered as :mod:`gsco.data.render` renders it (``settings``: a :class:`~gsco.data.render.RenderSettings`;
+    default: the file's own window, the middle axial slice). Any failure is one DatasetError naming the file."""
     path = Path(path)
     if is_medical(path):
         try:

@@ -3,8 +3,7 @@
     python -m gsco.meddr.convert original=/path/to/MedDr_0401 out_dir=/path/to/meddr-hf [dtype=bfloat16] \
         [lora_alpha=32] [tokenizer=DIR] [overwrite=true]
 
-(or the same keys from ``--config FILE``; the former flags ``--src``, ``--dst``, ``--dtype``, ``--lora-alpha``,
-``--tokenizer`` and ``--overwrite`` are read for one release.)
+(or the same keys from ``--config FILE``.)
 
 The original checkpoint ships no model code; the result loads with ``MedDrForConditionalGeneration`` (or
 ``AutoModelForImageTextToText`` once :mod:`gsco.meddr` is imported) and ``AutoProcessor``. The conversion streams:
@@ -463,12 +462,9 @@ def _convert_and_print(cfg: ConvertConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {"--src": Alias("original"), "--dst": Alias("out_dir"), "--dtype": Alias("dtype"),
-               "--lora-alpha": Alias("lora_alpha"), "--tokenizer": Alias("tokenizer"),
-               "--overwrite": Alias("overwrite")}
-    return command(ConvertConfig, _convert_and_print, aliases=aliases,
+    return command(ConvertConfig, _convert_and_print,
                    description="Convert an original MedDr (InternVL-Chat-V1.2) checkpoint.")(argv)
 
 

@@ -164,10 +164,9 @@ def _save_and_print(cfg: SavePresetConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {"--preset": Alias("preset"), "--dst": Alias("out_dir"), "--seed": Alias("seed")}
-    return command(SavePresetConfig, _save_and_print, aliases=aliases,
+    return command(SavePresetConfig, _save_and_print,
                    description="Save a MedDr preset (random weights) as a model directory. Presets: "
                    + ", ".join(known_presets()) + ".")(argv)
 

@@ -40,8 +40,6 @@ TASKS = ("report", "vqa", "diagnosis")
 
 @dataclasses.dataclass
 class EvalConfig(RenderSettings, GeneralistSettings):
-    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
-    RENAMED = {"batch_size": "eval_batch_size"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)

@@ -35,8 +35,6 @@ LLM_LORA_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_pro
 
 @dataclasses.dataclass
 class FinetuneConfig(RenderSettings):
-    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
-    RENAMED = {"output_dir": "out_dir", "num_train_epochs": "epochs", "dataloader_num_workers": "num_workers"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)

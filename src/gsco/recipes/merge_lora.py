@@ -2,9 +2,9 @@
 
     python -m gsco.recipes.merge_lora adapter=OUT_DIR/adapter out_dir=OUT_DIR/merged [base=MODEL_DIR]
 
-(or the same keys from ``--config FILE``; the former flags ``--adapter``, ``--dst`` and ``--base`` are read for one
-release.) The base model is the adapter's ``base_model_name_or_path`` unless ``base`` is given. The result loads
-with ``demo.py model=OUT_DIR`` and ``inference_meddr.sh`` like any converted MedDr.
+(or the same keys from ``--config FILE``.) The base model is the adapter's ``base_model_name_or_path`` unless
+``base`` is given. The result loads with ``demo.py model=OUT_DIR`` and ``inference_meddr.sh`` like any converted
+MedDr.
 """
 
 from __future__ import annotations
@@ -65,10 +65,9 @@ def _merge_and_print(cfg: MergeLoraConfig) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gsco.cli import Alias, command
+    from gsco.cli import command
 
-    aliases = {"--adapter": Alias("adapter"), "--dst": Alias("out_dir"), "--base": Alias("base")}
-    return command(MergeLoraConfig, _merge_and_print, aliases=aliases,
+    return command(MergeLoraConfig, _merge_and_print,
                    description="Merge a LoRA adapter into a standalone model directory.")(argv)
 
 

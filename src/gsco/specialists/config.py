@@ -14,8 +14,6 @@ PROCEDURES = ("endToEnd", "linearProbing", "kNN")
 
 @dataclasses.dataclass
 class SpecialistConfig(RenderSettings):
-    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
-    RENAMED = {"eval_split": "split"}
     # --- the reference's keys ---
     data_path: str = "data/medmnist"  # folder with {dataset}.npz (28 px) / {dataset}_{size}.npz; nothing downloads
     output_path: str = "outputs/specialists"  # checkpoints, results JSON, plots, retrieval index

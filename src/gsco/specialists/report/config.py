@@ -13,9 +13,6 @@ from gsco.specialists.report.model import DEFAULT_PROMPT, ReportModelSettings
 
 @dataclasses.dataclass
 class ReportConfig(RenderSettings):
-    # earlier key names -> their names now; configs and overrides with an earlier name still load (a warning)
-    RENAMED = {"output_dir": "run_dir", "val_batch_size": "eval_batch_size", "beam_size": "num_beams",
-               "tokenize": "report_tokenize", "llm_r": "llm_lora_r", "llm_alpha": "llm_lora_alpha"}
     # sections: in a YAML file a mapping of their keys; on the command line section.key=value or key=value
     SECTIONS = {
         "data": ("dataset", "annotation", "image_root", "limit"),
