@@ -93,7 +93,7 @@ def answer_and_print(cfg: DemoConfig) -> None:
 
 def serve_web(cfg: DemoConfig) -> None:
     """The web app: the generalist (and the specialists, for GSCo mode) loaded once, then the page until Ctrl+C."""
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.collab.single import LiveSpecialist, Workbench
     from gsco.collab.web import build_app
     from gsco.config import load_config

@@ -16,7 +16,7 @@
 #   MODEL_NAME  BACKEND=openai: the served model's name (default: the server's only model)
 #   API_KEY     BACKEND=openai: read by the client from the environment; never logged or written
 #   CONFIG, PYTHON
-# Extra key=value arguments are passed to `python -m gsco.collab.run`. Re-running resumes each arm.
+# Extra key=value arguments are passed to `python -m gsco.recipes.gsco`. Re-running resumes each arm.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 if [[ -z "${PYTHON:-}" ]]; then
@@ -34,6 +34,6 @@ args=(--config "${CONFIG:-$HERE/configs/gsco/${DATASET:-breastmnist}.yaml}")
 [[ -n "${ARMS:-}" ]] && args+=("arms=[${ARMS}]")
 export HF_HUB_OFFLINE="${HF_HUB_OFFLINE:-1}" TOKENIZERS_PARALLELISM="${TOKENIZERS_PARALLELISM:-false}"
 if [[ "${GPUS:-1}" -gt 1 ]]; then
-  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.collab.run "${args[@]}" "$@"
+  exec "$PYTHON" -m torch.distributed.run --standalone --nproc_per_node "$GPUS" -m gsco.recipes.gsco "${args[@]}" "$@"
 fi
-exec "$PYTHON" -m gsco.collab.run "${args[@]}" "$@"
+exec "$PYTHON" -m gsco.recipes.gsco "${args[@]}" "$@"

@@ -29,9 +29,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gsco.collab.run import GscoConfig, Task, fill_case, run_generalist_arms
+from gsco.collab.cases import fill_case
+from gsco.collab.config import GscoConfig
+from gsco.collab.tasks import Task
 from gsco.config import load_config
 from gsco.generalist import Generalist
+from gsco.recipes.gsco import run_generalist_arms
 
 HERE = Path(__file__).resolve().parent
 ARMS = ["generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob"]

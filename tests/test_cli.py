@@ -128,7 +128,7 @@ def test_demo_keys_keep_their_text_and_pair_up(monkeypatch):
 
 
 def test_values_are_read_for_their_key_type():
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
 
     got = parse_overrides(["hint_separator= | ", "arms=[moed,rad]", "k=3", "options=null", "specialists=a.json",
                            "intro='quoted'", "no_finding=no"], GscoConfig)
@@ -172,7 +172,7 @@ def test_every_entry_point_follows_its_launcher(tmp_path, monkeypatch):
 
 def config_classes():
     import demo  # noqa: F401  (imported by load() in the tests above; here for its DemoConfig)
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.recipes.evaluate import EvalConfig
     from gsco.recipes.finetune import FinetuneConfig
     from gsco.specialists.config import SpecialistConfig
@@ -211,7 +211,7 @@ def test_shipped_configs_use_their_sections_and_load_as_flat_keys(path, tmp_path
     and ``section.key=value`` overrides a key as ``key=value`` does."""
     import yaml
 
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.config import config_sections, load_config
     from gsco.recipes.evaluate import EvalConfig
     from gsco.recipes.finetune import FinetuneConfig
@@ -238,7 +238,7 @@ def test_shipped_configs_use_their_sections_and_load_as_flat_keys(path, tmp_path
 
 
 def test_a_key_in_the_wrong_section_or_given_twice_is_named(tmp_path):
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
 
     (tmp_path / "a.yaml").write_text("prompt:\n  max_new_tokens: 3\n")
@@ -258,7 +258,7 @@ def test_a_key_in_the_wrong_section_or_given_twice_is_named(tmp_path):
 
 @pytest.mark.parametrize("cls_name", ["GscoConfig", "EvalConfig"])
 def test_max_skipped_fraction_is_a_fraction(cls_name):
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
     from gsco.recipes.evaluate import EvalConfig
 

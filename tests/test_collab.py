@@ -74,14 +74,16 @@ def test_case_builder_errors(tmp_path):
 
 
 def test_pcam200_config_assembles_the_reference_template():
-    from gsco.collab.run import GscoConfig, template_for
+    from gsco.collab.cases import template_for
+    from gsco.collab.config import GscoConfig
+    from gsco.collab.tasks import Task
     from gsco.config import load_config
 
     from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
-    assert template_for(cfg, "moed_rad", cfg.options, cfg.modality) == GSCO_PCAM200_PROMPT
-    assert "###" not in template_for(cfg, "generalist", cfg.options, cfg.modality)
+    assert template_for(cfg, "moed_rad", Task.of(cfg)) == GSCO_PCAM200_PROMPT
+    assert "###" not in template_for(cfg, "generalist", Task.of(cfg))
 
 
 @pytest.mark.e2e
@@ -134,9 +136,10 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
 
 
 def test_a_non_internvl_generalist_plugs_in(tmp_path):
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
     from gsco.generalist import Generalist
+    from gsco.recipes.gsco import run
 
     model = build_tiny_llava(tmp_path / "llava")
     g = Generalist.load(str(model), device="cpu")
@@ -280,9 +283,10 @@ def test_multi_label_evidence_hints():
 
 def test_multi_label_dataset_runs_from_specialists_to_the_ablation_table(toy_data, tmp_path):
     """Two specialists trained on a generated multi-label dataset -> case file -> arms, scored label by label."""
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
     from gsco.metrics.answers import multilabel_metrics
+    from gsco.recipes.gsco import run
     from gsco.specialists.config import SpecialistConfig
     from gsco.specialists.predict import predict_specialist
     from gsco.specialists.train import train_specialist
@@ -330,8 +334,11 @@ def test_multi_label_dataset_runs_from_specialists_to_the_ablation_table(toy_dat
 def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_registry):
     from PIL import Image
 
-    from gsco.collab.run import GscoConfig, Task, fill_case, read_cases, run
+    from gsco.collab.cases import fill_case, read_cases
+    from gsco.collab.config import GscoConfig
+    from gsco.collab.tasks import Task
     from gsco.config import ConfigError, load_config
+    from gsco.recipes.gsco import run
 
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "a.png")
     cases = [{"image": "a.png", "label": "x and z", "rad": ["x", "no finding", "x and z"],
@@ -360,9 +367,11 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
 
 @pytest.mark.e2e
 def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
+    from gsco.collab.cases import fill_case
+    from gsco.collab.config import GscoConfig
     from gsco.collab.hint_samples import main as hint_main
     from gsco.collab.hint_samples import write_hint_samples
-    from gsco.collab.run import GscoConfig, Task, fill_case
+    from gsco.collab.tasks import Task
     from gsco.config import ConfigError, load_config
     from gsco.data.conversations import read_training_data
     from gsco.data.diagnosis_questions import diagnosis_question
@@ -417,7 +426,9 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
 @pytest.mark.parametrize("name", ["breastmnist", "pcam200", "chestmnist"])
 def test_every_shipped_gsco_config_assembles_each_arm(name):
     from gsco.collab.arms import ARMS
-    from gsco.collab.run import GscoConfig, Task, template_for
+    from gsco.collab.cases import template_for
+    from gsco.collab.config import GscoConfig
+    from gsco.collab.tasks import Task
     from gsco.config import load_config
 
     from conftest import REPO
@@ -426,7 +437,7 @@ def test_every_shipped_gsco_config_assembles_each_arm(name):
     task = Task.of(cfg)
     assert task.multi_label == (name == "chestmnist")
     for arm in ARMS:
-        text = template_for(cfg, arm, task.options, task.modality, task.multi_label)
+        text = template_for(cfg, arm, task)
         assert ("###RAD###" in text) == (arm in ("rad", "moed_rad", "rad_counts"))
         assert ("###MOED###" in text) == (arm in ("moed", "moed_rad", "moed_prob"))
         assert "{" not in text and text.count("'") >= 2 * len(task.options)
@@ -447,7 +458,9 @@ def _complete_case(multi_label: bool) -> dict:
 @pytest.mark.parametrize("arm", sorted(__import__("gsco.collab.arms", fromlist=["ARMS"]).ARMS))
 def test_each_registered_arm_writes_its_hints_and_names_missing_evidence(arm, multi_label):
     from gsco.collab.arms import ARMS
-    from gsco.collab.run import GscoConfig, Task, fill_case, missing_evidence
+    from gsco.collab.cases import fill_case, missing_evidence
+    from gsco.collab.config import GscoConfig
+    from gsco.collab.tasks import Task
     from gsco.config import load_config
 
     options = ["effusion", "mass", "nodule"] if multi_label else ["normal", "tumor"]
@@ -469,9 +482,10 @@ def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypat
     from PIL import Image
 
     from gsco.collab import arms
+    from gsco.collab.config import GscoConfig
     from gsco.collab.hint_samples import write_hint_samples
-    from gsco.collab.run import GscoConfig, ablation_markdown, run
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
 
     monkeypatch.setitem(arms.ARMS, "rad_top2", arms.Arm("rad_top2", ("rad",), rad=lambda case, task: case["rad"][:2],
                                                         about="the two most similar cases only"))
@@ -486,7 +500,7 @@ def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypat
                                           "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
                                           "max_new_tokens": 3, "arms": ["rad_top2", "rad"]})
     result = run(cfg)
-    assert result["arms"]["rad_top2"]["n"] == 3 and "| rad_top2 | 3 |" in ablation_markdown(result)
+    assert result["arms"]["rad_top2"]["n"] == 3 and "| rad_top2 | 3 |" in (tmp_path / "out" / "ablation.md").read_text()
     rows = [json.loads(line) for line in (tmp_path / "out" / "rad_top2_predictions.jsonl").read_text().splitlines()]
     assert [r["question_id"] for r in rows] == ["c0", "c1", "c2"]
     assert all("similar cases are tumor,normal." in r["question"] for r in rows)
@@ -506,8 +520,9 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
     run's (share_prefix=false), also when one arm was complete and another half done before."""
     from PIL import Image
 
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
 
     rng = np.random.default_rng(3)
     cases = []

@@ -31,11 +31,13 @@ def tiny_processor():
 
 
 def test_gsco_pcam200_prompt_is_byte_equal_to_the_references(tiny_processor):
-    from gsco.collab.run import GscoConfig, Task, fill_case, template_for
+    from gsco.collab.cases import fill_case, template_for
+    from gsco.collab.config import GscoConfig
+    from gsco.collab.tasks import Task
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
     task = Task.of(cfg)
-    assert template_for(cfg, "moed_rad", task.options, task.modality) == ref.GSCO_PCAM200_PROMPT
+    assert template_for(cfg, "moed_rad", task) == ref.GSCO_PCAM200_PROMPT
     assert ref.GSCO_PCAM200_PROMPT.startswith(" You are") and ref.GSCO_PCAM200_PROMPT.endswith("option. ")
     for case in CASES:
         question = fill_case(cfg, "moed_rad", case, task)
@@ -47,14 +49,14 @@ def test_gsco_pcam200_prompt_is_byte_equal_to_the_references(tiny_processor):
         expanded = rendered.replace("<IMG_CONTEXT>\n", "<img>" + "<IMG_CONTEXT>" * 16 + "</img>\n")
         assert expanded == ref.hermes2_prompt(question, 16)
     # the arms without one of the hints drop its sentence and keep the reference's spacing
-    moed_only = template_for(cfg, "moed", task.options, task.modality)
+    moed_only = template_for(cfg, "moed", task)
     assert moed_only == ref.GSCO_PCAM200_PROMPT.replace(" The diagnoses of the most similar cases are ###RAD###.", "")
     stripped = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml", {"prompt_style": "stripped"})
-    assert template_for(stripped, "moed_rad", task.options, task.modality) == ref.GSCO_PCAM200_PROMPT.strip()
+    assert template_for(stripped, "moed_rad", task) == ref.GSCO_PCAM200_PROMPT.strip()
 
 
 def test_gsco_decoding_is_the_references():
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
     assert cfg.max_new_tokens == ref.GSCO_GENERATION["max_new_tokens"] == 512

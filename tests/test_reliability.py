@@ -270,8 +270,9 @@ def test_a_wrong_image_root_or_a_missing_image_key_exits_non_zero(tmp_path):
 
 
 def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_path):
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
 
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
     cases = [{"id": f"c{i}", "image": "c0.png" if i == 0 else f"missing{i}.png", "label": "tumor",
@@ -289,8 +290,9 @@ def test_gsco_arms_that_could_not_read_their_images_fail_after_the_table(tmp_pat
 def test_gsco_with_no_readable_image_and_a_case_without_predictions_says_so(tmp_path):
     """No readable image at all: the table (n 0) then one error, not an IndexError; a case lacking the specialists'
     predictions skips their arms with a line each, instead of dropping them from the table."""
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
 
     cases = [{"id": f"c{i}", "image": f"missing{i}.png", "label": "tumor",
               **({"moed": ["tumor", "normal"]} if i else {})} for i in range(3)]
@@ -306,8 +308,9 @@ def test_gsco_with_no_readable_image_and_a_case_without_predictions_says_so(tmp_
 
 
 def test_gsco_checks_every_prompt_before_generating(tmp_path):
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import ConfigError, load_config
+    from gsco.recipes.gsco import run
 
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
     cases = [{"id": f"c{i}", "image": "c0.png", "label": "tumor", "rad": ["normal", "tumor"],
@@ -548,7 +551,7 @@ def test_score_only_without_a_predictions_file_is_one_line(tmp_path, capsys):
 def test_gsco_into_a_folder_another_run_holds_is_refused_before_anything_is_asked(tmp_path, capsys):
     import fcntl
 
-    from gsco.collab.run import main as gsco_main
+    from gsco.recipes.gsco import main as gsco_main
 
     Image.fromarray(np.full((32, 32, 3), 90, np.uint8)).save(tmp_path / "c0.png")
     (tmp_path / "cases.json").write_text(json.dumps([{"id": "c0", "image": "c0.png", "label": "tumor",

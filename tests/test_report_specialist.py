@@ -86,8 +86,9 @@ def test_each_cleaning_rule_gives_lower_case_sentences_without_its_removed_chara
 def test_a_new_cleaning_rule_is_one_entry_and_scores_a_report_ablation(tmp_path, monkeypatch):
     from PIL import Image
 
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
     from gsco.specialists.report import clean
 
     digits = frozenset("0123456789")
@@ -544,8 +545,10 @@ def test_training_split_reports_become_hint_samples_for_the_generalist(trained, 
     """Evaluation on the training split (retrieval leaves each study out) -> report cases -> samples asked with the
     report arms' prompts, answered with the cleaned reference."""
     from gsco.collab.build_cases import build_report_cases
+    from gsco.collab.cases import fill_case
+    from gsco.collab.config import GscoConfig
     from gsco.collab.hint_samples import write_hint_samples
-    from gsco.collab.run import GscoConfig, Task, fill_case
+    from gsco.collab.tasks import Task
     from gsco.config import ConfigError, load_config
     from gsco.specialists.report.evaluate import evaluate_reports
 

@@ -125,8 +125,9 @@ def test_inference_gsco_and_demo_served_give_the_local_answers(served, tmp_path)
     from PIL import Image
 
     pcam_cases(tmp_path, 3)
-    from gsco.collab.run import GscoConfig, run
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
+    from gsco.recipes.gsco import run
 
     repo = Path(__file__).resolve().parents[1]
     run(load_config(GscoConfig, repo / "configs/gsco/pcam200.yaml",  # the local backend, in process

@@ -135,7 +135,7 @@ def gsco_cases(model: nn.Module, device: torch.device, cases: int, new_tokens: i
     sys.path.insert(0, str(REPO / "bench"))
     from bench_prefix_sharing import ARMS, arm_prompts, time_arms, word_generalist, write_cases
 
-    from gsco.collab.run import GscoConfig
+    from gsco.collab.config import GscoConfig
     from gsco.config import load_config
 
     with tempfile.TemporaryDirectory() as tmp:

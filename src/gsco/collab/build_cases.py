@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 
 from gsco.cli import command
-from gsco.collab.run import GscoConfig, default_gsco_config
+from gsco.collab.config import GscoConfig, default_gsco_config
 from gsco.data.registry import DatasetError, get_dataset_info, labels_phrase
 from gsco.runtime import read_json, repo_file
 

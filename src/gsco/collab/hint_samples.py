@@ -29,7 +29,9 @@ import numpy as np
 
 from gsco.cli import command
 from gsco.collab.arms import ARMS, generalist_arms
-from gsco.collab.run import GscoConfig, Task, default_gsco_config, fill_case, missing_evidence, read_cases
+from gsco.collab.cases import fill_case, missing_evidence, read_cases
+from gsco.collab.config import GscoConfig, default_gsco_config
+from gsco.collab.tasks import Task
 from gsco.config import ConfigError
 from gsco.runtime import repo_file, write_json
 

@@ -12,7 +12,9 @@ import torch
 
 from gsco.collab.arms import generalist_arms
 from gsco.collab.build_cases import case_hints
-from gsco.collab.run import GscoConfig, Task, fill_case
+from gsco.collab.cases import fill_case
+from gsco.collab.config import GscoConfig
+from gsco.collab.tasks import Task
 from gsco.data.registry import DatasetError
 
 logger = logging.getLogger(__name__)
