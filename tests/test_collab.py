@@ -478,42 +478,6 @@ def test_each_registered_arm_writes_its_hints_and_names_missing_evidence(arm, mu
         assert f"1 of 2 cases have no complete {key!r} (e.g. case x)" in reason
 
 
-def test_a_new_arm_is_one_registry_entry_and_runs_end_to_end(tmp_path, monkeypatch, capsys):
-    from PIL import Image
-
-    from gsco.collab import arms
-    from gsco.collab.config import GscoConfig
-    from gsco.collab.hint_samples import write_hint_samples
-    from gsco.config import load_config
-    from gsco.recipes.gsco import run
-
-    monkeypatch.setitem(arms.ARMS, "rad_top2", arms.Arm("rad_top2", ("rad",), rad=lambda case, task: case["rad"][:2],
-                                                        about="the two most similar cases only"))
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (30, 30, 3), dtype=np.uint8)).save(tmp_path / f"c{i}.png")
-        cases.append({"id": f"c{i}", "image": f"c{i}.png", "label": "tumor", "rad": ["tumor", "normal", "normal"],
-                      "moed": ["tumor", "tumor"]})
-    (tmp_path / "cases.json").write_text(json.dumps(cases))
-    cfg = load_config(GscoConfig, None, {"dataset": "pcam200", "options": ["normal", "tumor"], "device": "cpu",
-                                          "cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "out"),
-                                          "max_new_tokens": 3, "arms": ["rad_top2", "rad"]})
-    result = run(cfg)
-    assert result["arms"]["rad_top2"]["n"] == 3 and "| rad_top2 | 3 |" in (tmp_path / "out" / "ablation.md").read_text()
-    rows = [json.loads(line) for line in (tmp_path / "out" / "rad_top2_predictions.jsonl").read_text().splitlines()]
-    assert [r["question_id"] for r in rows] == ["c0", "c1", "c2"]
-    assert all("similar cases are tumor,normal." in r["question"] for r in rows)
-    samples = json.loads(write_hint_samples(cfg, tmp_path / "cases.json", tmp_path / "hints.json",
-                                            arms=["rad_top2"]).read_text())
-    assert len(samples) == 3 and "tumor,normal." in samples[0]["conversations"][0]["value"]
-    from gsco.collab import hint_samples
-
-    with pytest.raises(SystemExit):
-        hint_samples.main(["--help"])
-    assert "rad_top2 (the two most similar cases only)" in " ".join(capsys.readouterr().out.split())
-
-
 def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp_path, vision_tower_calls):
     """share_prefix: the arms a case still lacks are asked in one batch about one image (the vision tower sees each
     case once, not once per arm), each arm keeps its own file and resume, and every file equals the arm-by-arm

@@ -57,7 +57,7 @@ def test_arms_sharing_an_image_and_prefix_answer_as_the_plain_path(tiny):
 def test_suffix_groups_prefilled_apart_and_merged_answer_as_the_plain_path(tiny, monkeypatch):
     """However the suffixes are grouped (each group prefilled at its own width, the caches merged for one decode
     loop), the answers are the plain path's; one generate call either way."""
-    from gsco.generalist import model
+    from gsco.generalist import prefix
 
     rng = np.random.default_rng(2)
     image = Image.fromarray(rng.integers(0, 255, (80, 80, 3), dtype=np.uint8))
@@ -69,13 +69,13 @@ def test_suffix_groups_prefilled_apart_and_merged_answer_as_the_plain_path(tiny,
     generate = tiny.model.generate
     monkeypatch.setattr(tiny.model, "generate", lambda *a, **k: (calls.append(1), generate(*a, **k))[1])
     for groups in ([[0, 1, 2, 3, 4, 5]], [[0, 1, 2], [3, 4, 5]], [[5], [0, 1, 2, 3, 4]], [[4, 0], [1, 2, 3, 5]]):
-        monkeypatch.setattr(model, "suffix_groups", lambda lengths, g=groups: g)
+        monkeypatch.setattr(prefix, "suffix_groups", lambda lengths, g=groups: g)
         assert tiny.answer([image] * 6, questions, max_new_tokens=8) == plain, groups
     assert len(calls) == 4
 
 
 def test_suffixes_split_into_two_length_groups_only_when_that_saves_a_quarter_of_the_padding():
-    from gsco.generalist.model import suffix_groups
+    from gsco.generalist.prefix import suffix_groups
 
     assert suffix_groups([53, 148, 226, 321, 171, 175]) == [[0, 1, 4, 5], [2, 3]]  # the bench's six arms: 1342 < 1926
     assert suffix_groups([10, 11, 12]) == [[0, 1, 2]] and suffix_groups([7]) == [[0]]
@@ -160,6 +160,8 @@ def test_arms_of_one_image_process_it_once_and_tokenize_as_the_processor(tiny, m
     """The shared path runs the processor once per distinct image and only tokenizes the other prompts, splicing in
     the first prompt's image span: the ids equal the processor's for every prompt; where the processor names no
     image span tokens, every prompt goes through the processor (same ids)."""
+    from gsco.generalist.prefix import encode_images_once
+
     rng = np.random.default_rng(4)
     images = {k: Image.fromarray(rng.integers(0, 255, (50, 70, 3), dtype=np.uint8)) for k in ("a", "b")}
     keys = ["a", "b", "a", "a", "b"]
@@ -170,10 +172,10 @@ def test_arms_of_one_image_process_it_once_and_tokenize_as_the_processor(tiny, m
     processor_type = type(tiny.processor)
     call = processor_type.__call__
     monkeypatch.setattr(processor_type, "__call__", lambda self, *a, **k: (calls.append(1), call(self, *a, **k))[1])
-    ids, pixels = tiny._encode_images_once(texts, keys, images)
+    ids, pixels = encode_images_once(tiny.processor, texts, keys, images)
     assert len(calls) == 2 and set(pixels) == {"a", "b"}
     assert all(torch.equal(i, e) for i, e in zip(ids, expected))
     monkeypatch.setattr(tiny.processor, "start_image_token_id", None, raising=False)
     calls.clear()
-    ids, _ = tiny._encode_images_once(texts, keys, images)
+    ids, _ = encode_images_once(tiny.processor, texts, keys, images)
     assert len(calls) == 2 + 5 and all(torch.equal(i, e) for i, e in zip(ids, expected))

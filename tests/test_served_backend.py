@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from gsco.config import ConfigError, load_config
-from gsco.generalist.backends import ServedGeneralist, ServerUnavailableError
+from gsco.generalist.served import ServedGeneralist, ServerUnavailableError
 
 
 class Scripted(http.server.BaseHTTPRequestHandler):

@@ -6,9 +6,7 @@ Generation is batched with left padding; greedy answers do not depend on the bat
 
 from __future__ import annotations
 
-import copy
 import hashlib
-import inspect
 import json
 import logging
 import sys
@@ -31,6 +29,7 @@ from gsco.generalist.quantization import (
     check_quantization,
     quantize_torchao_int8,
 )
+from gsco.generalist.registry import register_backend
 from gsco.runtime import file_errors, read_json, reading, resolve_device
 
 logger = logging.getLogger(__name__)
@@ -38,7 +37,6 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # families whose image tokens sit in the prompt with plain 1-D positions, so a cached prefix continues exactly
 # (not e.g. Qwen2-VL, whose multimodal RoPE positions depend on the image grid): the others take the plain path
-PREFIX_SHARING_FAMILIES = ("meddr", "internvl")
 
 
 class ModelLoadError(GscoError, ValueError):
@@ -145,19 +143,12 @@ def quantization_identity(cfg) -> dict:
     return {"quantization": f"{cfg.quantization} (kept: {','.join(cfg.keep_unquantized)})"}
 
 
-def suffix_groups(lengths: list[int]) -> list[list[int]]:
-    """Item indices (sorted by suffix length) as one group, or two where splitting saves a quarter of the padded
-    suffix tokens: each group's prefill pads its items' suffixes to its longest, and a second group costs a second
-    forward pass (the decode loop stays one)."""
-    order = sorted(range(len(lengths)), key=lambda r: lengths[r])
-    whole = len(order) * lengths[order[-1]]
-    best = min(((cut * lengths[order[cut - 1]] + (len(order) - cut) * lengths[order[-1]], cut)
-                for cut in range(1, len(order))), default=(whole, 0))
-    return [order[:best[1]], order[best[1]:]] if best[0] <= 0.75 * whole else [order]
-
-
+@register_backend("local")
 @dataclass
 class Generalist:
+    """The ``local`` backend: a transformers image-text-to-text model answering here
+    (:class:`~gsco.generalist.backends.GeneralistBackend`)."""
+
     model: torch.nn.Module
     processor: object
     device: torch.device
@@ -217,6 +208,25 @@ class Generalist:
                         cfg.keep_unquantized, cfg.max_memory)
 
     @classmethod
+    def identity(cls, cfg) -> dict:
+        """The model for a predictions manifest: its directory's identity (or the preset's), and its quantization."""
+        return {"model": model_identity(cfg.model), **quantization_identity(cfg)}
+
+    def _shares_prefix(self) -> bool:
+        """Prefix sharing is used where the model's family declares it (:mod:`gsco.generalist.prefix`); elsewhere
+        the plain path answers, said once."""
+        from gsco.generalist.registry import shares_prefix
+
+        model_type = getattr(self.model.config, "model_type", None)
+        if shares_prefix(model_type):
+            return True
+        if not getattr(self, "_said_no_prefix", False):
+            self._said_no_prefix = True
+            logger.info("prefix sharing is off for model_type %r (its family does not declare it): a case's arms are "
+                        "answered the plain way, with the same answers", model_type)
+        return False
+
+    @classmethod
     def _from_preset(cls, name: str, device: torch.device, dtype: torch.dtype) -> "Generalist":
         from gsco.generalist.registry import build_preset
 
@@ -259,9 +269,10 @@ class Generalist:
                 opened[key] = (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
             loaded.append(None if key is None else opened[key])
         texts = [self.prompt(q, im is not None, system) for q, im in zip(questions, loaded)]
-        if share_prefix and num_beams == 1 and None not in keys and len(opened) < len(keys) and \
-                getattr(self.model.config, "model_type", None) in PREFIX_SHARING_FAMILIES:
-            shared = self._answer_sharing_prefix(keys, opened, texts, max_new_tokens, generate_kwargs)
+        if share_prefix and num_beams == 1 and None not in keys and len(opened) < len(keys) and self._shares_prefix():
+            from gsco.generalist.prefix import answer_sharing_prefix
+
+            shared = answer_sharing_prefix(self, keys, opened, texts, max_new_tokens, generate_kwargs)
             if shared is not None:
                 return shared
         present = [im for im in loaded if im is not None]
@@ -275,116 +286,3 @@ class Generalist:
                                   **generate_kwargs)
         new = out[:, inputs["input_ids"].shape[1]:]
         return [t.strip() for t in tokenizer.batch_decode(new, skip_special_tokens=True)]
-
-    def _answer_sharing_prefix(self, keys: list, opened: dict, texts: list[str], max_new_tokens: int,
-                               generate_kwargs: dict) -> list[str] | None:
-        """Greedy answers that compute each distinct image, with the prompt prefix all items share, once: one
-        forward over the prefix per distinct image, its key/value cache selected for every item, the items' own
-        suffixes prefilled in one or two length groups (:func:`suffix_groups`, so short suffixes are not padded to
-        the longest), then one batched ``generate`` over the merged cache (padding between prefix and suffix is
-        masked out, so positions run on as in each item's own prompt). None when the shared prefix does not hold
-        every image token."""
-        tokenizer = self.processor.tokenizer
-        order = list(opened)
-        ids, pixel_values = self._encode_images_once(texts, keys, opened)
-        image_id = getattr(self.model.config, "image_token_id", None)
-        shortest = min(len(i) for i in ids)
-        heads = torch.stack([i[:shortest - 1] for i in ids])  # each item keeps at least one token of its own
-        prefix = int((heads == heads[0]).all(0).long().cumprod(0).sum())  # the leading positions all items share
-        if image_id is None or (ids[0][prefix:] == image_id).any() or not (ids[0][:prefix] == image_id).any():
-            return None  # the image is not (wholly) inside the shared prefix
-        # transformers >= 5.2x calls it ``cache`` (``past_key_values`` before, still read with a warning)
-        cache_key = ("cache" if "cache" in inspect.signature(self.model.prepare_inputs_for_generation).parameters
-                     else "past_key_values")
-        pixels = torch.cat([pixel_values[k] for k in order]).to(self.device, self.model.dtype)
-        out = self.model(input_ids=ids[0][:prefix].expand(len(order), prefix).to(self.device), pixel_values=pixels,
-                         use_cache=True)
-        cache = out[cache_key] if cache_key in out else out["past_key_values"]
-        lengths = [len(i) - prefix for i in ids]
-        width = max(lengths)
-        full = torch.full((len(ids), prefix + width), tokenizer.pad_token_id, dtype=torch.long)
-        mask = torch.zeros_like(full)
-        for r, item in enumerate(ids):
-            full[r, :prefix], full[r, prefix + width - lengths[r]:] = item[:prefix], item[prefix:]
-            mask[r, :prefix], mask[r, prefix + width - lengths[r]:] = 1, 1
-        full, mask = full.to(self.device), mask.to(self.device)
-        rows = torch.tensor([order.index(k) for k in keys], device=self.device)
-        groups = suffix_groups(lengths)
-        if len(groups) > 1:  # each group's suffixes prefilled at its own width, the caches merged for one decode loop
-            cache = self._prefill_suffix_groups(cache, cache_key, rows, groups, full, mask, prefix,
-                                                [max(lengths[r] for r in g) for g in groups])
-        else:
-            cache.batch_select_indices(rows)
-        generated = self.model.generate(input_ids=full, attention_mask=mask, max_new_tokens=max_new_tokens,
-                                        num_beams=1, do_sample=False, **{cache_key: cache}, **generate_kwargs)
-        return [t.strip() for t in tokenizer.batch_decode(generated[:, full.shape[1]:], skip_special_tokens=True)]
-
-    def _prefill_suffix_groups(self, cache, cache_key: str, rows: torch.Tensor, groups: list[list[int]],
-                               full: torch.Tensor, mask: torch.Tensor, prefix: int, widths: list[int]):
-        """The prefix ``cache`` extended over every item's suffix but its last token: each group's suffixes in one
-        forward padded only to that group's longest (positions counted over the unpadded tokens, as ``generate``
-        counts them), then the groups' caches widened to the common width with masked zeros after the prefix and
-        put back in item order."""
-        end = full.shape[1] - 1  # the last prompt token is left for generate
-        caches = []
-        for group, width in zip(groups, widths):
-            index = torch.tensor(group, device=full.device)
-            group_cache = copy.deepcopy(cache)
-            group_cache.batch_select_indices(rows[index])
-            if width > 1:
-                start = full.shape[1] - width
-                group_mask = torch.cat([mask[index, :prefix], mask[index, start:end]], dim=1)
-                positions = (group_mask.cumsum(-1) - 1).clamp(min=0)[:, prefix:]
-                self.model(input_ids=full[index, start:end], attention_mask=group_mask, position_ids=positions,
-                           use_cache=True, **{cache_key: group_cache})
-            caches.append(group_cache)
-        inverse = torch.argsort(torch.tensor([r for g in groups for r in g], device=full.device))
-        merged = caches[0]
-        for n, layer in enumerate(merged.layers):
-            for name in ("keys", "values"):
-                parts = []
-                for c in caches:
-                    t = getattr(c.layers[n], name)
-                    gap = t.new_zeros(*t.shape[:2], end - t.shape[-2], t.shape[-1])
-                    parts.append(torch.cat([t[..., :prefix, :], gap, t[..., prefix:, :]], dim=-2))
-                setattr(layer, name, torch.cat(parts)[inverse])
-        return merged
-
-    def _encode_images_once(self, texts: list[str], keys: list, opened: dict) -> tuple[list[torch.Tensor], dict]:
-        """Each item's input ids and each distinct image's pixel values, every image processed once: the first prompt
-        about an image goes through the processor; the others are only tokenized, their image placeholder replaced
-        by the first one's expanded image span (start, context tokens, end). Where that does not reproduce the
-        processor's ids for the first prompt, every item goes through the processor."""
-        processor, tokenizer = self.processor, self.processor.tokenizer
-        first: dict = {}
-        for r, key in enumerate(keys):
-            first.setdefault(key, r)
-        encoded = {key: processor(text=[texts[r]], images=[opened[key]], return_tensors="pt")
-                   for key, r in first.items()}
-        pixel_values = {key: e["pixel_values"] for key, e in encoded.items()}
-        marks = [getattr(processor, n, None) for n in ("image_token_id", "start_image_token_id", "end_image_token_id")]
-        plain = tokenizer(texts)["input_ids"]
-        spans = {}
-        for key, r in first.items():
-            full = encoded[key]["input_ids"][0]
-            spliced = _splice_image_span(plain[r], full, *marks) if None not in marks else None
-            if spliced is None or not torch.equal(spliced[0], full):
-                return [processor(text=[t], images=[opened[k]], return_tensors="pt")["input_ids"][0]
-                        for t, k in zip(texts, keys)], pixel_values
-            spans[key] = spliced[1]
-        ids = [encoded[key]["input_ids"][0] if first[key] == r else _splice_image_span(plain[r], spans[key], *marks)[0]
-               for r, key in enumerate(keys)]
-        return ids, pixel_values
-
-
-def _splice_image_span(plain: list[int], span_source: torch.Tensor, context_id: int, start_id: int,
-                       end_id: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """``plain`` (a prompt tokenized with its one image placeholder) with the placeholder replaced by the image span
-    of ``span_source`` (start token through end token), and that span; None when either is not there once."""
-    source = span_source.tolist()
-    if plain.count(context_id) != 1 or source.count(start_id) != 1 or source.count(end_id) != 1:
-        return None
-    span = span_source[source.index(start_id):source.index(end_id) + 1]
-    at = plain.index(context_id)
-    before, after = (torch.tensor(part, dtype=span.dtype) for part in (plain[:at], plain[at + 1:]))
-    return torch.cat([before, span, after]), span

@@ -1,8 +1,13 @@
-"""The model families the generalist layer knows, by name: the one place it reaches a family's own code.
+"""What the generalist layer knows by name: model families, the capabilities they declare, and backends.
 
 A family is a package whose import registers its ``model_type`` with transformers' Auto classes and, if it has
 presets (random-weight models built from a YAML file, for tests and demos), their builder. ``gsco.meddr`` is one.
 Any other transformers image-text-to-text model (Qwen2-VL, MedGemma, ...) needs no entry: the Auto classes load it.
+
+A family declares what its architecture allows (:func:`declare_prefix_sharing`: questions about one image share
+its key/value cache, :mod:`gsco.generalist.prefix`). A backend answers batches of (image, question) —
+:class:`~gsco.generalist.backends.GeneralistBackend` — and is one :func:`register_backend` decorator on its class;
+the ``backend`` key of every command picks it by name.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from pathlib import Path
 
 # model_type in a model directory's config.json -> the package that registers it
 FAMILIES: dict[str, str] = {"meddr": "gsco.meddr"}
+# model types whose prefix sharing is tested to give the plain path's answers (families add theirs on import)
+PREFIX_SHARING: set[str] = {"internvl"}
+# backends shipped with the package: name -> the module whose import registers it
+BUILTIN_BACKENDS: dict[str, str] = {"local": "gsco.generalist.model", "openai": "gsco.generalist.served"}
+_BACKENDS: dict[str, type] = {}
 DEFAULT_PRESET_FAMILY = "meddr"  # the family a preset YAML path (or an unknown name) is handed to
 
 
@@ -81,3 +91,38 @@ def save_preset(name: str, dst: str | Path, seed: int = 0, overwrite: bool = Fal
 def build_preset(name: str, **kwargs):
     """(model, processor) of the preset ``name`` (a shipped name or a preset YAML's path) with random weights."""
     return _family_of(name).build(name, **kwargs)
+
+
+def declare_prefix_sharing(model_type: str) -> None:
+    """Called by a family whose models answer identically when a batch's questions about one image share the
+    image's and the common prompt prefix's key/value cache (tested per family)."""
+    PREFIX_SHARING.add(model_type)
+
+
+def shares_prefix(model_type: str | None) -> bool:
+    import_family(model_type)
+    return model_type in PREFIX_SHARING
+
+
+def register_backend(name: str):
+    """Class decorator: ``@register_backend("name")`` makes ``backend=name`` load that class (its ``from_config``)."""
+    def register(cls: type) -> type:
+        _BACKENDS[name] = cls
+        return cls
+
+    return register
+
+
+def backend_names() -> list[str]:
+    return sorted({*BUILTIN_BACKENDS, *_BACKENDS})
+
+
+def backend_class(name: str) -> type:
+    """The class registered as ``name`` (a shipped backend's module is imported first)."""
+    if name not in _BACKENDS and name in BUILTIN_BACKENDS:
+        importlib.import_module(BUILTIN_BACKENDS[name])
+    if name not in _BACKENDS:
+        from gsco.config import ConfigError
+
+        raise ConfigError(f"key 'backend': {name!r} is not a backend; choose from {backend_names()}")
+    return _BACKENDS[name]

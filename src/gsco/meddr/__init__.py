@@ -5,7 +5,7 @@ fine-tuning any generalist are :mod:`gsco.recipes`').
 Importing this package registers ``model_type: meddr`` with transformers' Auto classes (``AutoConfig``,
 ``AutoModelForImageTextToText``, ``AutoModel``, ``AutoImageProcessor``), so a converted MedDr directory loads with
 ``AutoModelForImageTextToText.from_pretrained`` / ``AutoProcessor.from_pretrained`` like any other model, and its
-presets with the generalist layer's registry (:mod:`gsco.generalist.registry`).
+presets and its prefix sharing with the generalist layer's registry (:mod:`gsco.generalist.registry`).
 """
 
 from gsco.meddr.model import MedDrConfig, MedDrForConditionalGeneration, MedDrModel
@@ -18,10 +18,11 @@ _register_processor()
 
 
 def _register_presets() -> None:
-    from gsco.generalist.registry import register_presets
+    from gsco.generalist.registry import declare_prefix_sharing, register_presets
     from gsco.meddr.presets import build_from_preset, known_presets, load_preset
 
     register_presets("meddr", build_from_preset, known_presets, load_preset)
+    declare_prefix_sharing("meddr")  # InternVL architecture: answers equal the plain path (tests/test_generalist.py)
 
 
 _register_presets()

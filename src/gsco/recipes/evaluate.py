@@ -222,12 +222,11 @@ def predict(cfg: EvalConfig, items: list[Item]) -> dict:
 def run_manifest(cfg: EvalConfig, items: list[Item]) -> dict:
     """What shapes the answers in the predictions file: a re-run with anything else here is refused."""
     from gsco.data.render import render_identity
-    from gsco.generalist.backends import model_or_served
-    from gsco.generalist.model import quantization_identity
+    from gsco.generalist.backends import backend_identity
     from gsco.runtime import file_fingerprint
 
     images = sorted({str(it.image.parent.resolve()) for it in items if it.image is not None})
-    return {**model_or_served(cfg), **quantization_identity(cfg), **render_identity(cfg),
+    return {**backend_identity(cfg), **render_identity(cfg),
             "metafile": file_fingerprint(repo_file(cfg.metafile)),
             "task": cfg.task, "image_folders": images[:3] + ([f"... {len(images)} in all"] if len(images) > 3 else []),
             "system": cfg.system, "max_new_tokens": cfg.max_new_tokens, "min_new_tokens": cfg.min_new_tokens,

@@ -55,8 +55,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
     from gsco.data.readers import DatasetError, open_image
     from gsco.data.render import render_identity
     from gsco.evaluation import Output, answer_resumably_many, chunks
-    from gsco.generalist.backends import model_or_served
-    from gsco.generalist.model import quantization_identity
+    from gsco.generalist.backends import backend_identity
     from gsco.runtime import file_fingerprint
 
     def ask(todo: list[tuple[dict, list[str]]]):
@@ -87,7 +86,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
                                                  "image": c["image"]})
             yield rows
 
-    common = {**model_or_served(cfg), **quantization_identity(cfg), **render_identity(cfg),
+    common = {**backend_identity(cfg), **render_identity(cfg),
               "cases": file_fingerprint(repo_file(cfg.cases))}
     outputs = {arm: Output(Path(cfg.out_dir) / f"{arm}_predictions.jsonl",
                            {**common, "arm": arm, "image_root": str(root.resolve()),
