@@ -179,6 +179,7 @@ def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tm
     a = fake_results(tmp_path / "a.json", y_true, 0)
     b = fake_results(tmp_path / "b.json", y_true, 1)
     cfg = yaml.safe_load((REPO / "configs/gsco/breastmnist.yaml").read_text())
+    cfg["include"] = str(REPO / "configs/gsco" / cfg["include"])  # the copy starts from the same base file
     cfg["build"].update(specialists=[str(tmp_path / "a.json"), str(tmp_path / "b.json")], rad_from=1, rad_k=3,
                         data_path=str(data.parent))
     cfg["cases"] = str(tmp_path / "cases.json")

@@ -91,3 +91,44 @@ def test_cli_rejects_a_bad_key_with_status_2():
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2
     assert "unknown key 'epoch'" in proc.stderr
+
+
+def test_a_config_starts_from_the_files_it_includes_and_overrides_them_key_by_key(tmp_path):
+    from gsco.collab.config import GscoConfig
+
+    (tmp_path / "base.yaml").write_text("prompt:\n  modality: ultrasound\n  outro: base outro\nrad_k: 4\n")
+    (tmp_path / "more.yaml").write_text("include: base.yaml\nrad_k: 5\n")
+    (tmp_path / "top.yaml").write_text("include: [more.yaml]\nprompt:\n  outro: own outro\n")
+    cfg = load_config(GscoConfig, tmp_path / "top.yaml", {"modality": "CT"})
+    assert (cfg.outro, cfg.rad_k, cfg.modality) == ("own outro", 5, "CT")  # a section merges key by key
+    assert load_config(GscoConfig, tmp_path / "more.yaml").outro == "base outro"
+    (tmp_path / "missing.yaml").write_text("include: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere.yaml does not exist \(included by .*missing.yaml\)"):
+        load_config(GscoConfig, tmp_path / "missing.yaml")
+    (tmp_path / "loop.yaml").write_text("include: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loop.yaml includes itself"):
+        load_config(GscoConfig, tmp_path / "loop.yaml")
+    (tmp_path / "bad.yaml").write_text("include: {a: 1}\n")
+    with pytest.raises(ConfigError, match="key 'include': expected a file name or a list of them"):
+        load_config(GscoConfig, tmp_path / "bad.yaml")
+
+
+def test_the_gsco_configs_write_only_what_differs_from_their_base():
+    """Each configs/gsco/<dataset>.yaml includes base.yaml and sets no key to the value base.yaml already gives (a
+    null may stay where its comment says what to put there)."""
+    from gsco.collab.config import GscoConfig
+    from gsco.config import config_files, config_sections
+
+    sections = config_sections(GscoConfig)
+
+    def flat(data: dict) -> dict:
+        return {k2: v2 for k, v in data.items() for k2, v2 in (v.items() if k in sections else [(k, v)])}
+
+    base = flat(yaml.safe_load((REPO / "configs/gsco/base.yaml").read_text()))
+    shipped = sorted(p for p in (REPO / "configs/gsco").glob("*.yaml") if p.name != "base.yaml")
+    assert len(shipped) == 5
+    for path in shipped:
+        files = config_files(path)
+        assert [f.name for f, _ in files] == ["base.yaml", path.name]
+        repeated = {k: v for k, v in flat(files[-1][1]).items() if k in base and base[k] == v and v is not None}
+        assert not repeated, f"{path.name} repeats base.yaml: {repeated}"

@@ -1,4 +1,5 @@
-"""A non-editable install works outside the repository: the MedDr presets ship as package data."""
+"""A non-editable install works outside the repository: the MedDr presets and the recipe configs ship as package
+data."""
 
 import json
 import os
@@ -53,6 +54,16 @@ def test_installed_package_builds_the_tiny_preset_and_answers_from_another_direc
     assert Path(out["gsco"]).is_relative_to(site)
     # the saved preset and the preset built in memory are the same random model (seed 0): the same answer
     assert len(out["answers"]) == 2 and out["answers"][0] == out["answers"][1]
+    # the recipes find their shipped configs in the package: no --config, no repository
+    (elsewhere / "meta.jsonl").write_text(json.dumps({"question_id": "q1", "image": "x.png", "question": "Shown?",
+                                                      "answer": "yes"}) + "\n")
+    evaluated = subprocess.run([str(python), "-m", "gsco.recipes.evaluate", "metafile=meta.jsonl", "task=vqa",
+                                "out_dir=eval", "max_new_tokens=3", "device=cpu"], cwd=elsewhere, capture_output=True,
+                               text=True, env=env)
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    metrics = json.loads((elsewhere / "eval" / "meta_metrics.json").read_text())
+    assert metrics["n_answered"] == 1 and metrics["config"]["prompts"] == "configs/meddr/prompts.yaml"
+    assert (site / "gsco" / "configs" / "gsco" / "base.yaml").is_file()
 
 
 def test_make_test_stops_at_once_with_the_command_when_it_cannot_install_java_or_chromium(tmp_path):

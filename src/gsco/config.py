@@ -185,6 +185,31 @@ def config_sections(cls: type) -> dict[str, tuple[str, ...]]:
     return {name: tuple(keys) for name, keys in getattr(cls, "SECTIONS", {}).items()}
 
 
+def config_files(path: Path, including: tuple[Path, ...] = ()) -> list[tuple[Path, dict[str, Any]]]:
+    """``path``'s mapping after the files it includes, in the order their values apply: a file may start from others
+    with ``include: FILE`` (or a list), each relative to the including file; its own keys then override theirs, a
+    section key by key. The shared part of several recipes is written once (``configs/gsco/base.yaml``)."""
+    if not path.is_file():
+        where = f" (included by {including[-1]})" if including else ""
+        raise ConfigError(f"config file {path} does not exist{where}")
+    if path.resolve() in including:
+        raise ConfigError(f"config file {path} includes itself (through {' -> '.join(map(str, including))})")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of key: value, got {type(data).__name__}")
+    include = data.pop("include", None)
+    names = [include] if isinstance(include, str) else include or []
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"config file {path}: key 'include': expected a file name or a list of them, got {include!r}")
+    files = []
+    for name in names:
+        files += config_files(path.parent / name, (*including, path.resolve()))
+    return files + [(path, data)]
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> T:
     """Build dataclass ``cls`` from a YAML file and overrides, validating every key and value."""
     hints = typing.get_type_hints(cls)
@@ -228,16 +253,8 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: dict[st
             sources[key] = where
 
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path}: expected a mapping of key: value, got {type(data).__name__}")
-        take(data, str(path))
+        for file, data in config_files(Path(path)):
+            take(data, str(file))
     take(overrides or {}, "command line")
 
     missing = [name for name, f in fields.items() if name not in values

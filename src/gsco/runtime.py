@@ -24,15 +24,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+PACKAGE_ROOT = Path(__file__).resolve().parent
 
 
 def repo_file(path: str | Path) -> Path:
-    """``path`` as given when it exists (relative to the working directory), else relative to the repository —
-    so the shipped configs and examples resolve wherever a script is started from."""
+    """``path`` as given when it exists (relative to the working directory), else relative to the repository, else
+    inside the installed package (``configs/...`` ships as package data) — so the shipped configs and examples
+    resolve wherever a command is started from, and an installed copy needs no ``--config``."""
     path = Path(path)
-    if path.exists() or path.is_absolute() or not (REPO_ROOT / path).exists():
+    if path.exists() or path.is_absolute():
         return path
-    return REPO_ROOT / path
+    for root in (REPO_ROOT, PACKAGE_ROOT):
+        if (root / path).exists():
+            return root / path
+    return path
 
 
 def setup_logging(level: int = logging.INFO) -> None:
