@@ -523,3 +523,20 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
     assert sum(seen) == 5  # every case still lacks generalist and moed_rad
     assert all((tmp_path / "resumed" / f"{arm}_predictions.jsonl").read_text() == files[arm] for arm in arms)
     assert all(result["arms"][arm]["n"] == 5 for arm in arms)
+
+
+def test_damaged_json_inputs_are_one_line_naming_the_file_and_what_it_should_be(tmp_path):
+    import re
+
+    from gsco.collab.build_cases import load_results
+    from gsco.collab.cases import read_cases
+    from gsco.config import ConfigError
+    from gsco.data.r2gen import read_r2gen_annotation
+
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"cases": [1, ')
+    for call, error, what in ((read_cases, ConfigError, "case file"), (lambda p: load_results([p]), DatasetError,
+                              "specialist results file"), (read_r2gen_annotation, DatasetError, "R2Gen annotation")):
+        with pytest.raises(error, match=re.escape(f"{bad}: not a readable {what} (JSON) (")) as info:
+            call(bad)
+        assert "\n" not in str(info.value)

@@ -150,9 +150,11 @@ def reading(path: str | Path, what: str, remedy: str = "", error: type[ValueErro
         raise error(f"{path}: not a readable {what} ({_reason(exc)}){tail}") from exc
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """A JSON file, or one line naming it and the parse error."""
-    with reading(path, what):
+def read_json(path: str | Path, what: str = "JSON file", remedy: str = "",
+              error: type[ValueError] = UnreadableFileError) -> Any:
+    """A JSON file, or one line naming it, what it should be, the parse error and ``remedy`` (``error``: the class
+    raised, as :func:`reading`)."""
+    with reading(path, what, remedy, error):
         return json.loads(Path(path).read_text())
 
 

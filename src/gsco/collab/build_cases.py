@@ -47,10 +47,10 @@ def load_results(paths: list[Path]) -> list[dict]:
     for path in paths:
         if not path.is_file():
             raise DatasetError(f"specialist results {path} do not exist (run bash inference_specialist.sh first)")
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DatasetError(f"specialist results {path}: not valid JSON ({exc.msg})") from None
+        data = read_json(path, "specialist results file (JSON)", "run bash inference_specialist.sh again",
+                         error=DatasetError)
+        if not isinstance(data, dict):
+            raise DatasetError(f"specialist results {path}: expected a JSON object, got {type(data).__name__}")
         needed = ("y_true", "y_pred", "dataset", "label_names", "all_search_train_labels")
         missing = [k for k in needed if k not in data]
         if missing:

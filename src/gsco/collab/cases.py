@@ -4,7 +4,6 @@ skipped with a line saying why)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -14,6 +13,7 @@ from gsco.collab.config import GscoConfig
 from gsco.collab.tasks import Task
 from gsco.config import ConfigError
 from gsco.data.diagnosis_questions import prompt_from_sentences
+from gsco.runtime import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,7 @@ def read_cases(path: Path, task: Task | None = None) -> list[dict]:
     ``label`` may be a list of options or the words ``x and y`` / ``no finding``)."""
     if not path.is_file():
         raise ConfigError(f"key 'cases': {path} does not exist (build it with python -m gsco.collab.build_cases)")
-    try:
-        cases = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    cases = read_json(path, "case file (JSON)", error=ConfigError)
     if not isinstance(cases, list):
         raise ConfigError(f"{path}: expected a JSON list of cases")
     for i, case in enumerate(cases):

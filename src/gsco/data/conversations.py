@@ -28,6 +28,7 @@ from PIL import Image
 
 from gsco.data.readers import expand_to_square, open_image
 from gsco.data.registry import DatasetError
+from gsco.runtime import read_json
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def read_training_data(path: str | Path, image_root: str | Path | None = None) -
     path = Path(path)
     if is_meta_file(path):
         samples = []
-        for name, entry in json.loads(path.read_text()).items():
+        for name, entry in read_json(path, "InternVL meta file (JSON)", error=DatasetError).items():
             annotation = Path(entry["annotation"])
             annotation = annotation if annotation.is_absolute() else path.parent / annotation
             root = entry.get("root") or (image_root or annotation.parent)

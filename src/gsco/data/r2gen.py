@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Literal
 
 from gsco.data.registry import DatasetError
+from gsco.runtime import read_json
 
 SPLITS = ("train", "val", "test")
 
@@ -33,10 +34,7 @@ def read_r2gen_annotation(path: str | Path) -> dict[str, list[dict]]:
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"annotation {path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"annotation {path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    data = read_json(path, "R2Gen annotation (JSON)", error=DatasetError)
     if not isinstance(data, dict) or not set(data) & set(SPLITS):
         raise DatasetError(f"annotation {path}: expected an object with keys among {SPLITS}")
     for split, rows in data.items():

@@ -47,7 +47,7 @@ def export(model: str | Path, out_dir: str | Path, dtype: str = "auto", max_shar
     import gsco.meddr  # noqa: F401  (registers model_type meddr)
     from gsco.meddr.convert import DTYPES, save_original
     from gsco.meddr.model import MedDrForConditionalGeneration
-    from gsco.runtime import OutputFolderError, building_folder
+    from gsco.runtime import OutputFolderError, building_folder, read_json
 
     src, dst = Path(model), Path(out_dir)
     if not (src / "config.json").is_file():
@@ -66,7 +66,7 @@ def export(model: str | Path, out_dir: str | Path, dtype: str = "auto", max_shar
             with torch.no_grad():
                 save_original(loaded, tokenizer, out, max_shard_bytes=int(max_shard_gb * 1e9))
             tokenizer.save_pretrained(out)  # also at the top level, where engines read it
-            config = json.loads((out / "config.json").read_text())
+            config = read_json(out / "config.json", "model config")
             config["auto_map"] = {"AutoConfig": ENGINE_CONFIG_CLASS}  # where trust_remote_code finds the config class
             (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
             generation = GenerationConfig.from_pretrained(src) if (src / "generation_config.json").is_file() \
