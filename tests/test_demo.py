@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
+from gsco.collab.arms import generalist_arms
 from gsco.data.registry import answer_aliases
 from gsco.metrics.answers import parse_option
 
@@ -39,8 +40,8 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
 
     table = json.loads((out / "gsco" / "ablation.json").read_text())
     arms = table["arms"]
-    assert list(arms) == ["specialist_0", "specialist_1", "specialist_vote", "generalist", "moed", "rad", "moed_rad",
-                          "rad_counts", "moed_prob"]
+    asked = list(generalist_arms(report=False))  # every registered arm the diagnosis task asks
+    assert list(arms) == ["specialist_0", "specialist_1", "specialist_vote", *asked]
     cases = json.loads((out / "gsco" / "breastmnist_cases.json").read_text())
     truth = [c["label"] for c in cases]
     assert len(cases) == 156 and sum(t == "malignant" for t in truth) == 42
@@ -55,7 +56,7 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     assert arms["specialist_vote"]["accuracy"] == pytest.approx(scores(truth, vote)["accuracy"])
     # generalist arms: from their predictions files, the answers parsed again
     md = (out / "gsco" / "ablation.md").read_text()
-    for arm in ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob"):
+    for arm in asked:
         rows = [json.loads(line) for line in (out / "gsco" / f"{arm}_predictions.jsonl").read_text().splitlines()]
         assert [r["question_id"] for r in rows] == [c["id"] for c in cases]
         parsed = [parse_option(r["answer"], OPTIONS, answer_aliases(OPTIONS, "breastmnist")) for r in rows]

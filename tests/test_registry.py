@@ -95,3 +95,23 @@ def test_bad_entries_are_named(tmp_path, entry, message):
 def test_unknown_dataset_lists_the_registered_ones():
     with pytest.raises(DatasetError, match=r"unknown dataset 'pathmnst' \(did you mean 'pathmnist'\?\); registered: "):
         get_dataset_info("pathmnst")
+
+
+def test_the_docs_name_every_registered_dataset_and_arm():
+    """The lists in the docs follow the registries: DATASET.md names every dataset of datasets.yaml (as `name`),
+    README's GSCo section and configs/gsco/base.yaml name every registered arm."""
+    import re
+
+    from gsco.collab.arms import ARMS
+    from gsco.data.registry import list_datasets
+
+    from conftest import REPO
+
+    dataset_md = (REPO / "DATASET.md").read_text()
+    assert [d for d in list_datasets() if f"`{d}`" not in dataset_md] == []
+    readme = (REPO / "README.md").read_text()
+    gsco_section = readme[readme.index("## GSCo (collaboration)"):readme.index("### Reading answers")]
+    base = (REPO / "configs/gsco/base.yaml").read_text()
+    arms_comment = re.search(r"(?m)^arms: null\s+# (.*)$", base).group(1)
+    assert [a for a in ARMS if f"`{a}`" not in gsco_section] == []
+    assert [a for a in ARMS if not re.search(rf"\b{a}\b", arms_comment)] == []

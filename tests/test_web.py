@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from gsco.collab.arms import generalist_arms
+
 from conftest import REPO, shared_path
 from doc_commands import documented_argv, documented_env, run_documented
 
@@ -103,7 +105,7 @@ def test_the_web_app_answers_as_demo_py_and_shows_gscos_evidence(specialist, tmp
 
         text = wait_for(arms_shown, what="the arms")
         lines = text.splitlines()
-        for arm in ("generalist", "moed", "rad", "moed_rad", "rad_counts", "moed_prob"):  # arm, its prompt, its answer
+        for arm in generalist_arms(report=False):  # each registered arm, its prompt, its answer
             at = lines.index(arm)
             assert lines[at + 1].startswith("You are a helpful medical assistant.") and lines[at + 2].strip(), arm
         assert "(no answer)" not in text and "'malignant', 'normal or benign'" in text
