@@ -3,7 +3,7 @@
     python bench/bench_quantization.py [--train 200] [--held-out 200]
 
 Trains the ``tiny`` preset (full fine-tuning with configs/meddr/finetune_tiny.yaml's defaults) on the generated
-quadrant task of tests/test_meddr_train.py (a bright square in one of four quadrants; chance 25 %), then answers
+quadrant task of tests/recipes/test_meddr_train.py (a bright square in one of four quadrants; chance 25 %), then answers
 held-out images greedily with the fp32 model and with the same model loaded with ``quantization=torchao-int8``
 (vision tower, projector and LM head kept): the share of identical answers, each one's accuracy, the measured weight
 bytes against ``python -m gsco.meddr.plan``'s prediction, and tokens/s side by side (median of interleaved repeats).

@@ -3,7 +3,7 @@
 A documented command is a line of a fenced code block, or an inline code span, that runs ``bash <script>.sh``,
 ``python -m gsco....``, ``torchrun ... -m gsco....`` or ``python demo.py``. Tests run them with
 :func:`run_documented`, passing the command exactly as the docs write it; the runner refuses any text the docs do not
-show (so docs and tests cannot drift apart), and ``tests/test_documented_commands.py`` fails when a documented
+show (so docs and tests cannot drift apart), and ``tests/e2e/test_documented_commands.py`` fails when a documented
 command is run by no test. A test shortens a command only by replacing placeholder values (``/path/to/meddr-hf``,
 ``GPUS=8``) and appending ``key=value`` overrides; it never swaps the command for a function call.
 """

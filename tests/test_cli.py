@@ -159,8 +159,8 @@ def test_run_errors_are_status_2_and_one_line(tmp_path, capsys):
 
 
 def test_every_entry_point_follows_its_launcher(tmp_path, monkeypatch):
-    """Under torchrun a worker stops with its launcher (tests/test_reliability.py kills one): command() arms it before
-    the run starts, for every entry point."""
+    """Under torchrun a worker stops with its launcher (tests/e2e/test_reliability.py kills one): command() arms it
+    before the run starts, for every entry point."""
     import gsco.runtime
     from gsco.meddr.convert import main
 

@@ -144,7 +144,7 @@ def test_no_test_module_imports_another():
     """Tests share through conftest (fixtures) and the helper modules (builders, doc_commands, reference_sources)."""
     tests = Path(__file__).resolve().parent
     wrong = []
-    for path in sorted(tests.glob("test_*.py")):
+    for path in sorted(tests.rglob("test_*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

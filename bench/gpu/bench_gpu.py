@@ -1,7 +1,7 @@
 """MedDr at real size on one GPU: memory and speed per quantization, a six-arm GSCo case set, a ZeRO-3 LoRA step.
 
     python bench/gpu/bench_gpu.py                          # on a GPU: the meddr-40b preset (random weights)
-    python bench/gpu/bench_gpu.py preset=tiny zero3=false  # the same code path on a CPU (tests/test_bench_gpu.py)
+    python bench/gpu/bench_gpu.py preset=tiny zero3=false  # the same code path on a CPU (tests/e2e/test_bench_gpu.py)
 
 Random weights change neither speed nor memory, so the model is built from its preset directly on the device, in
 bf16 (fp32 on a CPU), with no checkpoint to read. For each quantization (bf16 = none, bitsandbytes int8 and nf4

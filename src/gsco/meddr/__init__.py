@@ -22,7 +22,7 @@ def _register_presets() -> None:
     from gsco.meddr.presets import build_from_preset, known_presets, load_preset
 
     register_presets("meddr", build_from_preset, known_presets, load_preset)
-    declare_prefix_sharing("meddr")  # InternVL architecture: answers equal the plain path (tests/test_generalist.py)
+    declare_prefix_sharing("meddr")  # answers equal the plain path: tests/generalist/test_generalist.py
 
 
 _register_presets()

@@ -7,7 +7,7 @@ converted model folder. For each quantization the weight bytes follow each libra
 
 - none: every parameter in ``dtype``;
 - torchao-int8: each quantized ``nn.Linear`` weight as int8, plus an fp32 scale and an int8 zero point per output
-  row (equal to the bytes measured on a quantized model: tests/test_quantization.py);
+  row (equal to the bytes measured on a quantized model: tests/generalist/test_quantization.py);
 - int8 (bitsandbytes LLM.int8): int8 weights plus an fp32 scale per output row;
 - nf4 (bitsandbytes, double quantization): 4 bits per weight, one 8-bit scale per 64 weights and an fp32 scale per
   256 of those.

@@ -24,7 +24,7 @@ def commands_run_by_tests() -> set[str]:
     """Every string constant (whitespace normalised) in the test modules that run documented commands
     (``run_documented`` / ``documented_argv``, which refuse any text the docs do not show)."""
     found = set()
-    for path in (REPO / "tests").glob("test_*.py"):
+    for path in (REPO / "tests").rglob("test_*.py"):
         source = path.read_text()
         if "run_documented(" not in source and "documented_argv(" not in source:
             continue

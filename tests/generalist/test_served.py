@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from builders import build_tiny_llava, pcam_cases
+from conftest import REPO
 from doc_commands import documented_argv, documented_env, run_documented
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +90,7 @@ def test_inference_meddr_served_gives_the_local_answers_and_survives_a_server_re
     from gsco.config import load_config
     from gsco.recipes.evaluate import EvalConfig, evaluate
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     evaluate(load_config(EvalConfig, repo / "configs/meddr/eval.yaml",  # the local backend, in process
                          {"model": str(served.model), "metafile": str(meta), "out_dir": str(tmp_path / "local"),
                           "task": "vqa", "max_new_tokens": 12, "device": "cpu", "eval_batch_size": 1}))
@@ -129,7 +130,7 @@ def test_inference_gsco_and_demo_served_give_the_local_answers(served, tmp_path)
     from gsco.config import load_config
     from gsco.recipes.gsco import run
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     run(load_config(GscoConfig, repo / "configs/gsco/pcam200.yaml",  # the local backend, in process
                     {"model": str(served.model), "cases": str(tmp_path / "cases.json"), "device": "cpu",
                      "out_dir": str(tmp_path / "local"), "arms": ["generalist", "moed_rad"], "max_new_tokens": 6}))

@@ -6,12 +6,13 @@ import gzip
 import hashlib
 import io
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from gsco.data.prepare.files import PrepareError
+
+from conftest import REPO
 
 PCAM_N = {"train": 12, "val": 6, "test": 8}
 PCAM_NAMES = {"train": "train", "val": "valid", "test": "test"}
@@ -269,7 +270,7 @@ def test_the_pcam200_metafile_is_what_the_reference_config_evaluates(tmp_path):
     md5 = pcam_miniature(tmp_path / "pcam")
     prepare_pcam200(tmp_path / "data", str(tmp_path / "pcam"), [28], draw_sizes={"train": 2, "val": 2, "test": 4},
                     md5=md5, expected=PCAM_N, progress=False)
-    cfg = load_config(EvalConfig, Path(__file__).parents[1] / "configs/meddr/reference/pcam200.yaml",
+    cfg = load_config(EvalConfig, REPO / "configs/meddr/reference/pcam200.yaml",
                       {"metafile": str(tmp_path / "data" / "pcam200" / "test.jsonl"),
                        "image_root": str(tmp_path / "data" / "pcam200")})
     items = read_metafile(cfg)
@@ -285,7 +286,7 @@ def test_dataset_md_states_the_sizes_each_preparer_checks():
     from gsco.data.prepare.reports import REPORT_SOURCES
     from gsco.data.prepare.vqa import VQA_SOURCES
 
-    text = (Path(__file__).parents[1] / "DATASET.md").read_text()
+    text = (REPO / "DATASET.md").read_text()
     for name, spec in {**VQA_SOURCES, **REPORT_SOURCES}.items():
         row = re.search(rf"^\| `{name}` \|.*\|([^|]+)\|$", text, re.M)
         assert row and all(str(n) in row.group(1) for n in spec.sizes.values()), name
