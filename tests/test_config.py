@@ -81,7 +81,7 @@ def test_device_auto_picks_what_exists():
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="CUDA is not available"):
+        with pytest.raises(ConfigError, match="key .device.: .cuda. was asked for, but CUDA is not available"):
             resolve_device("cuda")
 
 

@@ -160,3 +160,21 @@ def test_the_recipes_import_nothing_of_meddr():
     assert {"gsco.recipes.evaluate", "gsco.recipes.finetune", "gsco.recipes.merge_lora",
             "gsco.recipes.gsco"} <= set(recipes)
     assert not {m: d for m, d in recipes.items() if d}
+
+
+def test_every_error_gsco_defines_derives_from_gsco_error():
+    """One base: an entry point turns any of them into one line and exit status 2 (gsco.cli.command)."""
+    import importlib
+    import inspect
+
+    from gsco.errors import GscoError
+
+    classes = []
+    for path in (SRC / "gsco").rglob("*.py"):
+        name = ".".join(path.relative_to(SRC).with_suffix("").parts).removesuffix(".__init__")
+        if "class " not in path.read_text():
+            continue
+        module = importlib.import_module(name)
+        classes += [c for _, c in inspect.getmembers(module, inspect.isclass)
+                    if c.__module__ == name and issubclass(c, Exception)]
+    assert len(classes) >= 15 and [c.__name__ for c in classes if not issubclass(c, GscoError)] == []

@@ -9,3 +9,7 @@ keep working."""
 
 class GscoError(Exception):
     """Bad input or an environment gsco cannot work in, said in one line that names the key, file or folder."""
+
+
+class MissingDependencyError(GscoError, RuntimeError):
+    """A program or package the run needs is not installed here; the message names the command that installs it."""

@@ -53,7 +53,10 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {device!r} was asked for, but CUDA is not available here; use device=auto or cpu")
+        from gsco.config import ConfigError
+
+        raise ConfigError(f"key 'device': {device!r} was asked for, but CUDA is not available here; use device=auto "
+                          "or cpu")
     return dev
 
 

@@ -132,9 +132,11 @@ def test_faiss_leave_one_out_and_ties_keep_the_earlier_row():
 def test_an_unknown_or_missing_backend_is_one_clear_error(monkeypatch):
     import importlib.util
 
-    with pytest.raises(ValueError, match="retrieval_backend 'annoy': expected one of torch, faiss"):
+    with pytest.raises(ValueError, match="key 'retrieval_backend': 'annoy'; expected one of torch, faiss"):
         RetrievalIndex(np.zeros((2, 2)), np.arange(2), backend="annoy")
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "faiss" else real(name, *a))
-    with pytest.raises(ValueError, match="retrieval_backend=faiss needs faiss: pip install faiss-cpu"):
+    from gsco.errors import MissingDependencyError
+
+    with pytest.raises(MissingDependencyError, match="retrieval_backend=faiss needs faiss: pip install faiss-cpu"):
         RetrievalIndex(np.zeros((2, 2)), np.arange(2), backend="faiss")

@@ -15,6 +15,7 @@ from gsco.collab.build_cases import case_hints
 from gsco.collab.cases import fill_case
 from gsco.collab.config import GscoConfig
 from gsco.collab.tasks import Task
+from gsco.config import ConfigError
 from gsco.data.registry import DatasetError
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class Workbench:
     def collaborate(self, image) -> dict:
         """Every specialist's prediction, the retrieved training cases and each diagnosis arm's prompt and answer."""
         if not self.specialists:
-            raise ValueError("no specialists loaded: give specialists=[A_results.json,...]")
+            raise ConfigError("key 'specialists': none loaded; give specialists=[A_results.json,...]")
         task, cfg = self.task, self.cfg
         looks = [s.look(image, cfg.rad_k) for s in self.specialists]
         source, names = self.specialists[cfg.rad_from], list(task.options)

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 from gsco.collab.single import Workbench
+from gsco.errors import MissingDependencyError
 
 logger = logging.getLogger(__name__)
 MODES = ("MedDr", "GSCo")
@@ -104,7 +105,7 @@ def build_app(workbench: Workbench, keep_dir: str | Path = "outputs/web/uploads"
     try:
         import gradio as gr
     except ImportError:
-        raise RuntimeError("the web app needs gradio: pip install -e \".[web]\"") from None
+        raise MissingDependencyError("the web app needs gradio: pip install -e \".[web]\"") from None
 
     uploads = Uploads(keep_dir)
     modes = list(MODES) if workbench.specialists else ["MedDr"]

@@ -119,26 +119,26 @@ def _read_sample_file(path: Path, root: Path, augment: bool) -> list[Sample]:
 
 def _parse_sample(row: object, root: Path, augment: bool, where: str) -> Sample:
     if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected an object")
+        raise DatasetError(f"{where}: expected an object")
     sid = str(row.get("id", where))
     convs = row.get("conversations")
     if not isinstance(convs, list) or not convs:
-        raise ValueError(f"{where} (id {sid}): 'conversations' must be a non-empty list")
+        raise DatasetError(f"{where} (id {sid}): 'conversations' must be a non-empty list")
     turns = []
     for i, turn in enumerate(convs):
         if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
-            raise ValueError(f"{where} (id {sid}): turn {i} must be {{from: human|gpt, value: text}}")
+            raise DatasetError(f"{where} (id {sid}): turn {i} must be {{from: human|gpt, value: text}}")
         expected = "human" if i % 2 == 0 else "gpt"
         if turn["from"] != expected:
-            raise ValueError(f"{where} (id {sid}): turn {i} is from {turn['from']!r}, expected {expected!r} "
-                             "(turns alternate, starting with human)")
+            raise DatasetError(f"{where} (id {sid}): turn {i} is from {turn['from']!r}, expected {expected!r} "
+                               "(turns alternate, starting with human)")
         turns.append({"from": turn["from"], "value": turn["value"]})
     if turns[-1]["from"] != "gpt":
-        raise ValueError(f"{where} (id {sid}): the last turn must be the assistant's (gpt)")
+        raise DatasetError(f"{where} (id {sid}): the last turn must be the assistant's (gpt)")
     image = row.get("image")
     if isinstance(image, list):
         if len(image) != 1:
-            raise ValueError(f"{where} (id {sid}): fine-tuning takes one image per sample, got {len(image)}")
+            raise DatasetError(f"{where} (id {sid}): fine-tuning takes one image per sample, got {len(image)}")
         image = image[0]
     n_placeholders = sum(t["value"].count(IMAGE_PLACEHOLDER) for t in turns)
     if image:
@@ -146,11 +146,11 @@ def _parse_sample(row: object, root: Path, augment: bool, where: str) -> Sample:
         if n_placeholders == 0:
             turns[0]["value"] = IMAGE_PLACEHOLDER + "\n" + first
         elif n_placeholders > 1 or not first.startswith(IMAGE_PLACEHOLDER):
-            raise ValueError(f"{where} (id {sid}): the one {IMAGE_PLACEHOLDER} must open the first human turn")
+            raise DatasetError(f"{where} (id {sid}): the one {IMAGE_PLACEHOLDER} must open the first human turn")
         image_path = Path(image) if Path(image).is_absolute() else root / image
     else:
         if n_placeholders:
-            raise ValueError(f"{where} (id {sid}): {IMAGE_PLACEHOLDER} in a sample without an image")
+            raise DatasetError(f"{where} (id {sid}): {IMAGE_PLACEHOLDER} in a sample without an image")
         image_path = None
     return Sample(sid, image_path, turns, augment, where)
 
@@ -252,7 +252,7 @@ class ConversationCollator:
     def __call__(self, items: list[dict | None]) -> dict[str, torch.Tensor]:
         items = [it for it in items if it is not None]
         if not items:
-            raise RuntimeError("every sample of this batch was unreadable (see the warnings above)")
+            raise DatasetError("every sample of this batch was unreadable (see the warnings above)")
         width = max(len(it["input_ids"]) for it in items)
         batch = {
             "input_ids": torch.full((len(items), width), self.pad_token_id, dtype=torch.long),

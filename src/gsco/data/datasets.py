@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from gsco.config import ConfigError
 from gsco.data.readers import SplitData, npz_filename, read_image, read_metafile_split, read_npz_split
 from gsco.data.registry import DatasetError, DatasetInfo
 
@@ -33,7 +34,7 @@ class Preprocess:
     def __init__(self, mode: str, mean: Sequence[float], std: Sequence[float], as_rgb: bool, target: int = TARGET_SIZE,
                  volume: bool = False):
         if mode not in PREPROCESS:
-            raise ValueError(f"preprocess {mode!r} is not one of {PREPROCESS}")
+            raise ConfigError(f"key 'preprocess': {mode!r} is not one of {PREPROCESS}")
         self.mode, self.as_rgb, self.target, self.volume = mode, as_rgb, target, volume
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)

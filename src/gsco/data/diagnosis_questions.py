@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from gsco.config import ConfigError
 from gsco.data.datasets import read_split
 from gsco.data.registry import NO_FINDING, DatasetInfo, get_dataset_info, labels_phrase
 
@@ -40,7 +41,7 @@ def prompt_from_sentences(sentences: list[str], style: str = "reference") -> str
         return ("\n" + "\n".join(sentences) + "\n").replace("\n", " ")
     if style == "stripped":
         return " ".join(sentences)
-    raise ValueError(f"prompt style {style!r}: expected 'reference' or 'stripped'")
+    raise ConfigError(f"key 'prompt_style': {style!r}; expected 'reference' or 'stripped'")
 
 
 def diagnosis_question(info: DatasetInfo, style: str = "reference") -> str:

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from gsco.config import ConfigError
 from gsco.data.readers import open_image
 from gsco.errors import GscoError
 from gsco.generalist.quantization import (
@@ -48,7 +49,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
     if dtype == "auto":
         return torch.bfloat16 if device.type == "cuda" else torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r}: expected auto or one of {sorted(DTYPES)}")
+        raise ConfigError(f"key 'dtype': {dtype!r}; expected auto or one of {sorted(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -67,7 +68,6 @@ def check_model_argument(model: str | Path | None) -> Path | None:
     cannot be a usable model is a ModelLoadError — cheap, so callers can check before heavier work."""
     model = None if model is None else str(model)
     if model is None or model.endswith((".yaml", ".yml")) or (not Path(model).exists() and "/" not in model):
-        from gsco.config import ConfigError
         from gsco.generalist.registry import check_preset
 
         try:
@@ -97,8 +97,8 @@ def parse_max_memory(text: str) -> dict:
     for part in filter(None, (p.strip() for p in text.split(","))):
         device, sep, size = part.partition("=")
         if not sep or not size.strip() or not (device.strip().isdigit() or device.strip() in ("cpu", "disk")):
-            raise ValueError(f"max_memory {text!r}: expected DEVICE=SIZE pairs such as 0=70GiB,cpu=200GiB "
-                             f"(DEVICE a GPU index, cpu or disk), got {part!r}")
+            raise ConfigError(f"key 'max_memory': {text!r}; expected DEVICE=SIZE pairs such as 0=70GiB,cpu=200GiB "
+                              f"(DEVICE a GPU index, cpu or disk), got {part!r}")
         limits[int(device) if device.strip().isdigit() else device.strip()] = size.strip()
     return limits
 

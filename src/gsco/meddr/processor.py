@@ -20,6 +20,7 @@ from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import (
 from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
 
 from gsco.data.readers import IMAGENET_MEAN, IMAGENET_STD, expand_to_square
+from gsco.generalist.model import ModelLoadError
 from gsco.meddr.model import MedDrConfig
 
 IMG_START, IMG_END, IMG_CONTEXT, VIDEO = "<img>", "</img>", "<IMG_CONTEXT>", "<video>"
@@ -98,11 +99,11 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerFast) -> PreTrainedTokenizer
     vocab = tokenizer.get_vocab()
     missing = [tok for tok in (IMG_START, IMG_END, IMG_CONTEXT, VIDEO) if tok not in vocab]
     if missing:
-        raise ValueError(f"the tokenizer lacks the special tokens {missing}; a MedDr tokenizer must define them")
+        raise ModelLoadError(f"the tokenizer lacks the special tokens {missing}; a MedDr tokenizer must define them")
     named = {name: getattr(tokenizer, name, None) for name in IMAGE_SPECIAL_TOKENS}
     if named != IMAGE_SPECIAL_TOKENS:
-        raise ValueError(f"the tokenizer names its image tokens {named}; load it with "
-                         f"extra_special_tokens={IMAGE_SPECIAL_TOKENS} (gsco.meddr.processor.load_tokenizer does)")
+        raise ModelLoadError(f"the tokenizer names its image tokens {named}; load it with "
+                             f"extra_special_tokens={IMAGE_SPECIAL_TOKENS} (gsco.meddr.processor.load_tokenizer does)")
     tokenizer.chat_template = HERMES2_CHAT_TEMPLATE
     tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "left"  # saved with the tokenizer
     return tokenizer

@@ -15,6 +15,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+from gsco.errors import MissingDependencyError
+
 LINE_BREAK = re.compile(r" *[\t\n\r\f\v][\s]*")  # a line break (or tab) with the spaces around it
 
 REPORT_METRICS = ("BLEU_1", "BLEU_2", "BLEU_3", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr")
@@ -24,8 +26,8 @@ def require_java(what: str) -> None:
     import shutil
 
     if shutil.which("java") is None:
-        raise RuntimeError(f"{what} needs Java, which is not on PATH: install a JRE (e.g. apt-get install "
-                           "default-jre-headless), or score with report_tokenize=none meteor=false")
+        raise MissingDependencyError(f"{what} needs Java, which is not on PATH: install a JRE (e.g. apt-get install "
+                                     "default-jre-headless), or score with report_tokenize=none meteor=false")
 
 
 def tokenize_for_scoring(texts: Mapping[str, list[str]], tokenize: str) -> dict[str, list[str]]:

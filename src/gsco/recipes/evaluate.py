@@ -28,6 +28,7 @@ import yaml
 
 from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
+from gsco.data.registry import DatasetError
 from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.evaluation import answer_resumably, check_skipped, chunks, distributed_context, process_device, run_evaluation
 from gsco.generalist.backends import GENERALIST_KEYS, GeneralistSettings
@@ -298,13 +299,13 @@ def score_diagnosis(items: list[Item], preds: list[str], mode: str = "natural") 
     aliases = answer_aliases(options)
     if any(it.answer_type == "multi-label" for it in items):
         if any(it.options != options or it.answer_type != "multi-label" for it in items):
-            raise ValueError("multi-label diagnosis rows must all be multi-label and share one options list")
+            raise DatasetError("multi-label diagnosis rows must all be multi-label and share one options list")
         truth = []
         for it in items:
             labels = parse_options(it.annotation, options, mode="literal")  # the ground truth names its labels
             if labels is None:
-                raise ValueError(f"metafile line {it.line}: ground truth {it.annotation!r} names none of the "
-                                 f"options {options} (nor 'no finding')")
+                raise DatasetError(f"metafile line {it.line}: ground truth {it.annotation!r} names none of the "
+                                   f"options {options} (nor 'no finding')")
             truth.append(labels)
         return multilabel_metrics(truth, [parse_options(p, options, aliases=aliases, mode=mode) for p in preds],
                                   options)
@@ -321,7 +322,7 @@ def canonical(label: str, options: list[str]) -> str:
     for o in options:
         if o.strip().lower() == label.strip().lower():
             return o
-    raise ValueError(f"ground truth {label!r} is not one of the options {options}")
+    raise DatasetError(f"ground truth {label!r} is not one of the options {options}")
 
 
 def format_table(result: dict) -> str:

@@ -26,6 +26,7 @@ from gsco.cli import command
 from gsco.config import ConfigError, config_to_dict
 from gsco.data.render import RENDER_KEYS, RenderSettings
 from gsco.evaluation.process import is_main_process, local_rank, main_process_lock, world_size
+from gsco.evaluation.resumable import ResumeMismatchError
 from gsco.runtime import output_folder, repo_file, write_json
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,8 @@ def check_same_training(cfg: FinetuneConfig, record: dict, checkpoint: str) -> N
     differ = [k for k in record if stored.get(k) != record[k]]
     if differ:
         shown = "; ".join(f"{k}: {str(stored.get(k))[:70]} -> {str(record[k])[:70]}" for k in differ[:3])
-        raise ValueError(f"{cfg.out_dir} holds {Path(checkpoint).name} of another training run ({shown}): use "
-                         "another OUT_DIR, or resume=false to train from the start")
+        raise ResumeMismatchError(f"{cfg.out_dir} holds {Path(checkpoint).name} of another training run ({shown}): use "
+                                  "another OUT_DIR, or resume=false to train from the start")
 
 
 def check_qlora() -> None:

@@ -14,6 +14,8 @@ import logging
 import sys
 from pathlib import Path
 
+from gsco.config import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -27,17 +29,17 @@ def merge_lora(adapter: str | Path, dst: str | Path, base: str | Path | None = N
     adapter, dst = Path(adapter), Path(dst)
     config_file = adapter / "adapter_config.json"
     if not config_file.is_file():
-        raise ValueError(f"{adapter} is not a peft adapter directory (no adapter_config.json)")
+        raise ConfigError(f"key 'adapter': {adapter} is not a peft adapter directory (no adapter_config.json)")
     if not base:
         from gsco.runtime import read_json
 
         stored = read_json(config_file, "peft adapter config")
         if not isinstance(stored, dict) or not stored.get("base_model_name_or_path"):
-            raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path); give base=DIR")
+            raise ConfigError(f"{config_file} does not name its base model (base_model_name_or_path); give base=DIR")
         base = stored["base_model_name_or_path"]
     base = Path(base)
     if not (base / "config.json").is_file():
-        raise ValueError(f"base model {base} does not exist; give base=DIR")
+        raise ConfigError(f"key 'base': base model {base} does not exist; give base=DIR")
     import_family_of(base)  # e.g. meddr's Auto classes
     # the base's stored dtype (bf16 for the published model: ~80 GB of CPU memory for the 40B merge)
     from gsco.runtime import building_folder

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from gsco.config import ConfigError
 from gsco.errors import GscoError
-from gsco.runtime import reading
+from gsco.runtime import UnreadableFileError, reading
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def create_specialist(
     if stem == "cifar":
         use_cifar_stem(model, architecture)
     elif stem != "default":
-        raise ValueError(f"stem {stem!r} is not one of ('default', 'cifar')")
+        raise ConfigError(f"key 'stem': {stem!r} is not one of ('default', 'cifar')")
     return model
 
 
@@ -90,8 +91,8 @@ class VolumeClassifier(nn.Module):
         from monai.networks import nets
 
         if architecture not in VOLUME_ARCHITECTURES:
-            raise ValueError(f"architecture {architecture!r} has no 3D version here; for a 3D dataset choose one of "
-                             f"{', '.join(VOLUME_ARCHITECTURES)} (MONAI's 3D ResNets)")
+            raise ConfigError(f"architecture {architecture!r} has no 3D version here; for a 3D dataset choose one of "
+                              f"{', '.join(VOLUME_ARCHITECTURES)} (MONAI's 3D ResNets)")
         self.net = getattr(nets, architecture)(spatial_dims=3, n_input_channels=in_chans, num_classes=num_classes)
         self.pretrained_cfg = {"mean": (0.0,), "std": (1.0,), "architecture": f"monai.{architecture} (3D)"}
 
@@ -117,10 +118,10 @@ def create_volume_specialist(architecture: str, num_classes: int, in_chans: int 
                              pretrained: bool = False, stem: str = "default", announce: bool = True) -> nn.Module:
     """A 3D specialist (MONAI ResNet, random initialisation; ``pretrained_path`` loads one of our 3D checkpoints)."""
     if pretrained:
-        raise ValueError("pretrained: true loads timm's 2D ImageNet weights; a 3D specialist has none here "
-                         "(pretrained=false, or pretrained_path= a 3D checkpoint)")
+        raise ConfigError("pretrained: true loads timm's 2D ImageNet weights; a 3D specialist has none here "
+                          "(pretrained=false, or pretrained_path= a 3D checkpoint)")
     if stem != "default":
-        raise ValueError(f"stem {stem!r} is a 2D ResNet stem; a 3D specialist keeps MONAI's (stem: default)")
+        raise ConfigError(f"stem {stem!r} is a 2D ResNet stem; a 3D specialist keeps MONAI's (stem: default)")
     model = VolumeClassifier(architecture, num_classes, in_chans)
     if pretrained_path:
         load_specialist_checkpoint(model, pretrained_path)
@@ -166,7 +167,7 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
                 state = state[key]
                 break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"checkpoint {path} is not a state_dict of tensors")
+        raise UnreadableFileError(f"checkpoint {path} is not a state_dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
@@ -177,12 +178,12 @@ def load_specialist_checkpoint(model: nn.Module, path: str | Path) -> None:
     wrong = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and own[k].shape != v.shape]
     if wrong:
-        raise ValueError(f"checkpoint {path} does not fit this model: " + "; ".join(wrong[:5]))
+        raise UnreadableFileError(f"checkpoint {path} does not fit this model: " + "; ".join(wrong[:5]))
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise ValueError(
-            f"checkpoint {path} does not fit this model: missing {result.missing_keys[:5]}, "
-            f"unexpected {result.unexpected_keys[:5]}"
+        raise UnreadableFileError(
+                                  f"checkpoint {path} does not fit this model: missing {result.missing_keys[:5]}, "
+                                  f"unexpected {result.unexpected_keys[:5]}"
         )
 
 

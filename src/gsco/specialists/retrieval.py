@@ -17,7 +17,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from gsco.runtime import reading
+from gsco.config import ConfigError
+from gsco.errors import MissingDependencyError
+from gsco.runtime import UnreadableFileError, reading
 
 
 def l2_normalize(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
@@ -30,13 +32,13 @@ BACKENDS = ("torch", "faiss")
 
 def check_backend(backend: str) -> None:
     if backend not in BACKENDS:
-        raise ValueError(f"retrieval_backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+        raise ConfigError(f"key 'retrieval_backend': {backend!r}; expected one of {', '.join(BACKENDS)}")
     if backend == "faiss":
         import importlib.util
 
         if importlib.util.find_spec("faiss") is None:
-            raise ValueError("retrieval_backend=faiss needs faiss: pip install faiss-cpu (or faiss-gpu on CUDA), or "
-                             "give retrieval_backend=torch")
+            raise MissingDependencyError("retrieval_backend=faiss needs faiss: pip install faiss-cpu (or faiss-gpu on "
+                                         "CUDA), or give retrieval_backend=torch")
 
 
 def _merge_top(best: tuple[np.ndarray, np.ndarray] | None, dist: np.ndarray, idx: np.ndarray,
@@ -169,7 +171,7 @@ class RetrievalIndex:
                 metric = (f.metadata() or {}).get("metric", "cosine")  # indexes saved before the key existed: cosine
         missing = {"features", "labels"} - set(tensors)
         if missing:
-            raise ValueError(f"{path}: not a retrieval index, missing tensors {sorted(missing)}")
+            raise UnreadableFileError(f"{path}: not a retrieval index, missing tensors {sorted(missing)}")
         return cls(tensors["features"], tensors["labels"], metric=metric, normalized=True)
 
 

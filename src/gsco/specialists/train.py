@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from gsco.config import config_to_dict
 from gsco.data.render import RENDER_KEYS
+from gsco.evaluation.resumable import ResumeMismatchError
 from gsco.metrics.classification import accuracy, auc
 from gsco.runtime import atomic_torch_save, output_folder, output_lock, read_json, reading, write_json
 from gsco.specialists.build import (
@@ -83,15 +84,16 @@ def check_same_run(cfg: SpecialistConfig, files, keys: tuple = TRAINING_KEYS, da
     differ = [k for k in keys if k in stored and stored[k] != current[k]]
     if differ:
         shown = "; ".join(f"{k}: {stored[k]} -> {current[k]}" for k in differ[:4])
-        raise ValueError(f"{files.last} is a run trained with other settings ({shown}): use another output_path, "
-                         "or give overwrite=true to train it again")
+        raise ResumeMismatchError(f"{files.last} is a run trained with other settings ({shown}): use another "
+                                  "output_path, or give overwrite=true to train it again")
     before = stored.get("training_data") or {}
     other = [s for s in (data or {}) if s in before and before[s].get("sha256") != data[s]["sha256"]]
     if other:
         s = other[0]
-        raise ValueError(f"{files.last} was trained on other data ({s} split: {before[s]['path']} sha256 "
-                         f"{before[s]['sha256'][:12]}… -> {data[s]['path']} sha256 {data[s]['sha256'][:12]}…): use "
-                         "another output_path, or give overwrite=true to train it again")
+        raise ResumeMismatchError(f"{files.last} was trained on other data ({s} split: {before[s]['path']} sha256 "
+                                  f"{before[s]['sha256'][:12]}… -> {data[s]['path']} sha256 "
+                                  f"{data[s]['sha256'][:12]}…): use another output_path, or give overwrite=true to "
+                                  "train it again")
 
 
 def _resume(cfg: SpecialistConfig, files, parts: tuple, history: History, best: BestScore, keys: tuple, data: dict):

@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from gsco.config import ConfigError
+
 _NUMBERING = [("1. ", ""), *((f". {n}. ", ". ") for n in range(2, 6)), *((f" {n}. ", ". ") for n in range(2, 6))]
 _DELETED = "\"/\\'"
 
@@ -68,7 +70,7 @@ def _sentence(text: str, removed: frozenset[str]) -> str:
 def clean_report(report: str, dataset: str = "iu_xray") -> str:
     """The cleaned report, e.g. ``'The heart is normal. No effusion.'`` -> ``'the heart is normal . no effusion .'``."""
     if dataset not in RULES:
-        raise ValueError(f"report cleaning: dataset {dataset!r} is not one of {', '.join(RULES)}")
+        raise ConfigError(f"report cleaning: dataset {dataset!r} is not one of {', '.join(RULES)}")
     rule = RULES[dataset]
     text = rule.prepare(report)
     for old, new in _NUMBERING:

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from gsco.config import config_to_dict
+from gsco.config import ConfigError, config_to_dict
 from gsco.evaluation.process import is_main_process, main_process_lock
 from gsco.runtime import output_folder, reading
 from gsco.specialists.report.config import ReportConfig, report_command
@@ -79,8 +79,8 @@ def _train(cfg: ReportConfig, stop_after_steps: int | None) -> dict:
     train_set = ReportDataset(train_rows, cfg.image_root, processor, cfg.dataset, cfg)
     val_set = ReportDataset(val_rows, cfg.image_root, processor, cfg.dataset, cfg)
     if cfg.drop_last and len(train_set) < cfg.batch_size:
-        raise ValueError(f"the training split has {len(train_set)} studies, fewer than batch_size {cfg.batch_size}: "
-                         "with drop_last: true no step would run (lower batch_size or set drop_last=false)")
+        raise ConfigError(f"the training split has {len(train_set)} studies, fewer than batch_size {cfg.batch_size}: "
+                          "with drop_last: true no step would run (lower batch_size or set drop_last=false)")
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     state_file, history_file = out / "last_state.pt", History(out / "history.jsonl")
