@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	@touch $@
 
-# The GSCo recipe in miniature on the real BreastMNIST (~15 min on 2 CPU cores): two specialists of different
+# The GSCo recipe in miniature on the real BreastMNIST (~12 min on 2 CPU cores): two specialists of different
 # architectures -> predictions + retrieval on the test and the training split -> case files; the tiny MedDr
 # fine-tuned on training-split samples asked with the arms' prompts (hints included); every ablation arm on the test
 # split. The generalist is a toy: real numbers need the MedDr checkpoint
