@@ -231,6 +231,20 @@ def prepare_trainable(model, cfg: FinetuneConfig):
     return model
 
 
+def skip_shared_memory_op_in_one_cpu_process(cfg: FinetuneConfig) -> None:
+    """DeepSpeed's CPU accelerator compiles a shared-memory all-reduce op (~50 s of C++ the first time in each
+    environment) when its process group starts. The op speeds reductions between CPU processes on one machine;
+    one process (``train.sh`` with GPUS=0) reduces nothing, so it is marked unavailable there and DeepSpeed
+    starts at once. GPU runs and several CPU processes are untouched."""
+    import os
+
+    if not cfg.deepspeed or os.environ.get("DS_ACCELERATOR") != "cpu" or world_size() > 1:
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False  # the probe's cached table, read at start-up
+
+
 def training_arguments(cfg: FinetuneConfig):
     from transformers import TrainingArguments
 
@@ -290,6 +304,7 @@ def _train(cfg: FinetuneConfig, callbacks: list | None) -> dict:
     from gsco.data.conversations import ConversationCollator, ConversationDataset, read_training_data
 
     base = base_model_dir(cfg)
+    skip_shared_memory_op_in_one_cpu_process(cfg)
     args = training_arguments(cfg)  # before loading: under ZeRO-3, from_pretrained then partitions as it loads
     if world_size() > 1:
         import torch.distributed as dist
