@@ -22,7 +22,13 @@ if [[ -z "${PYTHON:-}" ]]; then
   if [[ -x "$HERE/.venv/bin/python" ]]; then PYTHON="$HERE/.venv/bin/python"; else PYTHON=python; fi
 fi
 if [[ -z "${GPUS:-}" ]]; then
-  GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+  # torch counts the visible GPUs (CUDA_VISIBLE_DEVICES included); without an NVIDIA or ROCm device node there is
+  # none to count, and asking torch would cost two seconds of importing it
+  if compgen -G "/dev/nvidia[0-9]*" >/dev/null || [[ -e /dev/kfd ]] || command -v nvidia-smi >/dev/null; then
+    GPUS=$("$PYTHON" -c "import torch; print(torch.cuda.device_count())")
+  else
+    GPUS=0
+  fi
 fi
 NNODES=${NNODES:-1}
 NODE_RANK=${NODE_RANK:-0}
