@@ -359,6 +359,7 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     runs may train beside it); a finished run asked to train on an npz with other labels is refused, not reported
     as "already finished"."""
     import os
+    import signal
     import subprocess
     import time
 
@@ -380,8 +381,9 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     deadline = time.time() + 120
     while time.time() < deadline and not (lock.is_file() and lock.read_text().strip().isdigit()):
         time.sleep(0.1)
+    os.killpg(first.pid, signal.SIGSTOP)  # it holds the run, stopped: the second starts without a race for the CPU
     second = subprocess.run(argv("epochs=400"), cwd=REPO, env=env, capture_output=True, text=True)
-    os.killpg(first.pid, 9)
+    os.killpg(first.pid, signal.SIGKILL)
     first.wait()
     assert second.returncode == 2, second.stderr[-2000:]
     assert "(toy_binary_28_endToEnd_test_resnet_s9930641) is being written by another run (process " \
