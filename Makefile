@@ -72,7 +72,8 @@ demo: install
 	@echo "fine-tuned toy generalist: $(DEMO_OUT)/meddr/final"
 
 # Two pytest-xdist workers with one thread each, an idle one taking tests from the other's queue (worksteal): on 2
-# cores the suite took 493 s against 724 s in one two-thread process (loadfile: 564 s). TEST_WORKERS=0: one process.
+# cores the suite took 493 s against 724 s in one two-thread process (loadfile: 564 s); three workers were slower
+# again (548 s against 523 s, 2026-12-04). TEST_WORKERS=0: one process.
 TEST_WORKERS ?= 2
 test: install system-packages lint
 	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal tests

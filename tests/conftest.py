@@ -50,6 +50,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     if not FAST_TIER:
+        # the long tests (e2e: processes, training) first, the short ones after: pytest-xdist's workers then end on
+        # short tests, instead of one waiting while the other finishes a long one
+        items.sort(key=lambda item: item.get_closest_marker("e2e") is None)
         return
     deselected = [item for item in items if item.get_closest_marker("e2e")]
     if deselected:
