@@ -29,9 +29,9 @@ $(VENV)/.installed: pyproject.toml
 # stem=default: timm's standard stems keep the specialists fast on a CPU (the preset's MedMNIST v2 stem is ResNet-only
 # and ~5x slower; it is behind results/breastmnist_v2_resnet18_cifar.json).
 # Shorter than the recipes, to keep the demo within 8 minutes: the specialists train 50 epochs (MedMNIST v2: 100; the
-# learning rate drops at half and three quarters of them, as there) and the toy generalist 12 (finetune_tiny.yaml: 20).
+# learning rate drops at half and three quarters of them, as there) and the toy generalist 10 (finetune_tiny.yaml: 20).
 SPECIALIST_EPOCHS ?= 50
-MEDDR_EPOCHS ?= 12
+MEDDR_EPOCHS ?= 10
 HINTS_PER_CASE ?= 2
 MILESTONES = $(shell echo $$(( $(SPECIALIST_EPOCHS) / 2 )),$$(( $(SPECIALIST_EPOCHS) * 3 / 4 )))
 V2 := --config configs/specialists/medmnist_v2.yaml data_path=$(DATA_PATH) output_path=$(DEMO_OUT)/specialists \
