@@ -44,9 +44,39 @@ comma := ,
 LIST = $(subst $(space),$(comma),$(strip $(1)))
 RESULTS = $(foreach a,$(SPECIALISTS),$(DEMO_OUT)/specialists/breastmnist_28_endToEnd_$(a)_s9930641_$(1)results.json)
 # The specialists train side by side, one thread each (on 2 cores: 0.69x the time of one after the other with two
-# threads each, measured), each logging to $(DEMO_OUT)/logs/; a failure shows the end of its log.
+# threads each, measured), each logging to $(DEMO_OUT)/logs/; a failure shows the end of its log. Each step leaves
+# its files (the specialists a stamp named by their epochs): a second `make demo` with the same settings skips the
+# steps already done, so `make demo MODEL=DIR` after a first demo only runs GSCo with that generalist.
 SPECIALIST_THREADS ?= 1
-demo: install
+TRAINED := $(DEMO_OUT)/specialists/.trained-$(SPECIALIST_EPOCHS)-epochs
+CASES := $(DEMO_OUT)/gsco/breastmnist_cases.json
+TRAIN_CASES := $(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
+HINT_SAMPLES := $(DEMO_OUT)/gsco/train/hint_samples.json
+TOY := $(DEMO_OUT)/meddr/final
+# MODEL=DIR: a generalist's folder (MedGemma, Qwen2.5-VL, InternVL3, LLaVA, ... or a converted MedDr) answers the
+# arms instead of the toy, on the GPU if there is one, into $(DEMO_OUT)/gsco-<folder name>; no toy is trained.
+MODEL ?=
+ifeq ($(strip $(MODEL)),)
+GENERALIST := $(TOY)
+GSCO_OUT := $(DEMO_OUT)/gsco
+GENERALIST_ARGS := device=cpu max_new_tokens=24 eval_batch_size=48
+else
+GENERALIST := $(MODEL)
+GSCO_OUT := $(DEMO_OUT)/gsco-$(notdir $(patsubst %/,%,$(MODEL)))
+GENERALIST_ARGS :=
+endif
+
+# GSCO_ARGS: more key=value settings for inference_gsco.sh, e.g. GSCO_ARGS="eval_batch_size=16 device_map=auto"
+GSCO_ARGS ?=
+
+demo: install $(GENERALIST)
+	DATASET=breastmnist PYTHON=$(PY) MODEL=$(GENERALIST) CASES=$(CASES) OUT_DIR=$(GSCO_OUT) bash inference_gsco.sh \
+		$(GENERALIST_ARGS) $(GSCO_ARGS)
+	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"
+	@echo "case files and hint samples: $(DEMO_OUT)/gsco/"
+	@echo "generalist: $(GENERALIST)"
+
+$(TRAINED): | install
 	@mkdir -p $(DEMO_OUT)/logs; pids=""; \
 	for arch in $(SPECIALISTS); do \
 	  log=$(DEMO_OUT)/logs/specialist_$$arch.log; echo "specialist $$arch: training, then predicting (log: $$log)"; \
@@ -57,19 +87,27 @@ demo: install
 	done; failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
 	if [ $$failed = 1 ]; then for arch in $(SPECIALISTS); do tail -n 20 $(DEMO_OUT)/logs/specialist_$$arch.log; done; \
 	  exit 1; fi
+	@touch $@
+
+$(CASES): $(TRAINED)
 	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) rad_k=10 specialists=[$(call LIST,$(call RESULTS,))] \
-		cases=$(DEMO_OUT)/gsco/breastmnist_cases.json
+		cases=$@
+
+$(TRAIN_CASES): $(TRAINED)
 	$(PY) -m gsco.collab.build_cases data_path=$(DATA_PATH) rad_k=10 specialists=[$(call LIST,$(call RESULTS,train_))] \
-		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json
+		cases=$@
+
+$(HINT_SAMPLES): $(TRAIN_CASES)
 	$(PY) -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml arms_per_case=$(HINTS_PER_CASE) \
-		cases=$(DEMO_OUT)/gsco/train/breastmnist_train_cases.json samples=$(DEMO_OUT)/gsco/train/hint_samples.json
-	GPUS=0 MODE=full PYTHON=$(PY) DATA=$(DEMO_OUT)/gsco/train/hint_samples.json OUT_DIR=$(DEMO_OUT)/meddr \
-		bash train.sh epochs=$(MEDDR_EPOCHS) save_steps=100000
-	DATASET=breastmnist PYTHON=$(PY) MODEL=$(DEMO_OUT)/meddr/final CASES=$(DEMO_OUT)/gsco/breastmnist_cases.json \
-		OUT_DIR=$(DEMO_OUT)/gsco bash inference_gsco.sh device=cpu max_new_tokens=24 eval_batch_size=48
-	@echo "specialists (results, ROC/confusion PNGs, retrieval indexes): $(DEMO_OUT)/specialists/"
-	@echo "training cases and hint samples: $(DEMO_OUT)/gsco/train/"
-	@echo "fine-tuned toy generalist: $(DEMO_OUT)/meddr/final"
+		cases=$< samples=$@
+
+$(TOY): $(HINT_SAMPLES) $(CASES)
+	GPUS=0 MODE=full PYTHON=$(PY) DATA=$< OUT_DIR=$(DEMO_OUT)/meddr bash train.sh epochs=$(MEDDR_EPOCHS) save_steps=100000
+
+# a generalist folder given as MODEL= is used as it is (the case file is all it needs)
+ifneq ($(strip $(MODEL)),)
+$(MODEL): $(CASES)
+endif
 
 # Two pytest-xdist workers with one thread each, an idle one taking tests from the other's queue (worksteal): on 2
 # cores the suite took 493 s against 724 s in one two-thread process (loadfile: 564 s); three workers were slower

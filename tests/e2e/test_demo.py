@@ -70,3 +70,20 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     samples = json.loads((out / "gsco" / "train" / "hint_samples.json").read_text())
     assert len(samples) == 546 and all(s["id"].startswith("breastmnist_train_") for s in samples)
     assert (out / "meddr" / "final" / "config.json").is_file()
+
+    # README's `make demo MODEL=...` after it: only GSCo runs again, with that generalist (a tiny MedGemma-family
+    # model standing in for the checkpoint folder), into its own folder; the specialists and case files are kept
+    from gsco.generalist.tiny import save
+
+    medgemma = save("gemma3", tmp_path / "medgemma-4b-it")
+    kept = {p: p.stat().st_mtime_ns for p in (out / "specialists").iterdir()} | \
+        {out / "gsco" / "breastmnist_cases.json": (out / "gsco" / "breastmnist_cases.json").stat().st_mtime_ns}
+    again = subprocess.run([*cmd, f"MODEL={medgemma}", "GSCO_ARGS=max_new_tokens=4 arms=[generalist,moed_rad]"],
+                           env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "specialist" not in again.stdout.split("inference_gsco.sh")[0]  # nothing before GSCo ran
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept
+    table = json.loads((out / "gsco-medgemma-4b-it" / "ablation.json").read_text())
+    assert list(table["arms"]) == ["generalist", "moed_rad"]  # the arms asked (GSCO_ARGS)
+    rows = (out / "gsco-medgemma-4b-it" / "moed_rad_predictions.jsonl").read_text().splitlines()
+    assert len(rows) == 156

@@ -172,10 +172,10 @@ def test_arms_of_one_image_process_it_once_and_tokenize_as_the_processor(tiny, m
     processor_type = type(tiny.processor)
     call = processor_type.__call__
     monkeypatch.setattr(processor_type, "__call__", lambda self, *a, **k: (calls.append(1), call(self, *a, **k))[1])
-    ids, pixels = encode_images_once(tiny.processor, texts, keys, images)
-    assert len(calls) == 2 and set(pixels) == {"a", "b"}
+    ids, pixels, types = encode_images_once(tiny.processor, texts, keys, images)
+    assert len(calls) == 2 and set(pixels) == {"a", "b"} and types is None  # InternVL: no token types
     assert all(torch.equal(i, e) for i, e in zip(ids, expected))
     monkeypatch.setattr(tiny.processor, "start_image_token_id", None, raising=False)
     calls.clear()
-    ids, _ = encode_images_once(tiny.processor, texts, keys, images)
+    ids, _, _ = encode_images_once(tiny.processor, texts, keys, images)
     assert len(calls) == 2 + 5 and all(torch.equal(i, e) for i, e in zip(ids, expected))

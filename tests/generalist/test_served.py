@@ -154,3 +154,27 @@ def test_inference_gsco_and_demo_served_give_the_local_answers(served, tmp_path)
                           append=["max_new_tokens=6", "num_beams=2"])
     assert proc.stdout.splitlines() == [expected[0].replace("\n", "\\n")]
     assert proc.stderr.count("num_beams=2: the OpenAI API has no beam search") == 1
+
+
+def test_a_second_family_served_gives_the_local_answers(tmp_path):
+    """MedGemma's family (tiny gemma3: its chat template, image tokens and bidirectional image attention) behind
+    ``transformers serve``: GSCo's arms through backend=openai answer as the local backend."""
+    from gsco.collab.config import GscoConfig
+    from gsco.config import load_config
+    from gsco.generalist.tiny import save
+    from gsco.recipes.gsco import run
+
+    pcam_cases(tmp_path, 2)
+    server = Server(save("gemma3", tmp_path / "gemma3"), tmp_path / "server.log")
+    server.start()
+    try:
+        settings = {"cases": str(tmp_path / "cases.json"), "arms": ["generalist", "moed_rad"], "max_new_tokens": 6}
+        run(load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml",
+                        {**settings, "model": str(server.model), "device": "cpu", "out_dir": str(tmp_path / "local")}))
+        run(load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml",
+                        {**settings, "backend": "openai", "base_url": server.url, "out_dir": str(tmp_path / "served")}))
+    finally:
+        server.kill()
+    for arm in ("generalist", "moed_rad"):
+        local, remote = (answers(tmp_path / d / f"{arm}_predictions.jsonl") for d in ("local", "served"))
+        assert local == remote and len(local) == 2 and any(local.values()), arm

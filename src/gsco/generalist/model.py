@@ -36,8 +36,6 @@ from gsco.runtime import file_errors, read_json, reading, resolve_device
 logger = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# families whose image tokens sit in the prompt with plain 1-D positions, so a cached prefix continues exactly
-# (not e.g. Qwen2-VL, whose multimodal RoPE positions depend on the image grid): the others take the plain path
 
 
 class ModelLoadError(GscoError, ValueError):
@@ -221,9 +219,13 @@ class Generalist:
         if shares_prefix(model_type):
             return True
         if not getattr(self, "_said_no_prefix", False):
+            from gsco.generalist.families import family_of
+
             self._said_no_prefix = True
-            logger.info("prefix sharing is off for model_type %r (its family does not declare it): a case's arms are "
-                        "answered the plain way, with the same answers", model_type)
+            known = family_of(model_type)
+            why = known[1].no_prefix_sharing if known else "no family in gsco.generalist.families declares it"
+            logger.info("prefix sharing is off for model_type %r (%s): a case's arms are answered the plain way, "
+                        "with the same answers", model_type, why)
         return False
 
     @classmethod
@@ -275,10 +277,11 @@ class Generalist:
             shared = answer_sharing_prefix(self, keys, opened, texts, max_new_tokens, generate_kwargs)
             if shared is not None:
                 return shared
-        present = [im for im in loaded if im is not None]
+        # images nested per prompt (Gemma 3 and Idefics3 count them per prompt; the others flatten the lists)
+        nested = [[] if im is None else [im] for im in loaded] if any(im is not None for im in loaded) else None
         tokenizer = self.processor.tokenizer
         tokenizer.padding_side = "left"
-        inputs = self.processor(text=texts, images=present or None, padding=True, return_tensors="pt")
+        inputs = self.processor(text=texts, images=nested, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

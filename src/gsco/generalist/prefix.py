@@ -36,19 +36,30 @@ def answer_sharing_prefix(generalist, keys: list, opened: dict, texts: list[str]
     every image token."""
     tokenizer = generalist.processor.tokenizer
     order = list(opened)
-    ids, pixel_values = encode_images_once(generalist.processor, texts, keys, opened)
+    ids, pixel_values, token_types = encode_images_once(generalist.processor, texts, keys, opened)
     image_id = getattr(generalist.model.config, "image_token_id", None)
     shortest = min(len(i) for i in ids)
     heads = torch.stack([i[:shortest - 1] for i in ids])  # each item keeps at least one token of its own
     prefix = int((heads == heads[0]).all(0).long().cumprod(0).sum())  # the leading positions all items share
-    if image_id is None or (ids[0][prefix:] == image_id).any() or not (ids[0][:prefix] == image_id).any():
-        return None  # the image is not (wholly) inside the shared prefix
+    if image_id is None or any((i[prefix:] == image_id).any() for i in ids) or \
+            not (ids[0][:prefix] == image_id).any():
+        return None  # an image is not (wholly) inside the shared prefix (e.g. images tiled into different counts)
+    if _beyond_sliding_window(generalist.model.config, prefix + max(len(i) for i in ids) + max_new_tokens):
+        return None  # a sliding-window layer would drop cached positions the padded merge relies on
     # transformers >= 5.2x calls it ``cache`` (``past_key_values`` before, still read with a warning)
-    cache_key = ("cache" if "cache" in inspect.signature(generalist.model.prepare_inputs_for_generation).parameters
+    from transformers import GenerationMixin
+
+    cache_key = ("cache" if "cache" in inspect.signature(GenerationMixin.prepare_inputs_for_generation).parameters
                  else "past_key_values")
-    pixels = torch.cat([pixel_values[k] for k in order]).to(generalist.device, generalist.model.dtype)
+    # each image's processor outputs (pixel values; LLaVA-NeXT's image sizes, Idefics3's pixel mask) in image order
+    images = {name: torch.cat([pixel_values[k][name] for k in order]).to(generalist.device)
+              for name in pixel_values[order[0]]}
+    images["pixel_values"] = images["pixel_values"].to(generalist.model.dtype)
+    # token types (Gemma 3: image tokens attend to each other both ways) for the prefix; the suffixes are text
+    types = {} if token_types is None else \
+        {"token_type_ids": token_types[:prefix].expand(len(order), prefix).to(generalist.device)}
     out = generalist.model(input_ids=ids[0][:prefix].expand(len(order), prefix).to(generalist.device),
-                           pixel_values=pixels, use_cache=True)
+                           use_cache=True, **images, **types)
     cache = out[cache_key] if cache_key in out else out["past_key_values"]
     lengths = [len(i) - prefix for i in ids]
     width = max(lengths)
@@ -68,6 +79,15 @@ def answer_sharing_prefix(generalist, keys: list, opened: dict, texts: list[str]
     generated = generalist.model.generate(input_ids=full, attention_mask=mask, max_new_tokens=max_new_tokens,
                                     num_beams=1, do_sample=False, **{cache_key: cache}, **generate_kwargs)
     return [t.strip() for t in tokenizer.batch_decode(generated[:, full.shape[1]:], skip_special_tokens=True)]
+
+def _beyond_sliding_window(config, length: int) -> bool:
+    """Whether a layer of the language model attends over a sliding window shorter than ``length`` tokens (Gemma 3:
+    1,024; the real prompts stay within it)."""
+    text = getattr(config, "text_config", config)
+    window = getattr(text, "sliding_window", None)
+    sliding = "sliding_attention" in (getattr(text, "layer_types", None) or [])
+    return bool(window) and sliding and length > window
+
 
 def _prefill_suffix_groups(model, cache, cache_key: str, rows: torch.Tensor, groups: list[list[int]],
                            full: torch.Tensor, mask: torch.Tensor, prefix: int, widths: list[int]):
@@ -98,20 +118,29 @@ def _prefill_suffix_groups(model, cache, cache_key: str, rows: torch.Tensor, gro
                 gap = t.new_zeros(*t.shape[:2], end - t.shape[-2], t.shape[-1])
                 parts.append(torch.cat([t[..., :prefix, :], gap, t[..., prefix:, :]], dim=-2))
             setattr(layer, name, torch.cat(parts)[inverse])
+        if isinstance(getattr(layer, "cumulative_length", None), int):  # a sliding-window layer counts what it holds
+            layer.cumulative_length = layer.keys.shape[-2]
     return merged
 
-def encode_images_once(processor, texts: list[str], keys: list, opened: dict) -> tuple[list[torch.Tensor], dict]:
-    """Each item's input ids and each distinct image's pixel values, every image processed once: the first prompt
-    about an image goes through the processor; the others are only tokenized, their image placeholder replaced
-    by the first one's expanded image span (start, context tokens, end). Where that does not reproduce the
-    processor's ids for the first prompt, every item goes through the processor."""
+def encode_images_once(processor, texts: list[str], keys: list, opened: dict) \
+        -> tuple[list[torch.Tensor], dict, torch.Tensor | None]:
+    """Each item's input ids, each distinct image's processor outputs (pixel values and the like) and the first item's
+    token types (where the
+    processor gives them), every image processed once: the first prompt about an image goes through the processor;
+    the others are only tokenized, their image placeholder replaced by the first one's expanded image span (start,
+    context tokens, end). Where that does not reproduce the processor's ids for the first prompt, every item goes
+    through the processor."""
     tokenizer = processor.tokenizer
     first: dict = {}
     for r, key in enumerate(keys):
         first.setdefault(key, r)
     encoded = {key: processor(text=[texts[r]], images=[opened[key]], return_tensors="pt")
                for key, r in first.items()}
-    pixel_values = {key: e["pixel_values"] for key, e in encoded.items()}
+    per_token = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
+    pixel_values = {key: {name: value for name, value in e.items() if name not in per_token}
+                    for key, e in encoded.items()}
+    types = encoded[keys[0]].get("token_type_ids")
+    types = None if types is None else types[0]
     marks = [getattr(processor, n, None) for n in ("image_token_id", "start_image_token_id", "end_image_token_id")]
     plain = tokenizer(texts)["input_ids"]
     spans = {}
@@ -120,11 +149,11 @@ def encode_images_once(processor, texts: list[str], keys: list, opened: dict) ->
         spliced = _splice_image_span(plain[r], full, *marks) if None not in marks else None
         if spliced is None or not torch.equal(spliced[0], full):
             return [processor(text=[t], images=[opened[k]], return_tensors="pt")["input_ids"][0]
-                    for t, k in zip(texts, keys)], pixel_values
+                    for t, k in zip(texts, keys)], pixel_values, types
         spans[key] = spliced[1]
     ids = [encoded[key]["input_ids"][0] if first[key] == r else _splice_image_span(plain[r], spans[key], *marks)[0]
            for r, key in enumerate(keys)]
-    return ids, pixel_values
+    return ids, pixel_values, types
 
 
 def _splice_image_span(plain: list[int], span_source: torch.Tensor, context_id: int, start_id: int,

@@ -6,8 +6,9 @@
   loaded model (a folder or a preset).
 
 Only ``nn.Linear`` weights are quantized, and never those of the modules named in ``keep_unquantized`` (default: the
-vision tower, the projector and the LM head — vision towers are known to degrade when quantized, and these parts are
-a small share of MedDr's bytes). A module is kept when one of those names is a component of its dotted name.
+vision tower and projector of every family in :mod:`gsco.generalist.families`, and the LM head — vision towers are
+known to degrade when quantized, and these parts are a small share of the bytes). A module is kept when one of those
+names is a component of its dotted name.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import torch
 from torch import nn
 
 from gsco.errors import GscoError
+from gsco.generalist.families import vision_modules
 
 logger = logging.getLogger(__name__)
 
 QUANTIZATIONS = ("none", "int8", "nf4", "torchao-int8")
 BITSANDBYTES = ("int8", "nf4")
-KEEP_UNQUANTIZED = ("vision_tower", "multi_modal_projector", "lm_head")  # transformers' InternVL names
+# every tested family's vision tower and projector (gsco.generalist.families), and the LM head
+KEEP_UNQUANTIZED = (*vision_modules(), "lm_head")
 
 
 class QuantizationError(GscoError, ValueError):

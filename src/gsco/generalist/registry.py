@@ -19,8 +19,9 @@ from pathlib import Path
 
 # model_type in a model directory's config.json -> the package that registers it
 FAMILIES: dict[str, str] = {"meddr": "gsco.meddr"}
-# model types whose prefix sharing is tested to give the plain path's answers (families add theirs on import)
-PREFIX_SHARING: set[str] = {"internvl"}
+# model types whose prefix sharing is tested to give the plain path's answers, beyond gsco.generalist.families'
+# (a family package adds its own on import)
+PREFIX_SHARING: set[str] = set()
 # backends shipped with the package: name -> the module whose import registers it
 BUILTIN_BACKENDS: dict[str, str] = {"local": "gsco.generalist.model", "openai": "gsco.generalist.served"}
 _BACKENDS: dict[str, type] = {}
@@ -100,8 +101,11 @@ def declare_prefix_sharing(model_type: str) -> None:
 
 
 def shares_prefix(model_type: str | None) -> bool:
+    from gsco.generalist.families import family_of
+
     import_family(model_type)
-    return model_type in PREFIX_SHARING
+    known = family_of(model_type)
+    return model_type in PREFIX_SHARING or (known is not None and known[1].prefix_sharing)
 
 
 def register_backend(name: str):

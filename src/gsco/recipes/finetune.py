@@ -117,6 +117,22 @@ def lora_target_pattern(modules: list[str]) -> str:
     return rf"^model\.language_model\.layers\.\d+\.({'|'.join(parts)})$"
 
 
+def check_fine_tunable(path: Path) -> None:
+    """Refuse, before loading, a model of a family this recipe does not train (its samples expand the image as
+    InternVL-Chat does, its freezing names InternVL's parts): one line naming the folder and what it is."""
+    from gsco.generalist.families import FAMILIES, family_of
+    from gsco.runtime import read_json
+
+    model_type = read_json(path / "config.json", "model config").get("model_type")
+    tunable = {family.model_type: name for name, family in FAMILIES.items() if family.finetune}
+    if model_type not in tunable:
+        known = family_of(model_type)
+        what = f"family {known[0]}" if known else "no family in gsco.generalist.families"
+        raise ConfigError(f"key 'model': {path} is a {model_type!r} model ({what}); train.sh fine-tunes the "
+                          f"{', '.join(tunable.values())} family (model_type {', '.join(tunable)}: MedDr and its "
+                          "presets) — other families answer with every command but are not fine-tuned here")
+
+
 def base_model_dir(cfg: FinetuneConfig) -> Path:
     """The directory training starts from: ``model`` as given, or a preset built once and saved to
     ``{out_dir}/base`` so the adapter and a resumed run refer to the same starting weights. Call it before
@@ -126,6 +142,7 @@ def base_model_dir(cfg: FinetuneConfig) -> Path:
 
     path = check_model_argument(cfg.model)
     if path is not None:
+        check_fine_tunable(path)
         check_weight_files(path)  # a truncated or pickled weight file: one error naming it, before loading
         return path
     base = Path(cfg.out_dir) / "base"
