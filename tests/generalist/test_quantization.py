@@ -110,6 +110,8 @@ def test_the_readme_plan_is_what_the_planner_prints():
     proc = run_documented("python -m gsco.meddr.plan model=meddr-40b batch_size=8 prompt_length=1024")
     readme = (REPO / "README.md").read_text()
     assert proc.stdout.strip() in readme and len(proc.stdout.strip().splitlines()) == 12
+    other = run_documented("python -m gsco.meddr.plan model=medgemma-27b batch_size=8 prompt_length=1024")
+    assert other.stdout.startswith("| medgemma-27b, bfloat16, batch 8, 1024+512 tokens | none | int8 | nf4 |")
 
 
 @pytest.mark.e2e
@@ -129,3 +131,23 @@ def test_the_readme_quantized_demo_commands_run(tmp_path):
                               'question="What abnormality is seen?"', replace=replace,
                               append=["device=cpu", "max_new_tokens=4"])
     assert len(answered.stdout.strip().splitlines()) == 1 and "Traceback" not in answered.stderr
+
+
+@pytest.mark.parametrize("name", ["meddr-40b", "medgemma-4b", "medgemma-27b", "qwen2.5-vl-7b", "qwen2.5-vl-72b",
+                                  "internvl3-8b", "internvl3-78b"])
+def test_the_planner_counts_each_published_size_within_one_percent_and_keeps_its_vision_tower(name):
+    """Built on the meta device from gsco.generalist.sizes (MedDr: its preset); the published counts are the model
+    pages' (MedDr_0401 / InternVL-Chat-V1-2: 40.1B)."""
+    from gsco.generalist.sizes import SIZES
+    from gsco.meddr.plan import PARTS
+
+    assert sorted(SIZES) == sorted(["medgemma-4b", "medgemma-27b", "qwen2.5-vl-7b", "qwen2.5-vl-72b",
+                                    "internvl3-8b", "internvl3-78b"])
+    published = SIZES[name].published if name in SIZES else 40.07e9
+    result = plan(PlanConfig(model=name, quantization=["none", "nf4"]))
+    counted = sum(result["none"][part]["parameters"] for part in PARTS)
+    assert abs(counted / published - 1) < 0.01, (counted, published)
+    assert all(result["none"][part]["parameters"] > 0 for part in ("vision tower", "projector", "LLM"))
+    for kept_part in ("vision tower", "projector"):  # the family's vision parts stay 16-bit under nf4
+        assert result["nf4"][kept_part]["bytes"] == result["none"][kept_part]["bytes"]
+    assert result["nf4"]["LLM"]["bytes"] < 0.5 * result["none"]["LLM"]["bytes"]  # embeddings stay 16-bit

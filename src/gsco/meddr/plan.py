@@ -1,4 +1,5 @@
-"""How much GPU memory a MedDr run needs, per part, before anything is loaded.
+"""How much GPU memory a generalist run needs, per part, before anything is loaded: MedDr, or a published size of
+another family (``model=medgemma-27b``, :mod:`gsco.generalist.sizes`), or any model folder.
 
     python -m gsco.meddr.plan model=meddr-40b batch_size=8 prompt_length=1024
 
@@ -14,7 +15,8 @@ converted model folder. For each quantization the weight bytes follow each libra
 
 Modules in ``keep_unquantized`` (vision tower, projector, LM head by default), embeddings, norms and biases stay in
 ``dtype``. The KV cache holds keys and values of every LLM layer for ``batch_size`` sequences of ``prompt_length``
-(image tokens included) + ``max_new_tokens``. Activations and the CUDA context are not counted: a part "fits" a GPU
+(image tokens included) + ``max_new_tokens`` (in full also for Gemma 3's sliding-window layers, which keep at most
+1,024: an upper bound there). Activations and the CUDA context are not counted: a part "fits" a GPU
 when the total is at most ``usable_fraction`` of it.
 """
 
@@ -38,7 +40,8 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 @dataclasses.dataclass
 class PlanConfig:
-    model: str = "meddr-40b"  # a MedDr preset (meddr-40b, tiny, a preset YAML) or a converted model folder
+    model: str = "meddr-40b"  # meddr-40b, a published size (medgemma-4b, medgemma-27b, qwen2.5-vl-7b, qwen2.5-vl-72b,
+    # internvl3-8b, internvl3-78b), any model folder, or a MedDr preset (tiny, a preset YAML)
     quantization: list[str] = dataclasses.field(default_factory=lambda: ["none", "int8", "nf4"])  # one column each
     keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
     dtype: Literal["bfloat16", "float16", "float32"] = "bfloat16"  # the weights' (and the KV cache's) dtype
@@ -62,30 +65,42 @@ class PlanConfig:
 
 
 def meta_model(model: str, dtype: torch.dtype) -> nn.Module:
-    """The model, built on the meta device: a preset (name or YAML) or a converted folder's config.json."""
-    from gsco.meddr.model import MedDrForConditionalGeneration
+    """The model, built on the meta device: a published generalist's size (gsco.generalist.sizes: medgemma-4b,
+    qwen2.5-vl-72b, ...), any model folder's config.json (a converted MedDr, MedGemma, ...) or a MedDr preset (name
+    or YAML)."""
+    from gsco.generalist.sizes import SIZES, meta_model_of_size
 
+    if model in SIZES:
+        return meta_model_of_size(model, dtype)
     folder = Path(model)
     if (folder / "config.json").is_file():
-        from transformers import AutoConfig
+        from transformers import AutoConfig, AutoModelForImageTextToText
 
-        from gsco.meddr.model import register_auto_classes
+        from gsco.generalist.registry import import_family_of
 
-        register_auto_classes()
+        import_family_of(folder)  # MedDr's classes
         config = AutoConfig.from_pretrained(str(folder))
-    else:
-        from gsco.meddr.presets import preset_model_config
+        with torch.device("meta"):
+            return AutoModelForImageTextToText.from_config(config).to(dtype)
+    from gsco.meddr.model import MedDrForConditionalGeneration
+    from gsco.meddr.presets import preset_model_config
 
-        config = preset_model_config(model)
     with torch.device("meta"):
-        return MedDrForConditionalGeneration(config).to(dtype)
+        return MedDrForConditionalGeneration(preset_model_config(model)).to(dtype)
+
+
+# module names of each family's parts (gsco.generalist.families); a projector inside a vision module (Qwen2.5-VL's
+# merger) counts as the projector
+PROJECTORS = ("multi_modal_projector", "connector", "merger")
+VISION = ("vision_tower", "visual", "vision_model")
 
 
 def part_of(name: str) -> str:
-    if ".vision_tower." in f".{name}.":
-        return "vision tower"
-    if ".multi_modal_projector." in f".{name}.":
+    dotted = f".{name}."
+    if any(f".{p}." in dotted for p in PROJECTORS):
         return "projector"
+    if any(f".{v}." in dotted for v in VISION):
+        return "vision tower"
     if name.startswith("lm_head."):
         return "LM head"
     return "LLM"
@@ -183,7 +198,8 @@ def _plan_and_print(cfg: PlanConfig) -> None:
 def main(argv: list[str] | None = None) -> int:
     from gsco.cli import command
 
-    return command(PlanConfig, _plan_and_print, description="Memory MedDr needs per part, per quantization.")(argv)
+    return command(PlanConfig, _plan_and_print,
+                   description="Memory a generalist needs per part, per quantization.")(argv)
 
 
 if __name__ == "__main__":
