@@ -33,7 +33,7 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = ["make", "-C", str(REPO), "-o", "install", "demo", f"PY={sys.executable}", f"DEMO_OUT={out}",
            f"DATA_PATH={shared_path('data', 'medmnist')}", "SPECIALIST_EPOCHS=1", "MEDDR_EPOCHS=0.25",
-           "HINTS_PER_CASE=1"]
+           "HINTS_PER_CASE=1", "GSCO_ARGS=max_new_tokens=8"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"table: {out}/gsco/ablation.md" in proc.stdout and "| specialist_vote | 156 |" in proc.stdout

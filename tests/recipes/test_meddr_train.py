@@ -110,9 +110,18 @@ def shape(rng, size):
     return np.asarray(pil), ["circle", "square", "triangle"][k]
 
 
-# name: (draw, image size, question) — sizes other than the preset's 112 px, 2-3 answers of 2 to 8 letters; with the
-# squares' quadrants above (112 px, 4 answers of two words) four tasks
+def half(rng, size):
+    """Where a grey square is: "left" / "on the right side" (answers of 4 and 17 letters, decided by the first)."""
+    img, k, s = _noise(rng, size), int(rng.integers(2)), size // 4
+    y, x = int(rng.integers(0, size - s)), int(rng.integers(0, size // 2 - s)) + k * (size // 2)
+    img[y:y + s, x:x + s] = 230
+    return img, ["left", "on the right side"][k]
+
+
+# name: (draw, image size, question) — sizes other than the preset's 112 px, 2-3 answers of 2 to 17 letters; with the
+# squares' quadrants above (112 px, 4 answers of two words) five tasks
 VISUAL_TASKS = {
+    "half": (half, 96, "In which half of the image is the grey square?"),
     "presence": (presence, 64, "Is there a yellow square in the image? Answer yes or no."),
     "colour": (colour, 200, "What colour is the square?"),
     "shape": (shape, 96, "Which shape is drawn: circle, square or triangle?"),

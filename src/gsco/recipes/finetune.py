@@ -43,8 +43,8 @@ class FinetuneConfig(RenderSettings):
         "tuning": ("freeze_vision", "freeze_projector", "freeze_llm", "lora_r", "lora_alpha", "lora_dropout",
             "lora_modules"),
         "training": ("learning_rate", "epochs", "max_steps", "per_device_train_batch_size",
-            "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "lr_scheduler_type", "max_grad_norm",
-            "bf16", "gradient_checkpointing", "group_by_length"),
+            "gradient_accumulation_steps", "warmup_ratio", "weight_decay", "adam_beta2", "lr_scheduler_type",
+            "max_grad_norm", "bf16", "gradient_checkpointing", "group_by_length"),
         "bookkeeping": ("logging_steps", "save_steps", "save_total_limit", "seed", "resume", "num_workers"),
     }
     # --- what and where ---
@@ -74,6 +74,7 @@ class FinetuneConfig(RenderSettings):
     gradient_accumulation_steps: int = 1  # steps accumulated per update (train.sh computes it from BATCH_SIZE)
     warmup_ratio: float = 0.03  # fraction of the updates spent warming up
     weight_decay: float = 0.05  # AdamW weight decay
+    adam_beta2: float = 0.999  # AdamW's second-moment decay (transformers' default, and MedDr's recipe's)
     lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"  # after warmup
     max_grad_norm: float = 1.0  # gradient clipping
     bf16: Literal["auto", "true", "false"] = "auto"  # auto: bf16 on CUDA, fp32 on CPU
@@ -99,6 +100,8 @@ class FinetuneConfig(RenderSettings):
                 raise ConfigError(f"key {key!r}: must be at least 1, got {getattr(self, key)}")
         if not self.learning_rate > 0:
             raise ConfigError(f"key 'learning_rate': must be positive, got {self.learning_rate}")
+        if not 0 < self.adam_beta2 < 1:
+            raise ConfigError(f"key 'adam_beta2': must be in (0, 1), got {self.adam_beta2}")
         unknown = sorted(set(self.lora_modules) - set(LLM_LORA_MODULES))
         if unknown:
             raise ConfigError(f"key 'lora_modules': {unknown} are not LLM projections; choose from {LLM_LORA_MODULES}")
@@ -270,7 +273,8 @@ def training_arguments(cfg: FinetuneConfig):
         output_dir=cfg.out_dir, learning_rate=cfg.learning_rate, num_train_epochs=cfg.epochs,
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, warmup_steps=cfg.warmup_ratio,  # < 1: a ratio
-        weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler_type, max_grad_norm=cfg.max_grad_norm,
+        weight_decay=cfg.weight_decay, adam_beta2=cfg.adam_beta2, lr_scheduler_type=cfg.lr_scheduler_type,
+        max_grad_norm=cfg.max_grad_norm,
         bf16=bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
         train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
