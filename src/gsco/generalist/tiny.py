@@ -7,7 +7,7 @@ attention (Gemma 3's bidirectional image block).
     python -m gsco.generalist.tiny family=gemma3 out_dir=outputs/tiny-gemma3
 
 writes a model folder that every command loads as it loads the real checkpoint (``MODEL=outputs/tiny-gemma3 bash
-inference_gsco.sh``). :data:`FAMILIES` lists the families with the published checkpoints they stand in for.
+inference_gsco.sh``). :data:`BUILDERS` has one builder per family of :mod:`gsco.generalist.families`.
 """
 
 from __future__ import annotations
@@ -24,20 +24,15 @@ TEXT = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num
 VISION = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
 
 
-@dataclasses.dataclass(frozen=True)
-class TinyFamily:
-    model_type: str  # the model_type of the folder it writes (config.json)
-    stands_for: str  # the published checkpoints of the family
-    build: Callable  # build() -> (model, processor), random weights from the current torch seed
+# family name (gsco.generalist.families) -> its builder: build() -> (model, processor), random weights from the
+# current torch seed
+BUILDERS: dict[str, Callable] = {}
 
 
-FAMILIES: dict[str, TinyFamily] = {}
-
-
-def tiny_family(name: str, model_type: str, stands_for: str):
+def tiny_family(name: str):
     """Decorator registering a builder as the tiny model of family ``name``."""
     def register(build: Callable) -> Callable:
-        FAMILIES[name] = TinyFamily(model_type, stands_for, build)
+        BUILDERS[name] = build
         return build
 
     return register
@@ -91,7 +86,7 @@ GEMMA3_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<start_of_turn>model\\n' -}}{%- endif -%}")
 
 
-@tiny_family("gemma3", "gemma3", "google/medgemma-4b-it, google/medgemma-27b-it, google/gemma-3-*-it")
+@tiny_family("gemma3")
 def build_gemma3():
     from transformers import (
         Gemma3Config,
@@ -122,7 +117,7 @@ def build_gemma3():
     return Gemma3ForConditionalGeneration(config), processor
 
 
-@tiny_family("qwen2_5_vl", "qwen2_5_vl", "Qwen/Qwen2.5-VL-7B-Instruct, Qwen/Qwen2.5-VL-72B-Instruct")
+@tiny_family("qwen2_5_vl")
 def build_qwen2_5_vl():
     from transformers import (
         Qwen2_5_VLConfig,
@@ -179,7 +174,7 @@ def _internvl(text_config, template: str, special: list[str], named: dict, max_p
     return InternVLForConditionalGeneration(config), processor
 
 
-@tiny_family("internvl", "internvl", "OpenGVLab/InternVL3-8B-hf, OpenGVLab/InternVL3-78B-hf")
+@tiny_family("internvl")
 def build_internvl3():
     from transformers import Qwen2Config
 
@@ -188,7 +183,7 @@ def build_internvl3():
                      {"pad_token": "<|endoftext|>", "eos_token": "<|im_end|>"}, max_patches=4)
 
 
-@tiny_family("internvl_chat", "meddr", "MedDr (sunanhe/MedDr_0401, InternVL-Chat-V1.2), after gsco.meddr.convert")
+@tiny_family("internvl_chat")
 def build_meddr():
     from gsco.generalist.registry import build_preset
 
@@ -224,7 +219,7 @@ MISTRAL_TEMPLATE = (
     "{%- endfor -%}")
 
 
-@tiny_family("llava", "llava", "llava-hf/llava-1.5-7b-hf, LLaVA-Med (microsoft/llava-med-v1.5-mistral-7b, converted)")
+@tiny_family("llava")
 def build_llava():
     from transformers import CLIPImageProcessor, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
@@ -238,7 +233,7 @@ def build_llava():
     return LlavaForConditionalGeneration(config), processor
 
 
-@tiny_family("llava_next", "llava_next", "llava-hf/llava-v1.6-mistral-7b-hf")
+@tiny_family("llava_next")
 def build_llava_next():
     from transformers import (
         LlavaNextConfig,
@@ -277,7 +272,7 @@ def _idefics3_parts(config_class, vision_class, extra: list[str] = ()):
     return tok, config, {"size": {"longest_edge": 56}, "max_image_size": {"longest_edge": 28}}
 
 
-@tiny_family("idefics3", "idefics3", "HuggingFaceM4/Idefics3-8B-Llama3")
+@tiny_family("idefics3")
 def build_idefics3():
     from transformers import (
         Idefics3Config,
@@ -293,7 +288,7 @@ def build_idefics3():
     return Idefics3ForConditionalGeneration(config), processor
 
 
-@tiny_family("smolvlm", "smolvlm", "HuggingFaceTB/SmolVLM2-2.2B-Instruct, HuggingFaceTB/SmolVLM-Instruct")
+@tiny_family("smolvlm")
 def build_smolvlm():
     from transformers import (
         SmolVLMConfig,
@@ -315,12 +310,12 @@ def build(family: str, seed: int = 0):
     """(model, processor) of the tiny ``family`` with random weights drawn from ``seed``."""
     import torch
 
-    if family not in FAMILIES:
+    if family not in BUILDERS:
         from gsco.config import ConfigError
 
-        raise ConfigError(f"key 'family': {family!r} is not a family; choose from {sorted(FAMILIES)}")
+        raise ConfigError(f"key 'family': {family!r} is not a family; choose from {sorted(BUILDERS)}")
     torch.manual_seed(seed)
-    model, processor = FAMILIES[family].build()
+    model, processor = BUILDERS[family]()
     return model.eval(), processor
 
 
@@ -343,21 +338,23 @@ def save(family: str, out_dir: str | Path, seed: int = 0, overwrite: bool = Fals
 
 @dataclasses.dataclass
 class TinyConfig:
-    family: str  # one of gsco.generalist.tiny.FAMILIES: gemma3, qwen2_5_vl, internvl, internvl_chat, llava, ...
+    family: str  # a family of gsco.generalist.families: gemma3, qwen2_5_vl, internvl, internvl_chat, llava, ...
     out_dir: str  # the model folder to write
     seed: int = 0  # the random weights' seed
     overwrite: bool = False  # replace a non-empty out_dir
 
     def validate(self) -> None:
-        if self.family not in FAMILIES:
+        if self.family not in BUILDERS:
             from gsco.config import ConfigError
 
-            raise ConfigError(f"key 'family': {self.family!r} is not a family; choose from {sorted(FAMILIES)}")
+            raise ConfigError(f"key 'family': {self.family!r} is not a family; choose from {sorted(BUILDERS)}")
 
 
 def _save_and_print(cfg: TinyConfig) -> None:
     out = save(cfg.family, cfg.out_dir, cfg.seed, cfg.overwrite)
-    print(f"tiny {cfg.family} (random weights, stands for {FAMILIES[cfg.family].stands_for}): {out}")
+    from gsco.generalist.families import FAMILIES
+
+    print(f"tiny {cfg.family} (random weights, stands for {FAMILIES[cfg.family].checkpoints}): {out}")
 
 
 def main(argv: list[str] | None = None) -> int:
