@@ -82,8 +82,8 @@ $(TRAINED): | install
 	  log=$(DEMO_OUT)/logs/specialist_$$arch.log; echo "specialist $$arch: training, then predicting (log: $$log)"; \
 	  ( export OMP_NUM_THREADS=$(SPECIALIST_THREADS); \
 	    $(PY) -m gsco.specialists.train $(V2) architecture=$$arch && \
-	    $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch && \
-	    $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch split=train ) > $$log 2>&1 & pids="$$pids $$!"; \
+	    $(PY) -m gsco.specialists.predict $(V2) architecture=$$arch split=[test,train] ) > $$log 2>&1 & \
+	  pids="$$pids $$!"; \
 	done; failed=0; for pid in $$pids; do wait $$pid || failed=1; done; \
 	if [ $$failed = 1 ]; then for arch in $(SPECIALISTS); do tail -n 20 $(DEMO_OUT)/logs/specialist_$$arch.log; done; \
 	  exit 1; fi

@@ -1,17 +1,21 @@
 """GSCo collaboration building blocks: the reference's prompt filling, evidence hints, and the case builder."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 
 from gsco.collab.build_cases import build_cases
 from gsco.collab.build_cases import main as build_main
+from gsco.collab.config import GscoConfig
 from gsco.collab.prompts import fill_gsco_prompt, moed_with_probabilities, rad_counts
+from gsco.config import load_config
 from gsco.data.registry import DatasetError
+from gsco.recipes.gsco import run
 
 from builders import build_tiny_llava, fake_results, pcam_cases
-from conftest import shared_path
+from conftest import REPO, shared_path
 from reference_sources import GSCO_PCAM200_PROMPT, gsco_fill
 
 
@@ -75,11 +79,7 @@ def test_case_builder_errors(tmp_path):
 
 def test_pcam200_config_assembles_the_reference_template():
     from gsco.collab.cases import template_for
-    from gsco.collab.config import GscoConfig
     from gsco.collab.tasks import Task
-    from gsco.config import load_config
-
-    from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml")
     assert template_for(cfg, "moed_rad", Task.of(cfg)) == GSCO_PCAM200_PROMPT
@@ -87,7 +87,7 @@ def test_pcam200_config_assembles_the_reference_template():
 
 
 @pytest.mark.e2e
-def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_resumes(tmp_path):
+def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_resumes(tmp_path, caplog):
     """A case file in the reference's format ({image, label, rad, moed}, image relative to an image root) runs with
     the default arms: those whose evidence it lacks (moed_prob) are skipped with one line, the table lists them."""
     import os
@@ -95,8 +95,6 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     import sys
 
     from PIL import Image
-
-    from conftest import REPO
 
     rng = np.random.default_rng(0)
     (tmp_path / "imgs").mkdir()
@@ -130,16 +128,16 @@ def test_hand_written_reference_case_file_runs_through_inference_gsco_sh_and_res
     full = (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text()
     lines = full.splitlines(keepends=True)
     (tmp_path / "out" / "moed_rad_predictions.jsonl").write_text("".join(lines[:3]) + lines[3][:10])
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert again.returncode == 0 and "2 to go" in again.stderr
+    with caplog.at_level(logging.INFO):  # the command's settings, in this process
+        run(load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml",
+                        {"cases": str(tmp_path / "pcam200_meta.json"), "image_root": str(tmp_path / "imgs"),
+                         "out_dir": str(tmp_path / "out"), "device": "cpu", "max_new_tokens": 6, "eval_batch_size": 2}))
+    assert "arm moed_rad: 3 of 5 cases answered, 2 to go" in caplog.text
     assert (tmp_path / "out" / "moed_rad_predictions.jsonl").read_text() == full
 
 
 def test_a_non_internvl_generalist_plugs_in(tmp_path):
-    from gsco.collab.config import GscoConfig
-    from gsco.config import load_config
     from gsco.generalist import Generalist
-    from gsco.recipes.gsco import run
 
     model = build_tiny_llava(tmp_path / "llava")
     g = Generalist.load(str(model), device="cpu")
@@ -171,8 +169,6 @@ def test_a_non_internvl_generalist_plugs_in(tmp_path):
 @pytest.mark.e2e
 def test_case_builder_reads_specialists_rad_source_and_k_from_the_gsco_config(tmp_path):
     import yaml
-
-    from conftest import REPO
 
     data = shared_path("data", "medmnist", "breastmnist.npz")
     y_true = np.load(data)["test_labels"].ravel()
@@ -214,8 +210,10 @@ def test_inference_gsco_sh_killed_midway_resumes_to_the_same_predictions(tmp_pat
                "OUT_DIR": str(out), "ARMS": "moed_rad,rad", "BATCH_SIZE": "4"}  # two cases (both arms) a batch
         return ["bash", str(REPO / "inference_gsco.sh"), "device=cpu", "max_new_tokens=12"], env
 
-    cmd, env = command(tmp_path / "full")
-    assert subprocess.run(cmd, env=env, capture_output=True).returncode == 0
+    # the uninterrupted run: the command's settings in this process
+    run(load_config(GscoConfig, REPO / "configs/gsco/pcam200.yaml",
+                    {"cases": str(tmp_path / "cases.json"), "out_dir": str(tmp_path / "full"),
+                     "arms": ["moed_rad", "rad"], "eval_batch_size": 4, "device": "cpu", "max_new_tokens": 12}))
     cmd, env = command(tmp_path / "cut")
     preds = tmp_path / "cut" / "moed_rad_predictions.jsonl"
     killed_at = kill_when_written(cmd, env, preds, min_lines=4)
@@ -239,16 +237,20 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / f"d{i}.png")
         cases.append({"image": f"d{i}.png", "label": ["normal", "tumor"][i % 2], "rad": ["normal"], "moed": ["tumor"]})
     (tmp_path / "cases.json").write_text(json.dumps(cases))
-    outputs = {}
-    for gpus in ("1", "2"):  # README's data-parallel command, with 1 and 2 processes
-        run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
-                       "bash inference_gsco.sh",
-                       replace={"GPUS=4": f"GPUS={gpus}", "DATASET=breastmnist": "DATASET=pcam200",
-                                "/path/to/meddr-hf": "tiny",
-                                "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
-                       append=[f"out_dir={tmp_path / gpus}", "arms=[specialist_0,moed_rad]", "device=cpu",
-                               "max_new_tokens=6"])
-        outputs[gpus] = (tmp_path / gpus / "moed_rad_predictions.jsonl").read_text()
+    from gsco.evaluation.resumable import ResumeMismatchError
+
+    # README's data-parallel command with 2 processes; the same settings in one process (this one) as the baseline
+    run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf CASES=outputs/gsco/breastmnist_cases.json "
+                   "bash inference_gsco.sh",
+                   replace={"GPUS=4": "GPUS=2", "DATASET=breastmnist": "DATASET=pcam200", "/path/to/meddr-hf": "tiny",
+                            "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
+                   append=[f"out_dir={tmp_path / '2'}", "arms=[specialist_0,moed_rad]", "device=cpu",
+                           "max_new_tokens=6"])
+    settings = {"model": "tiny", "cases": str(tmp_path / "cases.json"), "arms": ["specialist_0", "moed_rad"],
+                "device": "cpu", "max_new_tokens": 6}
+    pcam200 = REPO / "configs" / "gsco" / "pcam200.yaml"
+    run(load_config(GscoConfig, pcam200, {**settings, "out_dir": str(tmp_path / "1")}))
+    outputs = {gpus: (tmp_path / gpus / "moed_rad_predictions.jsonl").read_text() for gpus in ("1", "2")}
     assert outputs["1"] == outputs["2"] and len(outputs["2"].splitlines()) == 7
     assert not list((tmp_path / "2").glob("*.rank*.jsonl"))
     assert json.loads((tmp_path / "2" / "ablation.json").read_text())["arms"]["moed_rad"]["n"] == 7
@@ -258,15 +260,10 @@ def test_inference_gsco_sh_with_two_data_parallel_processes_writes_the_same_file
     (tmp_path / "2" / "moed_rad_predictions.jsonl").unlink()
     (tmp_path / "2" / "moed_rad_predictions.rank0.jsonl").write_text("".join(lines[0::2]))
     (tmp_path / "2" / "moed_rad_predictions.rank1.jsonl").write_text("".join(lines[1:5:2]))
-    refused = run_documented("GPUS=4 DATASET=breastmnist MODEL=/path/to/meddr-hf "
-                             "CASES=outputs/gsco/breastmnist_cases.json bash inference_gsco.sh",
-                             replace={"GPUS=4": "GPUS=1", "DATASET=breastmnist": "DATASET=pcam200",
-                                      "/path/to/meddr-hf": "tiny",
-                                      "outputs/gsco/breastmnist_cases.json": str(tmp_path / "cases.json")},
-                             append=[f"out_dir={tmp_path / '2'}", "arms=[specialist_0,moed_rad]", "device=cpu",
-                                     "max_new_tokens=6", "moed_sentence=The experts say ###MOED###."], check=False)
-    assert refused.returncode == 2 and "moed_rad_predictions.jsonl line 1 (question_id 0): its question is not the " \
-        "one asked now" in refused.stderr
+    with pytest.raises(ResumeMismatchError, match="moed_rad_predictions.jsonl line 1 \\(question_id 0\\): its "
+                       "question is not the one asked now"):
+        run(load_config(GscoConfig, pcam200, {**settings, "out_dir": str(tmp_path / "2"),
+                                              "moed_sentence": "The experts say ###MOED###."}))
     assert not list((tmp_path / "2").glob("*.rank*.jsonl"))  # adopted into the main file, refused with it
     assert len((tmp_path / "2" / "moed_rad_predictions.jsonl").read_text().splitlines()) == 6
 
@@ -284,10 +281,7 @@ def test_multi_label_evidence_hints():
 
 def test_multi_label_dataset_runs_from_specialists_to_the_ablation_table(toy_data, tmp_path):
     """Two specialists trained on a generated multi-label dataset -> case file -> arms, scored label by label."""
-    from gsco.collab.config import GscoConfig
-    from gsco.config import load_config
     from gsco.metrics.answers import multilabel_metrics
-    from gsco.recipes.gsco import run
     from gsco.specialists.config import SpecialistConfig
     from gsco.specialists.predict import predict_specialist
     from gsco.specialists.train import train_specialist
@@ -336,10 +330,8 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
     from PIL import Image
 
     from gsco.collab.cases import fill_case, read_cases
-    from gsco.collab.config import GscoConfig
     from gsco.collab.tasks import Task
     from gsco.config import ConfigError, load_config
-    from gsco.recipes.gsco import run
 
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "a.png")
     cases = [{"image": "a.png", "label": "x and z", "rad": ["x", "no finding", "x and z"],
@@ -369,7 +361,6 @@ def test_hand_written_multi_label_case_file_with_labels_as_words(tmp_path, toy_r
 @pytest.mark.e2e
 def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from gsco.collab.cases import fill_case
-    from gsco.collab.config import GscoConfig
     from gsco.collab.hint_samples import main as hint_main
     from gsco.collab.hint_samples import write_hint_samples
     from gsco.collab.tasks import Task
@@ -378,7 +369,6 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     from gsco.data.diagnosis_questions import diagnosis_question
     from gsco.data.registry import get_dataset_info
 
-    from conftest import REPO
     from doc_commands import run_documented
 
     data = shared_path("data", "medmnist", "breastmnist.npz")
@@ -428,11 +418,7 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
 def test_every_shipped_gsco_config_assembles_each_arm(name):
     from gsco.collab.arms import ARMS
     from gsco.collab.cases import template_for
-    from gsco.collab.config import GscoConfig
     from gsco.collab.tasks import Task
-    from gsco.config import load_config
-
-    from conftest import REPO
 
     cfg = load_config(GscoConfig, REPO / f"configs/gsco/{name}.yaml")
     task = Task.of(cfg)
@@ -460,9 +446,7 @@ def _complete_case(multi_label: bool) -> dict:
 def test_each_registered_arm_writes_its_hints_and_names_missing_evidence(arm, multi_label):
     from gsco.collab.arms import ARMS
     from gsco.collab.cases import fill_case, missing_evidence
-    from gsco.collab.config import GscoConfig
     from gsco.collab.tasks import Task
-    from gsco.config import load_config
 
     options = ["effusion", "mass", "nodule"] if multi_label else ["normal", "tumor"]
     cfg = load_config(GscoConfig, None, {"dataset": "chestmnist" if multi_label else "pcam200", "options": options})
@@ -484,10 +468,6 @@ def test_a_cases_arms_asked_together_answer_as_arm_by_arm_and_resume_per_arm(tmp
     case once, not once per arm), each arm keeps its own file and resume, and every file equals the arm-by-arm
     run's (share_prefix=false), also when one arm was complete and another half done before."""
     from PIL import Image
-
-    from gsco.collab.config import GscoConfig
-    from gsco.config import load_config
-    from gsco.recipes.gsco import run
 
     rng = np.random.default_rng(3)
     cases = []

@@ -1,7 +1,6 @@
 """End to end on the real BreastMNIST (../shared): the v2 recipe for a few epochs, then predict + retrieval."""
 
 import json
-import os
 import subprocess
 import sys
 
@@ -22,14 +21,16 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     assert train.returncode == 0, train.stderr[-2000:]
     stem = "breastmnist_28_endToEnd_resnet18_s9930641"
     assert f"best_checkpoint: {tmp_path / (stem + '_best.pth')}" in train.stdout
-    env_args = {"CONFIG": "configs/specialists/medmnist_v2.yaml", "PYTHON": sys.executable, "SEED": "9930641",
-                "ARCH": "resnet18", "DATASET": "breastmnist", "IMG_SIZE": "28", "TRAINING_PROCEDURE": "endToEnd"}
-    pred = subprocess.run(["bash", "inference_specialist.sh", f"data_path={data}", f"output_path={tmp_path}",
-                           "device=cpu", "stem=default"], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **env_args})
-    assert pred.returncode == 0, pred.stderr[-2000:]
+    # README: the test and the training split in one run (the training split for hint fine-tuning: each image left
+    # out of its own neighbours; the training features extracted once)
+    from doc_commands import run_documented
+
+    pred = run_documented("python -m gsco.specialists.predict --config configs/specialists/medmnist_v2.yaml "
+                          "split=[test,train]",
+                          append=[f"data_path={data}", f"output_path={tmp_path}", "device=cpu", "stem=default"])
     results = tmp_path / f"{stem}_results.json"
     assert f"results: {results}" in pred.stdout
+    assert f"results: {tmp_path / (stem + '_train_results.json')}" in pred.stdout
     res = json.loads(results.read_text())
     assert len(res["y_true"]) == 156 and np.array(res["all_search_train_ids"]).shape == (156, 10)
     assert np.array(res["all_search_train_ids"]).max() < 546
@@ -39,11 +40,6 @@ def test_short_v2_run_on_real_breastmnist_learns_and_writes_everything(tmp_path)
     assert res["AUC"] > 0.64, res["AUC"]
     prob, y = np.array(res["y_prob"]), np.array(res["y_true"])
     assert res["ACC"] == pytest.approx(np.mean((prob[:, 1] > 0.5) == y))
-    # README: the training split, predicted for hint fine-tuning (each image left out of its own neighbours)
-    from doc_commands import run_documented
-
-    run_documented("python -m gsco.specialists.predict --config configs/specialists/medmnist_v2.yaml split=train",
-                   append=[f"data_path={data}", f"output_path={tmp_path}", "device=cpu", "stem=default"])
     train_res = json.loads((tmp_path / f"{stem}_train_results.json").read_text())
     ids = np.array(train_res["all_search_train_ids"])
     assert ids.shape == (546, 10) and not (ids == np.arange(546)[:, None]).any()

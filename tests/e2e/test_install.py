@@ -41,15 +41,14 @@ def test_installed_package_builds_the_tiny_preset_and_answers_from_another_direc
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (80, 80, 3), dtype=np.uint8)).save(elsewhere / "x.png")
-    saved = subprocess.run([str(python), "-m", "gsco.meddr.presets", "preset=tiny", "out_dir=model"],
-                           cwd=elsewhere, capture_output=True, text=True, env=env)
-    assert saved.returncode == 0, saved.stderr[-2000:]
-    assert json.loads((elsewhere / "model" / "config.json").read_text())["model_type"] == "meddr"
-    ask = ("import json, gsco; from gsco.generalist import Generalist; "
+    # the preset saved by the installed presets command's function (the command itself: test_documented_commands)
+    ask = ("import json, gsco; from gsco.generalist import Generalist; from gsco.meddr.presets import main; "
+           "main(['preset=tiny', 'out_dir=model']); "
            "answers = [Generalist.load(m, device='cpu').answer(['x.png'], ['What is shown?'], max_new_tokens=4)[0] "
            "for m in ('model', None)]; print(json.dumps({'gsco': gsco.__file__, 'answers': answers}))")
     asked = subprocess.run([str(python), "-c", ask], cwd=elsewhere, capture_output=True, text=True, env=env)
     assert asked.returncode == 0, asked.stderr[-2000:]
+    assert json.loads((elsewhere / "model" / "config.json").read_text())["model_type"] == "meddr"
     out = json.loads(asked.stdout.strip().splitlines()[-1])
     assert Path(out["gsco"]).is_relative_to(site)
     # the saved preset and the preset built in memory are the same random model (seed 0): the same answer

@@ -93,11 +93,14 @@ def test_convert_refuses_its_source_as_destination_and_leaves_it_intact(tmp_path
     src = tmp_path / "MedDr_0401"
     shutil.copytree(shared_path("fixtures", "meddr_original_tiny"), src)
     before = tree_digest(src)
-    for dst in (src, src / "hf"):
-        proc = subprocess.run([sys.executable, "-m", "gsco.meddr.convert", f"original={src}", f"out_dir={dst}",
-                               "overwrite=true"], capture_output=True, text=True, cwd=REPO)
-        assert proc.returncode == 2 and "overlaps it" in proc.stderr, proc.stderr[-2000:]
-        assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run([sys.executable, "-m", "gsco.meddr.convert", f"original={src}", f"out_dir={src}",
+                           "overwrite=true"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and "overlaps it" in proc.stderr, proc.stderr[-2000:]
+    assert len(proc.stderr.strip().splitlines()) == 1
+    from gsco.meddr.convert import ConversionError, convert
+
+    with pytest.raises(ConversionError, match="overlaps it"):  # a folder inside it, in this process
+        convert(src, src / "hf", overwrite=True)
     assert tree_digest(src) == before
 
 
@@ -201,10 +204,16 @@ def _evaluate(tmp_path, *extra, env=None):
 
 @pytest.mark.e2e
 def test_another_model_or_metafile_into_the_same_out_dir_is_refused(tmp_path):
+    """The command refuses (status 2, the advice in its last line); the runs around it are the same settings in this
+    process."""
+    from gsco.config import load_config
+    from gsco.evaluation.resumable import ResumeMismatchError
     from gsco.generalist.registry import save_preset
+    from gsco.recipes.evaluate import EvalConfig, evaluate
 
-    first = _evaluate(tmp_path)
-    assert first.returncode == 0, first.stderr[-2000:]
+    settings = {"out_dir": str(tmp_path / "out"), "max_new_tokens": 3, "meteor": False, "report_tokenize": "none",
+                "device": "cpu"}
+    evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml", settings))
     predictions = tmp_path / "out" / "iu_xray_sample_predictions.jsonl"
     answers = predictions.read_text()
     other_model = save_preset("tiny", tmp_path / "other-model", seed=1)
@@ -215,11 +224,13 @@ def test_another_model_or_metafile_into_the_same_out_dir_is_refused(tmp_path):
     metafile.parent.mkdir()
     rows = (REPO / "data/examples/meddr/iu_xray_sample.jsonl").read_text().splitlines()
     metafile.write_text("\n".join(rows[:1]) + "\n")
-    refused = _evaluate(tmp_path, f"metafile={metafile}", f"image_root={REPO / 'data/examples/meddr'}")
-    assert refused.returncode == 2 and "metafile: " in refused.stderr
+    with pytest.raises(ResumeMismatchError, match="metafile: "):
+        evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml",
+                             {**settings, "metafile": str(metafile), "image_root": str(REPO / "data/examples/meddr")}))
     assert predictions.read_text() == answers  # nothing touched
-    again = _evaluate(tmp_path, "overwrite=true", env={"MODEL": str(other_model)})
-    assert again.returncode == 0 and predictions.read_text() != answers
+    evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml",
+                         {**settings, "model": str(other_model), "overwrite": True}))
+    assert predictions.read_text() != answers
 
 
 @pytest.mark.e2e

@@ -33,11 +33,21 @@ def reports():
     return refs, hyps
 
 
+@pytest.fixture(scope="module")
+def meteor():
+    """pycocoevalcap's METEOR scorer called directly (its own Java process, apart from the one ours keeps)."""
+    from pycocoevalcap.meteor.meteor import Meteor
+
+    scorer = Meteor()
+    yield scorer
+    scorer.meteor_p.kill()
+    scorer.meteor_p.wait()
+
+
 @pytest.mark.e2e
-def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports):
+def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports, meteor):
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
@@ -48,13 +58,19 @@ def test_report_metrics_equal_pycocoevalcap_scorers_on_the_same_tokens(reports):
     res = tok.tokenize({k: [{"caption": v}] for k, v in hyps.items()})
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     expected = {f"BLEU_{i}": b for i, b in enumerate(bleu, 1)}
-    expected["METEOR"] = Meteor().compute_score(gts, res)[0]
+    expected["METEOR"] = meteor.compute_score(gts, res)[0]
     expected["ROUGE_L"] = Rouge().compute_score(gts, res)[0]
     expected["CIDEr"] = Cider().compute_score(gts, res)[0]
     assert ours.keys() == expected.keys()
     for key in expected:
         assert ours[key] == pytest.approx(expected[key], abs=1e-12), key
     assert 0 < ours["BLEU_4"] < ours["BLEU_1"] < 1
+    # one METEOR process per Python process: the next call (a report ablation's next arm) reuses it
+    from gsco.metrics.report import _meteor
+
+    first = _meteor["scorer"].meteor_p.pid
+    assert report_metrics(refs, hyps, tokenize="ptb", meteor=True) == ours
+    assert _meteor["scorer"].meteor_p.pid == first
 
 
 @pytest.mark.e2e
@@ -159,7 +175,7 @@ def test_untokenized_scoring_feeds_the_scorers_the_strings_r2gengpt_feeds_them()
 
 
 @pytest.mark.e2e
-def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_text_is_unchanged(reports):
+def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_text_is_unchanged(reports, meteor):
     """report_tokenize=none (the report specialist's default) with a generalist's multi-line answer: pycocoevalcap's
     METEOR wrapper breaks its line protocol on the newline (a ValueError, or a hang); R2GenGPT's collapses whitespace
     first. Ours
@@ -167,7 +183,6 @@ def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_tex
     collapsed), and clean text scores exactly as pycocoevalcap scores it."""
     from pycocoevalcap.bleu.bleu import Bleu
     from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
     from pycocoevalcap.rouge.rouge import Rouge
 
     refs, hyps = (dict(list(d.items())[:8]) for d in reports)
@@ -176,15 +191,17 @@ def test_a_report_with_line_breaks_is_scored_as_r2gengpt_scores_it_and_clean_tex
     hyps_broken[keys[1]] = "Findings:\n" + hyps[keys[1]].replace(". ", ".\n\n", 2)
     hyps_broken[keys[2]] = hyps[keys[2]] + " \n"
 
-    def direct(h, meteor=True):
+    scorer = meteor
+
+    def direct(h, with_meteor=True):
         gts, res = {k: [refs[k]] for k in keys}, {k: [h[k]] for k in keys}
         bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
-        m = Meteor().compute_score(gts, res)[0] if meteor else None
+        m = scorer.compute_score(gts, res)[0] if with_meteor else None
         return {**{f"BLEU_{i}": b for i, b in enumerate(bleu, 1)}, "METEOR": m,
                 "ROUGE_L": Rouge().compute_score(gts, res)[0], "CIDEr": Cider().compute_score(gts, res)[0]}
 
     # (METEOR on clean text: the PTB test above)
-    clean = {k: v for k, v in direct(hyps, meteor=False).items() if k != "METEOR"}
+    clean = {k: v for k, v in direct(hyps, with_meteor=False).items() if k != "METEOR"}
     assert report_metrics(refs, hyps, tokenize="none", meteor=False) == pytest.approx(clean, abs=1e-12)
     ours = report_metrics(refs, hyps_broken, tokenize="none")
     # each line break, with the spaces around it, one space: what the two answers read as on one line

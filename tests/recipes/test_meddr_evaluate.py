@@ -2,6 +2,7 @@
 answer/report metrics."""
 
 import json
+import logging
 import subprocess
 
 import numpy as np
@@ -10,6 +11,7 @@ from PIL import Image
 
 from gsco.config import ConfigError, load_config
 from gsco.evaluation import TooManySkippedError
+from gsco.evaluation.resumable import ResumeMismatchError
 from gsco.recipes.evaluate import EvalConfig, evaluate, read_metafile
 
 from conftest import REPO, kill_when_written, shared_path
@@ -91,15 +93,16 @@ def test_inference_meddr_sh_killed_halfway_then_restarted(uninterrupted, iu_xray
     assert preds.read_text() == uninterrupted[0]
     assert "metrics:" in done.stdout and (tmp_path / "iu_xray_test_metrics.json").is_file()
     metrics = (tmp_path / "iu_xray_test_metrics.json").read_text()
-    rescored = subprocess.run([*cmd[:2], cmd[2] + " score_only=true"], env=env, capture_output=True, text=True,
-                              cwd=REPO)
-    assert rescored.returncode == 0 and json.loads((tmp_path / "iu_xray_test_metrics.json").read_text())["metrics"] \
-        == json.loads(metrics)["metrics"]
-    # scoring checks the manifest as resuming does: another model's name never lands on these answers
-    other = [*cmd[:2], cmd[2].replace("MODEL=tiny", "MODEL=meddr-40b") + " score_only=true"]
-    refused = subprocess.run(other, env=env, capture_output=True, text=True, cwd=REPO)
-    assert refused.returncode == 2 and "iu_xray_test_predictions.jsonl holds 12 answers of another run (model: " \
-        in refused.stderr and "score it with the settings that wrote it" in refused.stderr
+    # score_only with the command's settings (in this process) scores the same file again; scoring checks the
+    # manifest as resuming does: another model's name never lands on these answers
+    command = {"model": "tiny", "metafile": str(iu_xray), "image_root": str(iu_xray.parent), "task": "report",
+               "out_dir": str(tmp_path), "eval_batch_size": 2, "device": "cpu", "max_new_tokens": 12,
+               "meteor": False, "score_only": True}
+    rescored = evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml", command))
+    assert rescored["metrics"] == json.loads(metrics)["metrics"]
+    with pytest.raises(ResumeMismatchError, match="iu_xray_test_predictions.jsonl holds 12 answers of another run "
+                       "\\(model: .*score it with the settings that wrote it"):
+        evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml", {**command, "model": "meddr-40b"}))
     assert json.loads((tmp_path / "iu_xray_test_metrics.json").read_text())["model"] == "tiny"
 
 
@@ -180,7 +183,7 @@ def test_diagnosis_and_vqa_tasks_score_parsed_answers(tmp_path):
 
 
 @pytest.mark.e2e
-def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray, tmp_path):
+def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray, tmp_path, caplog):
     """GPUS=2 runs torchrun; on a CPU both processes use gloo, each answers half and the first merges."""
     lines = uninterrupted[0].splitlines(keepends=True)
     (tmp_path / "iu_xray_test_predictions.jsonl").write_text("".join(lines[:3]))  # an interrupted earlier run
@@ -194,20 +197,20 @@ def test_two_data_parallel_processes_write_the_same_file(uninterrupted, iu_xray,
     assert (tmp_path / "iu_xray_test_predictions.jsonl").read_text() == uninterrupted[0]
     assert not list(tmp_path.glob("*.rank*.jsonl"))
 
-    # what a killed GPUS=2 run leaves (its manifest and each rank's part file), resumed by one process:
-    # with another prompt every stale answer is refused; with the same settings the parts are adopted, none left
+    # what a killed GPUS=2 run leaves (its manifest and each rank's part file), resumed by one process (in this one:
+    # the command's settings through inference_meddr.sh's config): with another prompt every stale answer is refused;
+    # with the same settings the parts are adopted, none left
     (tmp_path / "iu_xray_test_predictions.jsonl").unlink()  # killed before any merge: all answers in parts
     (tmp_path / "iu_xray_test_predictions.rank0.jsonl").write_text("".join(lines[:5]))
     (tmp_path / "iu_xray_test_predictions.rank1.jsonl").write_text("".join(lines[6:8]))
-    one = dict(replace={"GPUS=4": "GPUS=1", "/path/to/meddr-hf": "tiny", "data/iu_xray/test.jsonl": str(iu_xray)},
-               append=[f"out_dir={tmp_path}", "eval_batch_size=8", "device=cpu", "max_new_tokens=12", "meteor=false"])
-    command = "GPUS=4 MODEL=/path/to/meddr-hf METAFILE=data/iu_xray/test.jsonl bash inference_meddr.sh"
-    refused = run_documented(command, replace=one["replace"], append=one["append"] + ["prompt_set=iu_xray"],
-                             check=False)
-    assert refused.returncode == 2 and "iu_xray_test_predictions.jsonl line 1 (question_id 0): its question is not " \
-        "the one asked now" in refused.stderr
-    proc = run_documented(command, **one)
-    assert "7 of 12 questions already answered; 5 to go" in proc.stderr
+    command = {"model": "tiny", "metafile": str(iu_xray), "out_dir": str(tmp_path), "eval_batch_size": 8,
+               "device": "cpu", "max_new_tokens": 12, "meteor": False}
+    with pytest.raises(ResumeMismatchError, match="iu_xray_test_predictions.jsonl line 1 \\(question_id 0\\): its "
+                       "question is not the one asked now"):
+        evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml", {**command, "prompt_set": "iu_xray"}))
+    with caplog.at_level(logging.INFO):
+        evaluate(load_config(EvalConfig, REPO / "configs/meddr/eval.yaml", command))
+    assert "7 of 12 questions already answered; 5 to go" in caplog.text
     assert sorted((tmp_path / "iu_xray_test_predictions.jsonl").read_text().splitlines(keepends=True)) == sorted(lines)
     assert not list(tmp_path.glob("*.rank*.jsonl"))
 

@@ -6,7 +6,7 @@ import timm
 import torch
 from sklearn.neighbors import NearestNeighbors
 
-from gsco.config import load_config
+from gsco.config import ConfigError, load_config
 from gsco.specialists.config import SpecialistConfig
 from gsco.specialists.models import load_specialist_checkpoint
 from gsco.specialists.predict import predict_specialist
@@ -243,8 +243,6 @@ def test_cifar_stem_keeps_28px_resolution_and_its_checkpoint_reloads(toy_data, t
 
 
 def test_stem_outside_its_choices_is_refused():
-    from gsco.config import ConfigError
-
     with pytest.raises(ConfigError, match="stem.*cifar"):
         cfg_of({"stem": "cifar10"})
 
@@ -275,6 +273,15 @@ def test_predict_on_the_training_split_leaves_each_image_out_of_its_own_neighbou
     dist, full = index.search(feats["flatten"], 6)
     assert np.array_equal(full[:, 0], np.arange(48)) and np.allclose(dist[:, 0], 0, atol=1e-5)
     assert np.array_equal(full[:, 1:], ids)
+    # split=[test,train]: both in one run (the training features extracted once), the same files as one by one
+    one_by_one = {p.name: p.read_text() for p in (run.files.results, files.results)}
+    for p in (run.files.results, files.results):
+        p.unlink()
+    both = predict_specialist(cfg_of({**toy_data("toy_binary"), "split": ["test", "train"]}))
+    assert [o["results"]["split"] for o in both] == ["test", "train"]
+    assert {p.name: p.read_text() for p in (run.files.results, files.results)} == one_by_one
+    with pytest.raises(ConfigError, match="key 'split': expected test, val or train, or a list of distinct ones"):
+        cfg_of({**toy_data("toy_binary"), "split": ["train", "train"]})
 
 
 def test_knn_metric_selects_the_neighbours_of_the_vote(toy_data, monkeypatch):
@@ -355,13 +362,15 @@ def test_v2_normalisation_and_grey_channels_reach_the_model(tmp_path):
 
 @pytest.mark.e2e
 def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path):
-    """Two trainings of one run into one output_path: the second refuses at once naming the first's process (other
-    runs may train beside it); a finished run asked to train on an npz with other labels is refused, not reported
-    as "already finished"."""
+    """Two trainings of one run into one output_path (the command): the second refuses at once naming the first's
+    process (other runs may train beside it); a finished run asked to train on an npz with other labels is refused,
+    not reported as "already finished" (in this process)."""
     import os
     import signal
     import subprocess
     import time
+
+    from gsco.evaluation.resumable import ResumeMismatchError
 
     from conftest import REPO, write_npz
     from doc_commands import documented_argv, documented_env
@@ -394,10 +403,11 @@ def test_a_run_is_owned_by_one_trainer_and_refuses_other_data(toy_data, tmp_path
     final = tmp_path / "out" / f"{cfg.run_name}_final.pth"
     before = final.stat().st_mtime_ns
     write_npz(tmp_path / "data", "toy_binary", "binary-class", 2, seed=7)  # the same name, other images and labels
-    refused = subprocess.run(argv(), cwd=REPO, env=env, capture_output=True, text=True)
-    assert refused.returncode == 2 and "_last.pth was trained on other data (train split: " in refused.stderr
+    with pytest.raises(ResumeMismatchError, match="_last.pth was trained on other data \\(train split: "):
+        train_specialist(cfg_of(base))
     assert final.stat().st_mtime_ns == before
     stored = json.loads((tmp_path / "out" / f"{cfg.run_name}_config.json").read_text())["training_data"]
     assert set(stored) == {"train", "val"} and stored["train"]["path"].endswith("toy_binary.npz")
-    assert subprocess.run(argv("overwrite=true"), cwd=REPO, env=env, capture_output=True).returncode == 0
+    train_specialist(cfg)  # overwrite=true trains it again on the new data
+    assert final.stat().st_mtime_ns != before
     assert final.stat().st_mtime_ns != before

@@ -7,12 +7,15 @@ a cleaned report (``a .  . b .``) counts there as it counts in R2GenGPT's scores
 answer may have them) are word boundaries: each with the spaces around it becomes one space, which leaves clean
 text as it is. METEOR gets each text with all whitespace collapsed, as R2GenGPT's METEOR wrapper sends it
 (``re.sub(r'\\s+', ' ', score_line)``; pycocoevalcap's own breaks its line protocol on a newline). METEOR needs
-Java (~10 s to start); SPICE is left out (it downloads CoreNLP models).
+Java (~5-10 s to start its scorer, which then stays up: one per process, reused by every later call — a report
+ablation scores many arms); SPICE is left out (it downloads CoreNLP models).
 """
 
 from __future__ import annotations
 
+import atexit
 import re
+import threading
 from collections.abc import Mapping
 
 from gsco.errors import MissingDependencyError
@@ -62,18 +65,34 @@ def report_metrics(references: Mapping[str, str | list[str]], predictions: Mappi
     bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
     scores.update({f"BLEU_{n}": float(b) for n, b in enumerate(bleu, 1)})
     if meteor:
-        from pycocoevalcap.meteor.meteor import Meteor
-
-        require_java("METEOR")
-        scorer = Meteor()
         collapse = lambda texts: {k: [" ".join(t.split()) for t in v] for k, v in texts.items()}  # noqa: E731
-        try:
-            scores["METEOR"] = float(scorer.compute_score(collapse(gts), collapse(res))[0])
-        finally:
-            _close_meteor(scorer)
+        scores["METEOR"] = meteor_score(collapse(gts), collapse(res))
     scores["ROUGE_L"] = float(Rouge().compute_score(gts, res)[0])
     scores["CIDEr"] = float(Cider().compute_score(gts, res)[0])
     return scores
+
+
+_meteor = {"scorer": None, "lock": threading.Lock()}
+
+
+def meteor_score(gts: dict[str, list[str]], res: dict[str, list[str]]) -> float:
+    """pycocoevalcap's METEOR over tokenized texts, through one METEOR process per Python process: started on the
+    first call, reused by the next (closed at exit, or after a call that failed: its line protocol may be out of
+    step)."""
+    with _meteor["lock"]:
+        scorer = _meteor["scorer"]
+        if scorer is None or scorer.meteor_p.poll() is not None:
+            from pycocoevalcap.meteor.meteor import Meteor
+
+            require_java("METEOR")
+            scorer = _meteor["scorer"] = Meteor()
+            atexit.register(_close_meteor, scorer)
+        try:
+            return float(scorer.compute_score(gts, res)[0])
+        except BaseException:
+            _close_meteor(scorer)
+            _meteor["scorer"] = None
+            raise
 
 
 def _close_meteor(scorer) -> None:

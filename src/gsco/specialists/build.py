@@ -78,7 +78,7 @@ def setup_specialist(cfg: SpecialistConfig, checkpoint_follows: bool = False) ->
         preprocess = Preprocess("native", mean, std, as_rgb=False, volume=True)
     else:
         preprocess = Preprocess(cfg.preprocess, mean, std, as_rgb=cfg.as_rgb)
-    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split)
+    files = RunFiles(Path(cfg.output_path), cfg.run_name, cfg.split if isinstance(cfg.split, str) else cfg.split[0])
     return SpecialistSetup(cfg, info, resolve_device(cfg.device), model, preprocess, files)
 
 

@@ -9,6 +9,8 @@ from typing import Literal
 from gsco.config import ConfigError
 from gsco.data.render import RenderSettings
 
+Split = Literal["test", "val", "train"]  # the splits predict evaluates
+
 PROCEDURES = ("endToEnd", "linearProbing", "kNN")
 
 
@@ -60,8 +62,9 @@ class SpecialistConfig(RenderSettings):
     save_index: bool = True  # write the retrieval index ({run}_index.safetensors)
     checkpoint: str | None = None  # predict: the checkpoint to evaluate (null: {output_path}/{run}_best.pth)
     # the split predict evaluates: test (the reference's {run}_results.json) or val/train ({run}_{split}_results.json;
-    # train retrieval leaves each image's own entry out) — train/val predictions are what hint fine-tuning reads
-    split: Literal["test", "val", "train"] = "test"
+    # train retrieval leaves each image's own entry out) — train/val predictions are what hint fine-tuning reads; a
+    # list ([test, train]) evaluates each in one run, the training split's features extracted once
+    split: Split | list[Split] = "test"
     extra_datasets: str | None = None  # your own dataset registry YAML (DATASET.md, "Adding a dataset")
 
     def validate(self) -> None:
@@ -79,6 +82,9 @@ class SpecialistConfig(RenderSettings):
                 raise ConfigError(f"key {key!r}: expected 1 or 3 numbers (or null), got {value}")
         if self.std is not None and not all(s > 0 for s in self.std):
             raise ConfigError(f"key 'std': every value must be positive, got {self.std}")
+        splits = self.split if isinstance(self.split, list) else [self.split]
+        if not splits or len(set(splits)) != len(splits):
+            raise ConfigError(f"key 'split': expected test, val or train, or a list of distinct ones, got {self.split}")
         if (self.mean is None) != (self.std is None):
             raise ConfigError("keys 'mean' and 'std' go together: give both, or leave both null")
         if self.num_workers < 0 or self.early_stopping_patience < 0 or self.weight_decay < 0:

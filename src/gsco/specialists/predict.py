@@ -2,6 +2,7 @@
 
     python -m gsco.specialists.predict [--config configs/config.yaml] [key=value ...]
     python -m gsco.specialists.predict ... split=train      (the training split: hints to fine-tune on)
+    python -m gsco.specialists.predict ... split=[test,train]   (both, the training features extracted once)
 
 Writes ``{output_path}/{run}_results.json`` (``{run}_{split}_results.json`` for ``split`` val/train) with the GSCo
 reference's keys — ``ACC``, ``AUC``, ``per_class_AUC``,
@@ -16,6 +17,7 @@ training image's own entry is left out of its neighbours (and of its kNN vote); 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 import time
@@ -70,16 +72,18 @@ def knn_scores(index: RetrievalIndex, queries: torch.Tensor, k: int, num_classes
     return votes.astype(np.float32)
 
 
-def predict_specialist(cfg: SpecialistConfig) -> dict:
-    """Evaluate a trained run (or kNN) on ``split``: results, plots and the retrieval index. It holds the run's
-    lock, as training does: a run still being trained (its ``_best.pth`` still changing) is not evaluated."""
+def predict_specialist(cfg: SpecialistConfig) -> dict | list[dict]:
+    """Evaluate a trained run (or kNN) on ``split``: results, plots and the retrieval index; returns the split's
+    ``{"results", "files"}`` (a list of them, in order, when ``split`` is a list). It holds the run's lock, as
+    training does: a run still being trained (its ``_best.pth`` still changing) is not evaluated."""
     from gsco.runtime import output_lock
 
     knn = cfg.training_procedure == "kNN"
     run = setup_specialist(cfg, checkpoint_follows=not knn)
     output_folder(run.files.output_dir, "output_path")
     with output_lock(run.files.output_dir, run=run.files.name, key="output_path"):
-        return _predict(cfg, run, knn)
+        outs = _predict(cfg, run, knn)
+    return outs if isinstance(cfg.split, list) else outs[0]
 
 
 def say_clamped(cfg: SpecialistConfig, offered: int, on_train: bool, knn: bool) -> None:
@@ -91,27 +95,51 @@ def say_clamped(cfg: SpecialistConfig, offered: int, on_train: bool, knn: bool) 
         logger.warning("k %d: the kNN vote takes the %d training images there are", cfg.k, offered)
 
 
-def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
+def _predict(cfg: SpecialistConfig, run, knn: bool) -> list[dict]:
     t0 = time.time()
-    info, files, model = run.info, run.files, run.model
+    model = run.model
     checkpoint = None
     if not knn:
-        checkpoint = cfg.checkpoint or str(files.best)
+        checkpoint = cfg.checkpoint or str(run.files.best)
         load_specialist_checkpoint(model, checkpoint)
         logger.info("loaded %s", checkpoint)
     model.to(run.device).eval()
 
+    splits = cfg.split if isinstance(cfg.split, list) else [cfg.split]
     kinds = tuple(dict.fromkeys([cfg.retrieval_features] + (["pooled"] if knn else [])))
-    split = cfg.split
-    on_train = split == "train"  # the training images search among the others (leave-one-out)
-    train_labels, train_logits, train_feats = extract_features(run, "train", kinds, with_logits=on_train and not knn)
-    if on_train:
-        test_labels, logits, test_feats = train_labels, train_logits, train_feats
-    else:
-        test_labels, logits, test_feats = extract_features(run, split, kinds, with_logits=not knn)
-
-    index = RetrievalIndex(train_feats[cfg.retrieval_features], train_labels, backend=cfg.retrieval_backend)
+    train = extract_features(run, "train", kinds, with_logits="train" in splits and not knn)
+    index = RetrievalIndex(train[2][cfg.retrieval_features], train[0], backend=cfg.retrieval_backend)
     index = index.to(run.device) if cfg.retrieval_backend == "torch" else index
+    if cfg.save_index:
+        index.save(run.files.index, metadata={"run": run.files.name, "features": cfg.retrieval_features,
+                                              "split": "train"})
+    outs = []
+    for split in splits:
+        evaluated = train if split == "train" else extract_features(run, split, kinds, with_logits=not knn)
+        files = dataclasses.replace(run.files, split=split)
+        results = _results(cfg, run, knn, split, train, evaluated, index)
+        results["checkpoint_file"] = checkpoint
+        if cfg.save_index:
+            results["index_file"] = str(files.index)
+        title = f"{run.info.name} {split} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
+        labels, prob, info = evaluated[0], results["y_prob"], run.info
+        results["roc_png"] = str(plot_roc(labels, prob, info.task, info.label_names, files.roc, title))
+        results["confusion_png"] = str(plot_confusion(labels, prob, info.task, info.label_names, files.confusion,
+                                                      title))
+        write_json(results, files.results)
+        outs.append({"results": results, "files": files})
+    logger.info("evaluated in %.1f s", time.time() - t0)
+    return outs
+
+
+def _results(cfg: SpecialistConfig, run, knn: bool, split: str, train: tuple, evaluated: tuple,
+             index: RetrievalIndex) -> dict:
+    """One split's results: metrics, predictions and each image's nearest training images (on the training split
+    each image leaves its own entry out)."""
+    info = run.info
+    on_train = split == "train"
+    train_labels, _, train_feats = train
+    test_labels, logits, test_feats = evaluated
     top_n = min(cfg.search_top_n, len(index) - on_train)
     say_clamped(cfg, len(index) - on_train, on_train, knn)
     if on_train:
@@ -129,15 +157,13 @@ def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
         prob = probabilities(logits, info).numpy()
         y_logits = logits.numpy()
 
-    metrics = classification_metrics(test_labels, prob, info.task)
-    y_true = test_labels if info.multi_label else test_labels[:, 0]
     neighbour_labels = train_labels[ids]  # (Q, top_n, 1) or (Q, top_n, L)
     if not info.multi_label:
         neighbour_labels = neighbour_labels[..., 0]
-    results = {
-        **metrics,
-        "checkpoint_file": checkpoint,
-        "y_true": y_true,
+    return {
+        **classification_metrics(test_labels, prob, info.task),
+        "checkpoint_file": None,
+        "y_true": test_labels if info.multi_label else test_labels[:, 0],
         "y_pred": predict_labels(prob, info.task),
         "y_logits": y_logits,
         "y_prob": prob,
@@ -157,26 +183,17 @@ def _predict(cfg: SpecialistConfig, run, knn: bool) -> dict:
         "retrieval_features": cfg.retrieval_features,
         "search_distance": "cosine distance (1 - cosine similarity); smaller is more similar",
     }
-    if cfg.save_index:
-        index.save(files.index, metadata={"run": files.name, "features": cfg.retrieval_features, "split": "train"})
-        results["index_file"] = str(files.index)
-    title = f"{info.name} {split} {cfg.architecture} ({cfg.training_procedure}, {cfg.img_size}px)"
-    results["roc_png"] = str(plot_roc(test_labels, prob, info.task, info.label_names, files.roc, title))
-    results["confusion_png"] = str(plot_confusion(test_labels, prob, info.task, info.label_names, files.confusion,
-                                                  title))
-    write_json(results, files.results)
-    logger.info("evaluated in %.1f s", time.time() - t0)
-    return {"results": results, "files": files}
 
 
-def _report(cfg: SpecialistConfig, out: dict) -> None:
-    r, files = out["results"], out["files"]
-    auc = "n/a" if r["AUC"] is None or np.isnan(r["AUC"]) else f"{r['AUC']:.4f}"
-    print(f"{r['dataset']} {r['split']}: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
-    print(f"results: {files.results}")
-    for key in ("roc_png", "confusion_png", "index_file"):
-        if key in r:
-            print(f"{key.removesuffix('_png').removesuffix('_file')}: {r[key]}")
+def _report(cfg: SpecialistConfig, outs: dict | list[dict]) -> None:
+    for out in outs if isinstance(outs, list) else [outs]:
+        r, files = out["results"], out["files"]
+        auc = "n/a" if r["AUC"] is None or np.isnan(r["AUC"]) else f"{r['AUC']:.4f}"
+        print(f"{r['dataset']} {r['split']}: ACC {r['ACC']:.4f}  AUC {auc}  ({len(r['y_true'])} images)")
+        print(f"results: {files.results}")
+        for key in ("roc_png", "confusion_png", "index_file"):
+            if key in r:
+                print(f"{key.removesuffix('_png').removesuffix('_file')}: {r[key]}")
 
 
 def main(argv: list[str] | None = None) -> int:
