@@ -14,11 +14,15 @@ export TOKENIZERS_PARALLELISM := false
 
 install: $(VENV)/.installed
 
-# torch is pinned to the wheels this machine (and CI) can install; the rest comes from pyproject.toml.
+# torch is pinned to the wheels this machine (and CI) can install; the rest comes from pyproject.toml. pip compiles
+# each file's bytecode one after another; compileall over the environment and src/ on every core does the same work
+# (syntax errors of files no one imports, which pip also skips, are not shown): set-up 54 s instead of 74 s here.
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -c "import torch, torchvision" 2>/dev/null || $(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-compile -e ".[dev]"
+	@$(PY) -m compileall -qq -j 0 $$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])") src \
+	  || true
 	@touch $@
 
 # The GSCo recipe in miniature on the real BreastMNIST (~7 min on 2 CPU cores): two specialists of different

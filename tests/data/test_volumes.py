@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, shared_path
+from conftest import REPO
 
 OPTIONS = ["liver", "kidney-right", "kidney-left", "femur-right", "femur-left", "bladder", "heart", "lung-right",
            "lung-left", "spleen", "pancreas"]
@@ -61,9 +61,9 @@ def test_volume_npz_is_read_and_checked(tmp_path):
 
 
 @pytest.mark.e2e
-def test_a_3d_specialist_trains_predicts_and_its_cases_run_through_inference_gsco_sh(tmp_path):
-    """README's 3D commands on a generated organmnist3d.npz: the results JSON has the 2D run's keys (BreastMNIST,
-    the same commands); the case builder writes the test volumes as NIfTI and inference_gsco.sh (tiny preset)
+def test_a_3d_specialist_trains_predicts_and_its_cases_run_through_inference_gsco_sh(tmp_path, toy_data):
+    """README's 3D commands on a generated organmnist3d.npz: the results JSON has a 2D run's keys (the same
+    commands); the case builder writes the test volumes as NIfTI and inference_gsco.sh (tiny preset)
     answers every arm on them, the generalist seeing a montage."""
     from gsco.collab.build_cases import build_cases
 
@@ -86,12 +86,9 @@ def test_a_3d_specialist_trains_predicts_and_its_cases_run_through_inference_gsc
     from gsco.specialists.predict import predict_specialist
     from gsco.specialists.train import train_specialist
 
-    flat_cfg = load_config(SpecialistConfig, REPO / "configs/config.yaml", {  # a 2D run's results JSON, in process
-        "dataset": "breastmnist", "data_path": str(shared_path("data", "medmnist")), "output_path": str(out),
-        "epochs": 1, "pretrained": False, "device": "cpu", "preprocess": "native", "search_top_n": 5})
-    train_specialist(flat_cfg)
-    predict_specialist(flat_cfg)
-    flat = json.loads((out / f"{flat_cfg.run_name}_results.json").read_text())
+    flat_cfg = load_config(SpecialistConfig, REPO / "configs/config.yaml", toy_data("toy_binary"))  # a 2D run's
+    train_specialist(flat_cfg)  # results JSON (a generated 2D dataset), in process
+    flat = json.loads(predict_specialist(flat_cfg)["files"].results.read_text())
     assert set(volume) == set(flat)
 
     cases = build_cases(results, tmp_path / "gsco" / "cases.json", tmp_path, rad_from=0, k=3)
