@@ -2,9 +2,9 @@
 
     python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml \
         cases=outputs/gsco/train/breastmnist_train_cases.json samples=outputs/gsco/train/hint_samples.json \
-        [arms=[generalist,moed,rad,moed_rad,rad_counts,moed_prob]] [arms_per_case=2] [seed=0]
+        [arms=[generalist,moed,rad,moed_rad,rad_counts,moed_prob]] [arms_per_case=2] [keep_arms=[generalist]] [seed=0]
 
-(the GSCo config's keys plus ``samples``, ``arms_per_case`` and ``seed``.)
+(the GSCo config's keys plus ``samples``, ``arms_per_case``, ``keep_arms`` and ``seed``.)
 
 Beyond the reference (whose MedDr reads hints zero-shot): a generalist can be fine-tuned to read the hints. The case
 file comes from ``python -m gsco.collab.build_cases`` on the specialists' ``{…}_train_results.json``
@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 
 def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path, arms: list[str] | None = None,
-                       per_case: int | None = None, seed: int = 0) -> Path:
-    """Write the sample file (JSON list); returns its path."""
+                       per_case: int | None = None, seed: int = 0, keep: list[str] | tuple = ()) -> Path:
+    """Write the sample file (JSON list); returns its path. Each case is asked every arm, or ``per_case`` arms:
+    those of ``keep``, then others drawn at random."""
     from gsco.data.diagnosis_questions import answer_text
 
     task = Task.of(cfg)
@@ -62,6 +63,10 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
         raise ConfigError(f"{cases_path}: none of the arms can be asked with these cases")
     if per_case is not None and not 1 <= per_case <= len(arms):
         raise ConfigError(f"key 'arms_per_case': {per_case} must be between 1 and the number of arms ({len(arms)})")
+    if [a for a in keep if a not in arms] or (per_case is not None and len(keep) > per_case):
+        raise ConfigError(f"key 'keep_arms': {list(keep)} must be among the arms asked ({', '.join(arms)}) and at "
+                          f"most arms_per_case ({per_case})")
+    drawn = [a for a in arms if a not in keep]
     tested = sorted({str(c["id"]) for c in cases if c.get("split") == "test"})
     if tested:
         raise ConfigError(f"{cases_path}: case {tested[0]} (and {len(tested) - 1} more) is from the test split; "
@@ -71,7 +76,8 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
     rng = np.random.default_rng(seed)
     samples = []
     for case in cases:
-        chosen = arms if per_case is None else [arms[i] for i in sorted(rng.choice(len(arms), per_case, replace=False))]
+        chosen = arms if per_case is None else [*keep, *(drawn[i] for i in sorted(
+            rng.choice(len(drawn), per_case - len(keep), replace=False)))]
         image = Path(case["image"]) if Path(case["image"]).is_absolute() else root / case["image"]
         image = os.path.relpath(image.resolve(), out.parent.resolve())
         for arm in chosen:
@@ -79,8 +85,8 @@ def write_hint_samples(cfg: GscoConfig, cases_path: str | Path, out: str | Path,
                 {"from": "human", "value": "<image>\n" + fill_case(cfg, arm, case, task)},
                 {"from": "gpt", "value": answer_text(case["label"])}]})
     write_json(samples, out, indent=0)  # through a temporary file: a kill never leaves half a sample file
-    logger.info("%d samples from %d cases (arms %s%s)", len(samples), len(cases), ", ".join(arms),
-                f", {per_case} per case" if per_case else "")
+    logger.info("%d samples from %d cases (arms %s%s%s)", len(samples), len(cases), ", ".join(arms),
+                f", {per_case} per case" if per_case else "", f", always {', '.join(keep)}" if keep else "")
     return out
 
 
@@ -89,7 +95,10 @@ class HintSamplesConfig(GscoConfig):
     """A GSCo config (the prompt pieces, ``cases``, ``arms``) plus what only hint samples need."""
 
     samples: str | None = None  # the sample file to write (JSON list, for train.sh DATA=)
-    arms_per_case: int | None = None  # arms drawn at random per case; null: every arm
+    arms_per_case: int | None = None  # arms per case (keep_arms, then others drawn at random); null: every arm
+    # arms every case is asked, the rest drawn: [generalist] keeps the plain question in every case's samples, so
+    # the model keeps learning to read the image (make demo: generalist alone 0.705 with two drawn arms, see Makefile)
+    keep_arms: list[str] = dataclasses.field(default_factory=list)
     seed: int = 0  # of that draw
 
     def validate(self) -> None:
@@ -101,7 +110,7 @@ class HintSamplesConfig(GscoConfig):
 
 
 def _write_and_print(cfg: HintSamplesConfig) -> None:
-    out = write_hint_samples(cfg, cfg.cases, cfg.samples, cfg.arms, cfg.arms_per_case, cfg.seed)
+    out = write_hint_samples(cfg, cfg.cases, cfg.samples, cfg.arms, cfg.arms_per_case, cfg.seed, cfg.keep_arms)
     print(f"samples: {out}")
 
 
