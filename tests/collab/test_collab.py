@@ -404,6 +404,16 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
     assert len(two) == 2 * 546 and len({s["id"].split(":")[1] for s in two}) == 6
     assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'two_again.json'}", "arms_per_case=2"]) == 0
     assert (tmp_path / "two_again.json").read_text() == (tmp_path / "two.json").read_text()
+    # keep_arms: every case asks the plain question, the second arm drawn from the other five
+    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'kept.json'}", "arms_per_case=2",
+                      "keep_arms=[generalist]"]) == 0
+    kept = [s["id"].split(":") for s in json.loads((tmp_path / "kept.json").read_text())]
+    assert [arm for _, arm in kept[0::2]] == ["generalist"] * 546 and [c for c, _ in kept[0::2]] == \
+        [c for c, _ in kept[1::2]]
+    assert {arm for _, arm in kept[1::2]} == {"moed", "rad", "moed_rad", "rad_counts", "moed_prob"}
+    with pytest.raises(ConfigError, match="key 'keep_arms': \\['generalist', 'rad'\\] must be among the arms "
+                       "asked .* and at most arms_per_case \\(1\\)"):
+        write_hint_samples(cfg, cases_path, tmp_path / "x.json", per_case=1, keep=["generalist", "rad"])
     # test-split cases are refused, as are arms that ask no generalist
     y_test = np.load(data)["test_labels"].ravel()
     fake_results(tmp_path / "t_results.json", y_test, 0)

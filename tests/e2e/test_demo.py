@@ -33,7 +33,7 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     cmd = ["make", "-C", str(REPO), "-o", "install", "demo", f"PY={sys.executable}", f"DEMO_OUT={out}",
            f"DATA_PATH={shared_path('data', 'medmnist')}", "SPECIALIST_EPOCHS=1", "MEDDR_EPOCHS=0.25",
-           "HINTS_PER_CASE=1", "GSCO_ARGS=max_new_tokens=8"]
+           "GSCO_ARGS=max_new_tokens=8"]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"table: {out}/gsco/ablation.md" in proc.stdout and "| specialist_vote | 156 |" in proc.stdout
@@ -68,7 +68,9 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
         assert (out / "gsco" / f"{arm}_confusion.png").is_file()
     # the generalist was fine-tuned on training-split samples asked with the arms' prompts
     samples = json.loads((out / "gsco" / "train" / "hint_samples.json").read_text())
-    assert len(samples) == 546 and all(s["id"].startswith("breastmnist_train_") for s in samples)
+    assert len(samples) == 2 * 546 and all(s["id"].startswith("breastmnist_train_") for s in samples)
+    arms_asked = [s["id"].split(":")[1] for s in samples]  # each case: the plain question and one arm with hints
+    assert arms_asked[0::2] == ["generalist"] * 546 and "generalist" not in arms_asked[1::2]
     assert (out / "meddr" / "final" / "config.json").is_file()
 
     # README's `make demo MODEL=...` after it: only GSCo runs again, with that generalist (a tiny MedGemma-family
