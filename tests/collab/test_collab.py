@@ -395,22 +395,24 @@ def test_hint_samples_ask_the_arms_prompts_on_training_cases(tmp_path):
         "<image>\n" + diagnosis_question(get_dataset_info("breastmnist"))
     read = read_training_data(out)
     assert len(read) == 546 * 6 and read[0].image.is_file()
-    # two arms per case, drawn with the seed: the documented command
+    # two arms per case, the plain question kept and the other drawn with the seed: the documented command
     run_documented("python -m gsco.collab.hint_samples --config configs/gsco/breastmnist.yaml "
-                   "cases=outputs/gsco/train/cases.json samples=outputs/gsco/train/hint_samples.json arms_per_case=2",
+                   "cases=outputs/gsco/train/cases.json samples=outputs/gsco/train/hint_samples.json arms_per_case=2 "
+                   "keep_arms=[generalist]",
                    replace={"outputs/gsco/train/cases.json": str(cases_path),
                             "outputs/gsco/train/hint_samples.json": str(tmp_path / "two.json")})
     two = json.loads((tmp_path / "two.json").read_text())
     assert len(two) == 2 * 546 and len({s["id"].split(":")[1] for s in two}) == 6
-    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'two_again.json'}", "arms_per_case=2"]) == 0
-    assert (tmp_path / "two_again.json").read_text() == (tmp_path / "two.json").read_text()
-    # keep_arms: every case asks the plain question, the second arm drawn from the other five
-    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'kept.json'}", "arms_per_case=2",
-                      "keep_arms=[generalist]"]) == 0
-    kept = [s["id"].split(":") for s in json.loads((tmp_path / "kept.json").read_text())]
+    kept = [s["id"].split(":") for s in two]
     assert [arm for _, arm in kept[0::2]] == ["generalist"] * 546 and [c for c, _ in kept[0::2]] == \
         [c for c, _ in kept[1::2]]
     assert {arm for _, arm in kept[1::2]} == {"moed", "rad", "moed_rad", "rad_counts", "moed_prob"}
+    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'two_again.json'}", "arms_per_case=2",
+                      "keep_arms=[generalist]"]) == 0
+    assert (tmp_path / "two_again.json").read_text() == (tmp_path / "two.json").read_text()
+    assert hint_main([f"cases={cases_path}", f"samples={tmp_path / 'drawn.json'}", "arms_per_case=2"]) == 0
+    drawn = [s["id"].split(":")[1] for s in json.loads((tmp_path / "drawn.json").read_text())]
+    assert len(drawn) == 2 * 546 and drawn.count("generalist") < 546  # both drawn: the plain question not always
     with pytest.raises(ConfigError, match="key 'keep_arms': \\['generalist', 'rad'\\] must be among the arms "
                        "asked .* and at most arms_per_case \\(1\\)"):
         write_hint_samples(cfg, cases_path, tmp_path / "x.json", per_case=1, keep=["generalist", "rad"])
