@@ -5,7 +5,8 @@
     python demo.py model=DIR image=a.png question="..." image=b.png question="..."
     python demo.py model=DIR pairs=questions.jsonl            # {"image": ..., "question": ...} per line
 
-Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, max_new_tokens, num_beams,
+Keys (also from ``--config FILE``): model, image, question (repeat both, in pairs), pairs, system, show_prompt
+(print what the model receives for the first question), max_new_tokens, num_beams,
 eval_batch_size, device, dtype, device_map, quantization, the render keys (window, plane, view, ...), and backend=openai
 base_url=... model_name=... for a model served behind an OpenAI-compatible API (API_KEY from the environment);
 web=true opens the web app instead. Answers go to stdout, one per line (newlines inside an answer are kept as
@@ -53,6 +54,7 @@ class DemoConfig(RenderSettings, GeneralistSettings):
     image: list[str] = dataclasses.field(default_factory=list)  # image files, paired with the questions in order
     question: list[str] = dataclasses.field(default_factory=list)  # the questions, one per image (or none)
     pairs: str | None = None  # JSONL file of {image, question} rows
+    system: str | None = None  # system message (null: none beyond what the chat template writes itself)
     max_new_tokens: int = 256  # answer length limit
     num_beams: int = 1  # 1: greedy
     eval_batch_size: int = 8  # questions per generate() call
@@ -83,8 +85,11 @@ def answer_and_print(cfg: DemoConfig) -> None:
             opened[image] = open_image(image, cfg)
     images = [None if image is None else opened[image] for image, _ in pairs]
     generalist = load_generalist(cfg)
+    from gsco.generalist.inputs import show_prompt
+
+    show_prompt(generalist, cfg, images[0], pairs[0][1], cfg.system)
     answers = generalist.answer(images, [q for _, q in pairs], max_new_tokens=cfg.max_new_tokens,
-                                num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size)
+                                num_beams=cfg.num_beams, batch_size=cfg.eval_batch_size, system=cfg.system)
     if None in answers:
         raise RuntimeError(f"{answers.count(None)} of {len(answers)} questions got no answer from the server (logged)")
     for answer in answers:

@@ -1,11 +1,11 @@
 """A generalist at real size on one GPU: memory and speed per quantization, a six-arm GSCo case set, a ZeRO-3 LoRA step.
 
     python bench/gpu/bench_gpu.py                               # on a GPU: the meddr-40b preset (random weights)
-    python bench/gpu/bench_gpu.py preset=medgemma-4b zero3=false  # a published size (gsco.generalist.sizes)
+    python bench/gpu/bench_gpu.py preset=medgemma-4b zero3=false  # a published size (gsco.generalist.families)
     python bench/gpu/bench_gpu.py preset=tiny zero3=false       # the same code on a CPU (tests/e2e/test_bench_gpu.py)
 
 ``preset`` is a MedDr preset (meddr-40b, tiny, a preset YAML such as this folder's mid.yaml), a published size of
-gsco.generalist.sizes (medgemma-4b, medgemma-27b, qwen2.5-vl-7b, qwen2.5-vl-72b, internvl3-8b, internvl3-78b), or
+gsco.generalist.families (medgemma-4b, medgemma-27b, qwen2.5-vl-7b, qwen2.5-vl-72b, internvl3-8b, internvl3-78b), or
 ``tiny-FAMILY`` (a family's tiny model of gsco.generalist.tiny: the code path of that size on a CPU).
 Random weights change neither speed nor memory, so the model is built from its config directly on the device, in
 bf16 (fp32 on a CPU), with no checkpoint to read. For each quantization (bf16 = none, bitsandbytes int8 and nf4
@@ -46,17 +46,17 @@ REPO = HERE.parents[1]
 
 def build_random(preset: str, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """The preset's model with random weights, built on ``device`` in ``dtype`` (no fp32 copy on the way)."""
-    from gsco.generalist.sizes import SIZES
+    from gsco.generalist.families import sizes
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)
     try:
         with torch.device(device):
-            if preset in SIZES:
+            if preset in sizes():
                 from transformers import AutoConfig, AutoModelForImageTextToText
 
-                size = SIZES[preset]
-                model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(size.model_type, **size.config))
+                family, size = sizes()[preset]
+                model = AutoModelForImageTextToText.from_config(AutoConfig.for_model(family.model_type, **size.config))
             elif preset.startswith("tiny-"):
                 from gsco.generalist.tiny import build
 

@@ -53,7 +53,6 @@ def own_generate(g: Generalist, image, question: str, max_new_tokens: int) -> st
 
 
 def test_every_family_has_a_tiny_model_of_its_model_type():
-    assert sorted(tiny.BUILDERS) == NAMES
     for name in NAMES:
         model, processor = tiny.build(name)
         assert model.config.model_type == FAMILIES[name].model_type and processor.chat_template

@@ -136,11 +136,12 @@ def test_the_readme_quantized_demo_commands_run(tmp_path):
 @pytest.mark.parametrize("name", ["meddr-40b", "medgemma-4b", "medgemma-27b", "qwen2.5-vl-7b", "qwen2.5-vl-72b",
                                   "internvl3-8b", "internvl3-78b"])
 def test_the_planner_counts_each_published_size_within_one_percent_and_keeps_its_vision_tower(name):
-    """Built on the meta device from gsco.generalist.sizes (MedDr: its preset); the published counts are the model
-    pages' (MedDr_0401 / InternVL-Chat-V1-2: 40.1B)."""
-    from gsco.generalist.sizes import SIZES
+    """Built on the meta device from the family folders' published sizes (MedDr: its preset); the published counts
+    are the model pages' (MedDr_0401 / InternVL-Chat-V1-2: 40.1B)."""
+    from gsco.generalist.families import sizes
     from gsco.meddr.plan import PARTS
 
+    SIZES = {name: size for name, (_, size) in sizes().items()}
     assert sorted(SIZES) == sorted(["medgemma-4b", "medgemma-27b", "qwen2.5-vl-7b", "qwen2.5-vl-72b",
                                     "internvl3-8b", "internvl3-78b"])
     published = SIZES[name].published if name in SIZES else 40.07e9

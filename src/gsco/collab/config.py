@@ -22,7 +22,7 @@ class GscoConfig(RenderSettings, GeneralistSettings):
         "render": RENDER_KEYS,  # how DICOM / NIfTI inputs become images (gsco.data.render)
         "build": ("specialists", "rad_from", "rad_k", "data_path"),
         "prompt": ("options", "modality", "multi_label", "no_finding", "intro", "rad_sentence", "moed_sentence",
-            "outro", "prompt_style", "hint_separator"),
+            "outro", "prompt_style", "hint_separator", "system"),
         "generalist": GENERALIST_KEYS,  # gsco.generalist.backends.GeneralistSettings: local or served
         "generation": ("eval_batch_size", "max_new_tokens", "share_prefix"),
         "scoring": ("answer_parsing", "report_cleaning", "report_tokenize", "meteor"),
@@ -55,6 +55,9 @@ class GscoConfig(RenderSettings, GeneralistSettings):
     # the prompt starts and ends with a space (inference_gsco.py); stripped: no space before or after
     prompt_style: Literal["reference", "stripped"] = "reference"
     hint_separator: str = ","  # between the hints of one placeholder (the reference: a comma)
+    # system message; null: none beyond what the chat template writes itself (MedDr: "Answer the questions.", as the
+    # reference; each family's card value in README's family table, e.g. MedGemma's "You are an expert radiologist.")
+    system: str | None = None
     # --- generation ---
     eval_batch_size: int = 8  # questions per generate() call (with share_prefix: a case's arms are never split)
     max_new_tokens: int = 512  # the reference: greedy, max_new_tokens 512

@@ -101,7 +101,8 @@ class Workbench:
         self.task = Task.of(cfg) if self.specialists else None
 
     def ask(self, image, question: str) -> str:
-        answer = self.generalist.answer([image], [question], self.cfg.max_new_tokens, batch_size=1)[0]
+        answer = self.generalist.answer([image], [question], self.cfg.max_new_tokens, batch_size=1,
+                                         system=self.cfg.system)[0]
         if answer is None:
             raise RuntimeError("the server gave no answer (see the log)")
         return answer
@@ -120,7 +121,7 @@ class Workbench:
         arms = list(generalist_arms(report=False))
         prompts = [fill_case(cfg, arm, case, task) for arm in arms]
         answers = self.generalist.answer([image] * len(arms), prompts, cfg.max_new_tokens, batch_size=len(arms),
-                                         share_prefix=cfg.share_prefix)
+                                         system=cfg.system, share_prefix=cfg.share_prefix)
         rad_names = hints["rad"]
         return {
             "specialists": [{"name": s.name, "prediction": hints["moed"][j],

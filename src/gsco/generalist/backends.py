@@ -15,6 +15,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 GENERALIST_KEYS = ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
+                   "min_pixels", "max_pixels", "show_prompt",
                    "backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
 
 
@@ -50,6 +51,10 @@ class GeneralistSettings:
     quantization: Literal["none", "int8", "nf4", "torchao-int8"] = "none"  # int8/nf4: bitsandbytes (CUDA); torchao-int8
     keep_unquantized: list[str] = dataclasses.field(default_factory=lambda: list(KEEP_UNQUANTIZED))  # kept 16-bit
     max_memory: str | None = None  # with device_map: limits per device, e.g. 0=70GiB,cpu=200GiB (the rest offloaded)
+    # image resolution, per family (README's family table; null: the family's default for small medical images)
+    min_pixels: int | None = None  # qwen2_5_vl: an image has at least this many pixels (default 256*28*28: 256 tokens)
+    max_pixels: int | None = None  # qwen2_5_vl: and at most this many (default 1280*28*28: 1,280 tokens)
+    show_prompt: bool = False  # print what the model receives for the first question (tokens, image tokens) to stderr
     backend: str = "local"  # local: transformers here; openai: an OpenAI-compatible server (or a registered backend)
     base_url: str | None = None  # backend=openai: the server's API root, e.g. http://localhost:8000/v1
     model_name: str | None = None  # backend=openai: the served model (null: the server's only model)

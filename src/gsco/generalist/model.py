@@ -89,6 +89,54 @@ def check_model_argument(model: str | Path | None) -> Path | None:
     return path
 
 
+def has_chat_template(path: Path) -> bool:
+    """Whether a model folder holds a chat template (in the places transformers reads it from), without loading."""
+    if (path / "chat_template.jinja").is_file() or (path / "chat_template.json").is_file() or \
+            any((path / "additional_chat_templates").glob("*.jinja")):
+        return True
+    for name in ("processor_config.json", "tokenizer_config.json"):
+        stored = read_json(path / name, "model file") if (path / name).is_file() else {}
+        if isinstance(stored, dict) and stored.get("chat_template"):
+            return True
+    return False
+
+
+def check_before_loading(path: Path, dtype: str, image_options: dict) -> dict:
+    """What can be refused before any weight is read (seconds, not the minutes a 27B-78B model takes to load): a
+    folder without a chat template, a dtype the family cannot run in, an image key the family does not take. Returns
+    the keyword arguments the family's processor is loaded with (its image defaults, overridden by the keys given)."""
+    from gsco.generalist.families import family_of, image_key_names
+
+    if not has_chat_template(path):
+        raise ModelLoadError(f"{path}: no chat template (chat_template.jinja / chat_template.json, or chat_template "
+                             "in tokenizer_config.json / processor_config.json); a generalist needs the one its "
+                             "model card uses — copy it from the checkpoint")
+    model_type = read_json(path / "config.json", "model config").get("model_type")
+    known = family_of(model_type)
+    given = {k: v for k, v in image_options.items() if v is not None}
+    if known is None:
+        if given:
+            raise ConfigError(f"keys {sorted(given)}: {path} is a {model_type!r} model, which no family in "
+                              f"gsco.generalist.families sizes images for; leave them unset")
+        return {}
+    name, family = known
+    if dtype in family.refused_dtypes:
+        raise ConfigError(f"key 'dtype': {dtype} is refused for {path} (family {name}): {family.refused_dtypes[dtype]}")
+    for key in given:
+        if key not in family.image_keys:
+            takes = ", ".join(family.image_keys) or "none"
+            raise ConfigError(f"key {key!r}: family {name} ({path}) does not take it (its image keys: {takes}; "
+                              f"{key} is one of {', '.join(k for k in image_key_names())})")
+    kwargs: dict = {}
+    for key, value in {**family.image_defaults, **given}.items():  # "size.shortest_edge": a field of size
+        *outer, last = family.image_keys[key].processor.split(".")
+        target = kwargs
+        for part in outer:
+            target = target.setdefault(part, {})
+        target[last] = value
+    return kwargs
+
+
 def parse_max_memory(text: str) -> dict:
     """``0=70GiB,1=70GiB,cpu=200GiB`` -> accelerate's ``max_memory`` ({0: "70GiB", ..., "cpu": "200GiB"})."""
     limits: dict = {}
@@ -155,16 +203,21 @@ class Generalist:
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto", dtype: str = "auto",
              device_map: str | None = None, quantization: str = "none",
-             keep_unquantized: Sequence[str] = KEEP_UNQUANTIZED, max_memory: str | None = None) -> "Generalist":
+             keep_unquantized: Sequence[str] = KEEP_UNQUANTIZED, max_memory: str | None = None,
+             image_options: dict | None = None) -> "Generalist":
         """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
         preset name (``tiny``: random weights) — None means ``tiny``. ``quantization``: none | int8 | nf4 (CUDA,
         bitsandbytes) | torchao-int8 (also on a CPU), never of the ``keep_unquantized`` modules. ``max_memory``
-        (with ``device_map``): per-device limits, e.g. ``0=70GiB,cpu=200GiB``; what does not fit is offloaded."""
+        (with ``device_map``): per-device limits, e.g. ``0=70GiB,cpu=200GiB``; what does not fit is offloaded.
+        ``image_options``: the image keys (``min_pixels=...``; None: the family's default). Everything that can be
+        refused is refused before a weight is read (:func:`check_before_loading`)."""
         from gsco.generalist.registry import import_family_of
 
         dev = resolve_device(device)
         torch_dtype = resolve_dtype(dtype, dev)
         path = check_model_argument(model)
+        if path is not None:
+            processor_kwargs = check_before_loading(path, dtype, image_options or {})
         check_quantization(quantization, dev, preset=path is None)
         if path is None:
             generalist = cls._from_preset(model or "tiny", dev, torch_dtype)
@@ -173,6 +226,10 @@ class Generalist:
             return generalist
         import_family_of(path)  # e.g. meddr's Auto classes
         from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(str(path), **processor_kwargs)
+        if getattr(processor, "chat_template", None) is None:
+            raise ModelLoadError(f"{path}: the processor has no chat template; a generalist needs one")
 
         logger.info("loading %s (%s, %s%s)", path, torch_dtype, device_map or dev,
                     "" if quantization == "none" else f", {quantization}")
@@ -193,17 +250,17 @@ class Generalist:
             net.to(dev)
         if quantization == "torchao-int8":
             quantize_torchao_int8(net, keep_unquantized)
-        processor = AutoProcessor.from_pretrained(str(path))
-        if getattr(processor, "chat_template", None) is None:
-            raise ModelLoadError(f"{path}: the processor has no chat template; a generalist needs one")
         return cls(net, processor, dev if not device_map else net.device, str(path))
 
     @classmethod
     def from_config(cls, cfg, device: str | None = None) -> "Generalist":
         """Load as a config's generalist keys say (model, device, dtype, device_map, quantization, keep_unquantized,
         max_memory); ``device`` overrides the config's (a data-parallel process's own GPU)."""
+        from gsco.generalist.families import image_key_names
+
         return cls.load(cfg.model, device or cfg.device, cfg.dtype, cfg.device_map, cfg.quantization,
-                        cfg.keep_unquantized, cfg.max_memory)
+                        cfg.keep_unquantized, cfg.max_memory,
+                        {key: getattr(cfg, key, None) for key in image_key_names()})
 
     @classmethod
     def identity(cls, cfg) -> dict:
@@ -238,9 +295,20 @@ class Generalist:
         return cls(net.to(device), processor, device, f"{name} (random weights)")
 
     def prompt(self, question: str, with_image: bool, system: str | None = None) -> str:
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
-        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
-        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        """The chat template's text for one question (:func:`gsco.generalist.inputs.render`)."""
+        from gsco.generalist.inputs import render
+
+        return render(self.processor, question, with_image, system)
+
+    def describe_input(self, image, question: str, system: str | None = None) -> str:
+        """What the model receives for one question (show_prompt=true): the token sequence decoded with special
+        tokens visible, and the image tokens its image became."""
+        from gsco.generalist.inputs import describe, encode
+
+        opened = None if image is None else (image if isinstance(image, Image.Image) else open_image(image))
+        inputs = encode(self.processor, [self.prompt(question, opened is not None, system)],
+                        None if opened is None else [[opened.convert("RGB")]])
+        return describe(self.processor, inputs["input_ids"][0], 0 if opened is None else 1)
 
     @torch.no_grad()
     def answer(self, images: Sequence[Image.Image | str | Path | None], questions: Sequence[str],
@@ -279,9 +347,12 @@ class Generalist:
                 return shared
         # images nested per prompt (Gemma 3 and Idefics3 count them per prompt; the others flatten the lists)
         nested = [[] if im is None else [im] for im in loaded] if any(im is not None for im in loaded) else None
+        from gsco.generalist.inputs import encode, image_token_counts, warn_image_tokens
+
         tokenizer = self.processor.tokenizer
-        tokenizer.padding_side = "left"
-        inputs = self.processor(text=texts, images=nested, padding=True, return_tensors="pt")
+        inputs = encode(self.processor, texts, nested)
+        warn_image_tokens(image_token_counts(self.processor, inputs["input_ids"], [im is not None for im in loaded]),
+                          self.__dict__.setdefault("_said", set()))
         inputs = inputs.to(self.device)
         if "pixel_values" in inputs:
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)

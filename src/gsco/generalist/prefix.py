@@ -130,11 +130,14 @@ def encode_images_once(processor, texts: list[str], keys: list, opened: dict) \
     the others are only tokenized, their image placeholder replaced by the first one's expanded image span (start,
     context tokens, end). Where that does not reproduce the processor's ids for the first prompt, every item goes
     through the processor."""
+    from gsco.generalist.inputs import adds_special_tokens
+
     tokenizer = processor.tokenizer
+    special = adds_special_tokens(processor, texts[0])  # as the card's apply_chat_template decides (one BOS)
     first: dict = {}
     for r, key in enumerate(keys):
         first.setdefault(key, r)
-    encoded = {key: processor(text=[texts[r]], images=[opened[key]], return_tensors="pt")
+    encoded = {key: processor(text=[texts[r]], images=[opened[key]], return_tensors="pt", add_special_tokens=special)
                for key, r in first.items()}
     per_token = ("input_ids", "attention_mask", "token_type_ids", "mm_token_type_ids")
     pixel_values = {key: {name: value for name, value in e.items() if name not in per_token}
@@ -142,14 +145,15 @@ def encode_images_once(processor, texts: list[str], keys: list, opened: dict) \
     types = encoded[keys[0]].get("token_type_ids")
     types = None if types is None else types[0]
     marks = [getattr(processor, n, None) for n in ("image_token_id", "start_image_token_id", "end_image_token_id")]
-    plain = tokenizer(texts)["input_ids"]
+    plain = tokenizer(texts, add_special_tokens=special)["input_ids"]
     spans = {}
     for key, r in first.items():
         full = encoded[key]["input_ids"][0]
         spliced = _splice_image_span(plain[r], full, *marks) if None not in marks else None
         if spliced is None or not torch.equal(spliced[0], full):
-            return [processor(text=[t], images=[opened[k]], return_tensors="pt")["input_ids"][0]
-                    for t, k in zip(texts, keys)], pixel_values, types
+            return [processor(text=[t], images=[opened[k]], return_tensors="pt",
+                              add_special_tokens=special)["input_ids"][0] for t, k in zip(texts, keys)], \
+                pixel_values, types
         spans[key] = spliced[1]
     ids = [encoded[key]["input_ids"][0] if first[key] == r else _splice_image_span(plain[r], spans[key], *marks)[0]
            for r, key in enumerate(keys)]

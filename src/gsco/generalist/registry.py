@@ -17,8 +17,6 @@ import importlib
 from collections.abc import Callable
 from pathlib import Path
 
-# model_type in a model directory's config.json -> the package that registers it
-FAMILIES: dict[str, str] = {"meddr": "gsco.meddr"}
 # model types whose prefix sharing is tested to give the plain path's answers, beyond gsco.generalist.families'
 # (a family package adds its own on import)
 PREFIX_SHARING: set[str] = set()
@@ -45,8 +43,11 @@ def register_presets(family: str, build: Callable, names: Callable[[], list[str]
 
 
 def _family_of(name: str) -> PresetFamily:
-    for module in FAMILIES.values():
-        importlib.import_module(module)
+    from gsco.generalist.families import FAMILIES
+
+    for family in FAMILIES.values():
+        if family.registers:
+            importlib.import_module(family.registers)
     for family in _PRESETS.values():
         if name in family.names():
             return family
@@ -61,8 +62,11 @@ def check_preset(name: str) -> None:
 
 def import_family(model_type: str | None) -> None:
     """Import the package that registers ``model_type`` (nothing for a type transformers knows itself)."""
-    if model_type in FAMILIES:
-        importlib.import_module(FAMILIES[model_type])
+    from gsco.generalist.families import family_of
+
+    known = family_of(model_type)
+    if known and known[1].registers:
+        importlib.import_module(known[1].registers)
 
 
 def import_family_of(model_dir: str | Path) -> None:

@@ -1,5 +1,5 @@
 """How much GPU memory a generalist run needs, per part, before anything is loaded: MedDr, or a published size of
-another family (``model=medgemma-27b``, :mod:`gsco.generalist.sizes`), or any model folder.
+another family (``model=medgemma-27b``, the published sizes of :mod:`gsco.generalist.families`), or any model folder.
 
     python -m gsco.meddr.plan model=meddr-40b batch_size=8 prompt_length=1024
 
@@ -65,12 +65,12 @@ class PlanConfig:
 
 
 def meta_model(model: str, dtype: torch.dtype) -> nn.Module:
-    """The model, built on the meta device: a published generalist's size (gsco.generalist.sizes: medgemma-4b,
+    """The model, built on the meta device: a published generalist's size (gsco.generalist.families: medgemma-4b,
     qwen2.5-vl-72b, ...), any model folder's config.json (a converted MedDr, MedGemma, ...) or a MedDr preset (name
     or YAML)."""
-    from gsco.generalist.sizes import SIZES, meta_model_of_size
+    from gsco.generalist.families import meta_model_of_size, sizes
 
-    if model in SIZES:
+    if model in sizes():
         return meta_model_of_size(model, dtype)
     folder = Path(model)
     if (folder / "config.json").is_file():

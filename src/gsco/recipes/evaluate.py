@@ -191,6 +191,8 @@ def predict(cfg: EvalConfig, items: list[Item]) -> dict:
     skipped: list[dict] = []
 
     def ask(todo: list[Item]):
+        from gsco.generalist.inputs import show_prompt
+
         rank, world = distributed_context()
         generalist = load_generalist(cfg, process_device(cfg.device, rank, world))
         for chunk in chunks(todo, cfg.eval_batch_size, "answering"):
@@ -205,6 +207,7 @@ def predict(cfg: EvalConfig, items: list[Item]) -> dict:
                     logger.warning("skipping question %s (line %d): %s", it.question_id, it.line, exc)
                     skipped.append({"question_id": it.question_id, "line": it.line, "error": str(exc)})
             if batch:
+                show_prompt(generalist, cfg, images[0], batch[0].question, cfg.system)
                 answers = generalist.answer(images, [it.question for it in batch], cfg.max_new_tokens,
                                             cfg.num_beams, batch_size=len(batch), system=cfg.system,
                                             share_prefix=cfg.share_prefix, **generation_kwargs(cfg))

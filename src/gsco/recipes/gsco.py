@@ -56,6 +56,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
     from gsco.data.render import render_identity
     from gsco.evaluation import Output, answer_resumably_many, chunks
     from gsco.generalist.backends import backend_identity
+    from gsco.generalist.inputs import show_prompt
     from gsco.runtime import file_fingerprint
 
     def ask(todo: list[tuple[dict, list[str]]]):
@@ -74,8 +75,9 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
             if not asked:
                 continue
             prompts = [fill_case(cfg, arm, c, task) for c, arm in asked]
+            show_prompt(generalist, cfg, images[0], prompts[0], cfg.system)
             answers = generalist.answer(images, prompts, cfg.max_new_tokens, batch_size=len(asked),
-                                        share_prefix=cfg.share_prefix)
+                                        system=cfg.system, share_prefix=cfg.share_prefix)
             rows: dict[str, list[dict]] = {}
             for (c, arm), q, a in zip(asked, prompts, answers):
                 if a is None:  # the served backend logged why; a re-run asks it again
