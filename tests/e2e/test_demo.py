@@ -73,14 +73,16 @@ def test_make_demo_runs_the_recipe_and_its_table_recomputes_from_its_files(tmp_p
     assert arms_asked[0::2] == ["generalist"] * 546 and "generalist" not in arms_asked[1::2]
     assert (out / "meddr" / "final" / "config.json").is_file()
 
-    # README's `make demo MODEL=...` after it: only GSCo runs again, with that generalist (a tiny MedGemma-family
-    # model standing in for the checkpoint folder), into its own folder; the specialists and case files are kept
+    # README's `make demo MODEL=...` after it: only GSCo runs again, with that generalist (a tiny Qwen2.5-VL standing
+    # in for the checkpoint folder; its image keys through GSCO_ARGS keep the thumbnails at 4 tokens on this CPU), into
+    # its own folder; the specialists and case files are kept
     from gsco.generalist.tiny import save
 
-    medgemma = save("gemma3", tmp_path / "medgemma-4b-it")
+    medgemma = save("qwen2_5_vl", tmp_path / "medgemma-4b-it")
     kept = {p: p.stat().st_mtime_ns for p in (out / "specialists").iterdir()} | \
         {out / "gsco" / "breastmnist_cases.json": (out / "gsco" / "breastmnist_cases.json").stat().st_mtime_ns}
-    again = subprocess.run([*cmd, f"MODEL={medgemma}", "GSCO_ARGS=max_new_tokens=4 arms=[generalist,moed_rad]"],
+    again = subprocess.run([*cmd, f"MODEL={medgemma}", "GSCO_ARGS=max_new_tokens=4 arms=[generalist,moed_rad] "
+                                                       "min_pixels=3136 max_pixels=3136"],
                            env=env, capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "specialist" not in again.stdout.split("inference_gsco.sh")[0]  # nothing before GSCo ran

@@ -200,6 +200,13 @@ def test_readmes_family_commands_build_a_tiny_medgemma_and_run_gsco_with_it(tmp_
     made = run_documented("python -m gsco.generalist.tiny family=gemma3 out_dir=outputs/tiny-gemma3",
                           replace={"outputs/tiny-gemma3": str(out)})
     assert "tiny gemma3 (random weights, stands for google/medgemma-4b-it" in made.stdout
+    shown = run_documented('python demo.py model=outputs/tiny-gemma3 image=data/examples/images/case0.png '
+                           'question="Is it normal?" show_prompt=true', replace={"outputs/tiny-gemma3": str(out)},
+                           append=["max_new_tokens=2", "device=cpu"])
+    prompt = shown.stderr.split("--- show_prompt: what ")[1].split("\n---")[0]
+    tokens = prompt.split("\n", 2)[2]  # after the header and "prompt (N tokens):"
+    assert tokens.startswith("<bos><start_of_turn>user\n") and tokens.count("<bos>") == 1, prompt
+    assert "<start_of_image><image_soft_token>×256<end_of_image>" in tokens and "image 1: 256 image tokens" in prompt
     cases = [{**case, "label": label, "moed": ["malignant", label], "rad": ["normal or benign"] * 3,
               "moed_prob": [0.8, 0.7]}
              for case, label in zip(pcam_cases(tmp_path, 3), ["malignant", "normal or benign", "malignant"])]

@@ -15,7 +15,7 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 GENERALIST_KEYS = ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
-                   "min_pixels", "max_pixels", "show_prompt",
+                   "min_pixels", "max_pixels", "max_tiles", "show_prompt",
                    "backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
 
 
@@ -54,6 +54,7 @@ class GeneralistSettings:
     # image resolution, per family (README's family table; null: the family's default for small medical images)
     min_pixels: int | None = None  # qwen2_5_vl: an image has at least this many pixels (default 256*28*28: 256 tokens)
     max_pixels: int | None = None  # qwen2_5_vl: and at most this many (default 1280*28*28: 1,280 tokens)
+    max_tiles: int | None = None  # internvl: 448 px tiles of 256 tokens an image may be split into (default 12)
     show_prompt: bool = False  # print what the model receives for the first question (tokens, image tokens) to stderr
     backend: str = "local"  # local: transformers here; openai: an OpenAI-compatible server (or a registered backend)
     base_url: str | None = None  # backend=openai: the server's API root, e.g. http://localhost:8000/v1

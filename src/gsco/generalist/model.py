@@ -127,14 +127,7 @@ def check_before_loading(path: Path, dtype: str, image_options: dict) -> dict:
             takes = ", ".join(family.image_keys) or "none"
             raise ConfigError(f"key {key!r}: family {name} ({path}) does not take it (its image keys: {takes}; "
                               f"{key} is one of {', '.join(k for k in image_key_names())})")
-    kwargs: dict = {}
-    for key, value in {**family.image_defaults, **given}.items():  # "size.shortest_edge": a field of size
-        *outer, last = family.image_keys[key].processor.split(".")
-        target = kwargs
-        for part in outer:
-            target = target.setdefault(part, {})
-        target[last] = value
-    return kwargs
+    return family.processor_kwargs(given)
 
 
 def parse_max_memory(text: str) -> dict:

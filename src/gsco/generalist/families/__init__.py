@@ -80,6 +80,18 @@ class Family:
         """One of the family folder's checkpoint files, parsed."""
         return json.loads((self.folder / name).read_text())
 
+    def processor_kwargs(self, given: dict | None = None) -> dict:
+        """The keyword arguments its processor is loaded with: the family's image defaults, overridden by the image
+        keys ``given`` (``size.shortest_edge``: that field of the ``size`` keyword)."""
+        kwargs: dict = {}
+        for key, value in {**self.image_defaults, **(given or {})}.items():
+            *outer, last = self.image_keys[key].processor.split(".")
+            target = kwargs
+            for part in outer:
+                target = target.setdefault(part, {})
+            target[last] = value
+        return kwargs
+
     def sources(self) -> dict:
         """SOURCES.json: for each checkpoint file, where it came from."""
         return json.loads((self.folder / "SOURCES.json").read_text())

@@ -65,7 +65,9 @@ def tiny_tokenizer(family):
     extra.update(config.get("extra_special_tokens") or {})
     if extra:
         named["extra_special_tokens"] = extra
-    tokenizer = byte_level_tokenizer(special_tokens(family), **named)
+    special = special_tokens(family)
+    special += [t for t in extra.values() if t not in special]  # a named token the excerpt's ids leave out
+    tokenizer = byte_level_tokenizer(special, **named)
     bos = bos_added(family)
     if bos is not None:
         bos_id = tokenizer.convert_tokens_to_ids(bos)
@@ -76,9 +78,9 @@ def tiny_tokenizer(family):
     return tokenizer
 
 
-def tiny_processor(family, tokenizer=None, **overrides):
+def tiny_processor(family, tokenizer=None, processor_kwargs: dict | None = None, **overrides):
     """The checkpoint's processor, loaded by ``AutoProcessor`` from its own files beside the tiny tokenizer (as a
-    real folder loads); ``overrides``: preprocessor_config fields set otherwise (e.g. a tiny vision tower's size)."""
+    real folder loads, with ``processor_kwargs``); ``overrides``: preprocessor_config fields set otherwise."""
     from transformers import AutoProcessor
 
     tokenizer = tokenizer or tiny_tokenizer(family)
@@ -90,7 +92,9 @@ def tiny_processor(family, tokenizer=None, **overrides):
             pre = family.card_file("preprocessor_config.json")
             (Path(tmp) / "preprocessor_config.json").write_text(json.dumps({**pre, **overrides}))
         tokenizer.save_pretrained(tmp)
-        return AutoProcessor.from_pretrained(tmp)
+        # the model type, from which a folder without a video processor's file gets the family's default one
+        (Path(tmp) / "config.json").write_text(json.dumps({"model_type": family.model_type}))
+        return AutoProcessor.from_pretrained(tmp, **(processor_kwargs or {}))
 
 
 def ids(tokenizer, *tokens: str) -> list[int]:

@@ -1,7 +1,7 @@
 """Idefics3 (HuggingFaceM4/Idefics3-8B-Llama3).
 
 Its tiny model is still written by hand (28 px tiles, SmolVLM's template): the checkpoint's files are not shipped
-here yet (tests/generalist/test_families.py names the families still without them).
+here yet (tests/generalist/test_family_cards.py names the families still without them).
 """
 
 from gsco.generalist.families import Family

@@ -1,11 +1,12 @@
 """InternVL3 in transformers' classes (OpenGVLab/InternVL3-8B-hf, OpenGVLab/InternVL3-78B-hf).
 
-Its tiny model is still written by hand (ChatML template, 56 px tiles of 4 tokens, CLIP's mean/std): the checkpoint's
-files are not shipped here yet (tests/generalist/test_families.py names the families still without them).
+What matters for what the model sees: an image is tiled into 448 px tiles by its aspect ratio (1-12 tiles, plus a
+thumbnail when there is more than one), 256 tokens each between ``<img>`` and ``</img>``, normalised with ImageNet's
+mean and std; a square thumbnail is one tile, 256 tokens. The ChatML template writes no system message (InternVL's own
+``chat()`` sends one: ``card_system``); the tokenizer adds no BOS; generation stops at ``<|im_end|>``.
 """
 
-from gsco.generalist.families import Family, Size
-from gsco.generalist.families.building import TEXT, VISION
+from gsco.generalist.families import Family, ImageKey, Size
 
 INTERNVIT_300M = {"hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 24, "num_attention_heads": 16,
                   "image_size": [448, 448], "patch_size": [14, 14], "attention_bias": True, "use_qk_norm": False,
@@ -17,49 +18,36 @@ QWEN2_5_7B = {"model_type": "qwen2", "hidden_size": 3584, "intermediate_size": 1
               "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 151674, "tie_word_embeddings": False}
 QWEN2_5_72B = {**QWEN2_5_7B, "hidden_size": 8192, "intermediate_size": 29568, "num_hidden_layers": 80,
                "num_attention_heads": 64, "num_key_value_heads": 8}
-CHATML = ("{%- for m in messages -%}{{- '<|im_start|>' + m['role'] + '\\n' -}}"
-          "{%- if m['content'] is string -%}{{- m['content'] -}}{%- else -%}{%- for c in m['content'] -%}"
-          "{%- if c['type'] == 'image' -%}{{- '<IMG_CONTEXT>\\n' -}}{%- else -%}{{- c['text'] -}}{%- endif -%}"
-          "{%- endfor -%}{%- endif -%}{{- '<|im_end|>\\n' -}}{%- endfor -%}"
-          "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}")
+INTERNVL_SYSTEM = ("你是书生·万象，英文名是InternVL，是由上海人工智能实验室、清华大学及多家合作单位联合开发的"
+                   "多模态大语言模型。")
 
 
 def build():
-    """transformers' InternVL (InternViT + pixel-shuffle MLP + Qwen2): 56 px tiles of 4 tokens, up to 4 tiles and a
-    thumbnail per image (InternVL3's dynamic tiling)."""
-    from transformers import (
-        GotOcr2ImageProcessor,
-        InternVLConfig,
-        InternVLForConditionalGeneration,
-        InternVLProcessor,
-        InternVLVisionConfig,
-        Qwen2Config,
-    )
-    from transformers.models.internvl.video_processing_internvl import InternVLVideoProcessor
+    """The tiny InternVL3: the card's processor files (448 px tiles of 256 tokens, ImageNet mean/std), tokenizer
+    behaviour, chat template and stop id; InternViT keeps its 448 px input and 14 px patches."""
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
-    from gsco.tokenizers import byte_level_tokenizer
+    from gsco.generalist.families import building
 
-    tokens = {"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
-              "video_token": "<video>"}
-    tok = byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>", *tokens.values()],
-                               extra_special_tokens=tokens, pad_token="<|endoftext|>", eos_token="<|im_end|>")
-    tok.chat_template = CHATML
-    tok.padding_side = tok.init_kwargs["padding_side"] = "left"
-    config = InternVLConfig(
-        vision_config=InternVLVisionConfig(**VISION, image_size=56, patch_size=14),
-        text_config=Qwen2Config(**TEXT, max_position_embeddings=4096, vocab_size=len(tok),
-                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        downsample_ratio=0.5, image_token_id=tok.convert_tokens_to_ids("<IMG_CONTEXT>"), tie_word_embeddings=False)
-    processor = InternVLProcessor(
-        image_processor=GotOcr2ImageProcessor(size={"height": 56, "width": 56}, crop_to_patches=True,
-                                              min_patches=1, max_patches=4),
-        tokenizer=tok, video_processor=InternVLVideoProcessor(), image_seq_length=4, chat_template=CHATML)
-    return InternVLForConditionalGeneration(config), processor
+    tokenizer = building.tiny_tokenizer(FAMILY)
+    processor = building.tiny_processor(FAMILY, tokenizer)
+    text = {**building.structural_config(FAMILY, "text_config"), **building.TEXT, "model_type": "qwen2",
+            "vocab_size": len(tokenizer), "max_position_embeddings": 8192, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    vision = {**building.structural_config(FAMILY, "vision_config"), **building.VISION,
+              "model_type": "internvl_vision"}
+    config = AutoConfig.for_model("internvl", **building.structural_config(FAMILY), text_config=text,
+                                  vision_config=vision, image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+                                  tie_word_embeddings=False)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.generation_config = building.generation_config(FAMILY, tokenizer)
+    return model, processor
 
 
 FAMILY = Family(
     name="internvl", model_type="internvl", checkpoints="OpenGVLab/InternVL3-8B-hf, OpenGVLab/InternVL3-78B-hf",
     card="OpenGVLab/InternVL3-8B-hf", vision=("vision_tower", "multi_modal_projector"), build_tiny=build,
+    card_system=INTERNVL_SYSTEM, image_keys={"max_tiles": ImageKey("max_patches")},  # the checkpoint's 12 by default
     sizes={
         "internvl3-8b": Size("OpenGVLab/InternVL3-8B-hf", 7.94e9, {
             "vision_config": INTERNVIT_300M, "text_config": QWEN2_5_7B, "downsample_ratio": 0.5,

@@ -47,7 +47,7 @@ FAMILY = Family(
     no_prefix_sharing="Qwen2.5-VL's multimodal RoPE places the text after an image by the image's grid, computed "
                       "from the whole prompt in generate's first step; a cached prefix would lose it",
     card_system=None,  # the template's own "You are a helpful assistant." when none is given
-    image_keys={"min_pixels": ImageKey("size.shortest_edge"), "max_pixels": ImageKey("size.longest_edge")},
+    image_keys={"min_pixels": ImageKey("min_pixels"), "max_pixels": ImageKey("max_pixels")},
     image_defaults={"min_pixels": 256 * TOKEN, "max_pixels": 1280 * TOKEN},
     sizes={
         "qwen2.5-vl-7b": Size("Qwen/Qwen2.5-VL-7B-Instruct", 8.29e9, {

@@ -1,7 +1,7 @@
 """SmolVLM (HuggingFaceTB/SmolVLM-Instruct, HuggingFaceTB/SmolVLM2-2.2B-Instruct).
 
 Its tiny model is still written by hand (Idefics3's tiny parts with a video token): the checkpoint's files are not
-shipped here yet (tests/generalist/test_families.py names the families still without them).
+shipped here yet (tests/generalist/test_family_cards.py names the families still without them).
 """
 
 from gsco.generalist.families import Family
