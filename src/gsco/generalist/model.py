@@ -115,6 +115,9 @@ def check_before_loading(path: Path, dtype: str, image_options: dict) -> dict:
     known = family_of(model_type)
     given = {k: v for k, v in image_options.items() if v is not None}
     if known is None:
+        logger.info("%s: model_type %r is in no family of gsco.generalist.families; it loads through transformers' "
+                    "Auto classes, fed by its own chat template and processor, without a family's checks", path,
+                    model_type)
         if given:
             raise ConfigError(f"keys {sorted(given)}: {path} is a {model_type!r} model, which no family in "
                               f"gsco.generalist.families sizes images for; leave them unset")
