@@ -1,4 +1,4 @@
-"""Idefics3 (HuggingFaceM4/Idefics3-8B-Llama3).
+"""Idefics3 (HuggingFaceM4/Idefics3-8B-Llama3; SmolVLM v1, HuggingFaceTB/SmolVLM-Instruct, is an idefics3 model).
 
 Its tiny model is still written by hand (28 px tiles, SmolVLM's template): the checkpoint's files are not shipped
 here yet (tests/generalist/test_family_cards.py names the families still without them).
@@ -51,5 +51,6 @@ def build():
 
 
 FAMILY = Family(
-    name="idefics3", model_type="idefics3", checkpoints="HuggingFaceM4/Idefics3-8B-Llama3",
+    name="idefics3", model_type="idefics3",
+    checkpoints="HuggingFaceM4/Idefics3-8B-Llama3; HuggingFaceTB/SmolVLM-Instruct (SmolVLM v1)",
     card="HuggingFaceM4/Idefics3-8B-Llama3", vision=("vision_model", "connector"), build_tiny=build)

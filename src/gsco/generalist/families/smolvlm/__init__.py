@@ -1,4 +1,4 @@
-"""SmolVLM (HuggingFaceTB/SmolVLM-Instruct, HuggingFaceTB/SmolVLM2-2.2B-Instruct).
+"""SmolVLM2 (HuggingFaceTB/SmolVLM2-2.2B-Instruct; SmolVLM v1 checkpoints are idefics3 models).
 
 Its tiny model is still written by hand (Idefics3's tiny parts with a video token): the checkpoint's files are not
 shipped here yet (tests/generalist/test_family_cards.py names the families still without them).
@@ -26,5 +26,5 @@ def build():
 
 FAMILY = Family(
     name="smolvlm", model_type="smolvlm",
-    checkpoints="HuggingFaceTB/SmolVLM-Instruct, HuggingFaceTB/SmolVLM2-2.2B-Instruct",
-    card="HuggingFaceTB/SmolVLM-Instruct", vision=("vision_model", "connector"), build_tiny=build)
+    checkpoints="HuggingFaceTB/SmolVLM2-2.2B-Instruct, HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
+    card="HuggingFaceTB/SmolVLM2-2.2B-Instruct", vision=("vision_model", "connector"), build_tiny=build)
