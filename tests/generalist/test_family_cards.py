@@ -91,9 +91,9 @@ def card_inputs(processor, image, question, system):
 @pytest.mark.parametrize("name", NAMES)
 def test_gscos_inputs_for_a_mixed_batch_equal_the_cards_question_by_question(name, tiny):
     """Input ids, attention mask and pixel values of a left-padded batch of four questions about images of four
-    sizes (with a system message where the template takes one) equal the card's one-question inputs."""
+    sizes, with a system message, equal the card's one-question inputs."""
     _, processor = tiny(name)
-    system = None if name in ("llava", "internvl_chat") else "You are an expert radiologist."  # LLaVA-1.5's drops it
+    system = "You are an expert radiologist."
     pictures = images([(28, 28), (64, 48), (90, 60), (33, 77)])
     questions = [f"Question {i}: is there a finding here{'?' * i}" for i in range(4)]
     texts = [inputs.render(processor, q, True, system) for q in questions]
@@ -245,3 +245,15 @@ def test_readmes_family_inputs_table_is_the_registry_and_the_counts_are_measured
             counts += inputs.image_token_counts(processor, encoded["input_ids"], [1])
         assert cells[2] == " / ".join(map(str, counts)), (name, counts)
     assert 64 <= int(rows["qwen2_5_vl"][2].split(" / ")[0])  # a thumbnail is not 4 tokens with the defaults
+
+
+def test_the_image_keys_set_are_part_of_a_runs_identity():
+    """A resume with other image keys is another run (answers differ with them); none set leaves the identity as
+    it was before the keys existed."""
+    from gsco.collab.config import GscoConfig
+    from gsco.generalist.model import Generalist
+
+    cfg = GscoConfig(model="tiny")
+    assert "images" not in Generalist.identity(cfg)
+    cfg.min_pixels = 3136
+    assert Generalist.identity(cfg)["images"] == {"min_pixels": 3136}

@@ -260,8 +260,13 @@ class Generalist:
 
     @classmethod
     def identity(cls, cfg) -> dict:
-        """The model for a predictions manifest: its directory's identity (or the preset's), and its quantization."""
-        return {"model": model_identity(cfg.model), **quantization_identity(cfg)}
+        """The model for a predictions manifest: its directory's identity (or the preset's), its quantization and the
+        image keys set (answers differ with them; none set: nothing, so earlier manifests still match)."""
+        from gsco.generalist.families import image_key_names
+
+        images = {key: getattr(cfg, key) for key in image_key_names() if getattr(cfg, key, None) is not None}
+        return {"model": model_identity(cfg.model), **quantization_identity(cfg),
+                **({"images": images} if images else {})}
 
     def _shares_prefix(self) -> bool:
         """Prefix sharing is used where the model's family declares it (:mod:`gsco.generalist.prefix`); elsewhere

@@ -89,7 +89,7 @@ def _ask_arms(cfg: GscoConfig, arms: list[str], cases: list[dict], generalist, t
             yield rows
 
     common = {**backend_identity(cfg), **render_identity(cfg),
-              "cases": file_fingerprint(repo_file(cfg.cases))}
+              "cases": file_fingerprint(repo_file(cfg.cases)), **({"system": cfg.system} if cfg.system else {})}
     outputs = {arm: Output(Path(cfg.out_dir) / f"{arm}_predictions.jsonl",
                            {**common, "arm": arm, "image_root": str(root.resolve()),
                             "max_new_tokens": cfg.max_new_tokens},
