@@ -191,6 +191,24 @@ def test_train_sh_refuses_a_family_it_does_not_fine_tune_before_loading(name, fo
 
 
 @pytest.mark.e2e
+def test_readmes_smolvlm_commands_show_a_thumbnail_as_one_tile_and_the_cards_seventeen_one_key_away(tmp_path):
+    """README's SmolVLM2 commands: the tiny folder (the checkpoint's processor files), then demo.py's show_prompt
+    with GSCo's default (one 384 px tile, 81 image tokens) and with the card's image_splitting (1,377)."""
+    out = tmp_path / "tiny-smolvlm"
+    run_documented("python -m gsco.generalist.tiny family=smolvlm out_dir=outputs/tiny-smolvlm",
+                   replace={"outputs/tiny-smolvlm": str(out)})
+    command = 'python demo.py model=outputs/tiny-smolvlm image=data/examples/images/case0.png question="Is it normal?" '
+    for keys, tokens in (("show_prompt=true", 81), ("show_prompt=true image_splitting=true", 1377)):
+        shown = run_documented(command + keys, replace={"outputs/tiny-smolvlm": str(out)},
+                               append=["max_new_tokens=2", "device=cpu"])
+        prompt = shown.stderr.split("--- show_prompt: what ")[1].split("\n---")[0]
+        tokens_shown = prompt.split("\n", 2)[2]
+        assert tokens_shown.startswith("<|im_start|>User:<fake_token_around_image>"), prompt
+        assert f"image 1: {tokens} image tokens" in prompt and ("<row_4_col_4>" in prompt) == (tokens > 81), prompt
+        assert "<fake_token_around_image>Is it normal?<end_of_utterance>\nAssistant:\n" in tokens_shown, prompt
+
+
+@pytest.mark.e2e
 def test_readmes_family_commands_build_a_tiny_medgemma_and_run_gsco_with_it(tmp_path):
     """README's commands: a tiny gemma3 folder from ``python -m gsco.generalist.tiny``, then every arm of
     ``inference_gsco.sh`` on a BreastMNIST-style case file with it as MODEL (standing in for the MedGemma folder)."""

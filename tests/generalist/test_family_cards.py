@@ -14,10 +14,10 @@ from gsco.generalist import inputs
 from gsco.generalist.families import CARD_FILES, FAMILIES, build_tiny, building
 
 NAMES = sorted(FAMILIES)
-# the families whose folders do not hold their checkpoint's files yet (their tiny models are written by hand); a
-# family gaining its files must leave this list, and none may join it
-WITHOUT_CARD_FILES = {"idefics3", "internvl_chat", "smolvlm"}
-CARDED = [n for n in NAMES if n not in WITHOUT_CARD_FILES]
+# fed by its original code, not by a transformers processor (MedDr: its published checkpoint has no chat template or
+# processor files): its SOURCES.json names the original code's outputs its tiny model is tested against instead
+ORIGINAL_CODE = {"internvl_chat"}
+CARDED = [n for n in NAMES if n not in ORIGINAL_CODE]
 
 
 def images(sizes, seed=0):
@@ -37,8 +37,22 @@ def tiny():
     return get
 
 
+@pytest.mark.e2e
+@pytest.mark.parametrize("name", sorted(ORIGINAL_CODE))
+def test_a_family_fed_by_its_original_code_names_the_original_outputs_it_is_tested_against(name):
+    from conftest import REPO, shared_path
+
+    sources = FAMILIES[name].sources()
+    assert not sources["files"] and sources["card"].startswith("https://huggingface.co/" + FAMILIES[name].card)
+    original = sources["original_code"]
+    tests = (REPO / original["tested_by"]).read_text()
+    for fixture in original["fixtures"]:
+        assert (shared_path(fixture) / "meta.json").is_file() and fixture.split("/")[-1] in tests, fixture
+    assert (REPO / sources["real_dimensions"]["from"]).is_file()
+
+
 def test_every_family_folder_holds_its_checkpoint_files_each_naming_its_source():
-    assert {n for n in NAMES if not (FAMILIES[n].folder / "SOURCES.json").is_file()} == WITHOUT_CARD_FILES
+    assert all((FAMILIES[n].folder / "SOURCES.json").is_file() for n in NAMES)
     for name in CARDED:
         folder = FAMILIES[name].folder
         shipped = {p.name for p in folder.glob("*.json")} - {"SOURCES.json"}
@@ -60,7 +74,7 @@ def test_the_tiny_model_carries_its_checkpoints_tokenizer_template_processor_and
     assert processor.chat_template == family.card_file("chat_template.json")["chat_template"]
     encoded = tokenizer("Is it benign?")["input_ids"]
     adds_bos = tokenizer.bos_token is not None and encoded[0] == tokenizer.bos_token_id
-    assert adds_bos == bool(card.get("add_bos_token")), name
+    assert adds_bos == (building.bos_added(family) is not None), name  # add_bos_token, or Llama 3's post-processor
     for field in ("bos_token", "eos_token", "pad_token", "unk_token"):
         assert getattr(tokenizer, field) == card.get(field), (name, field)
     pre = family.card_file("preprocessor_config.json")
@@ -115,6 +129,24 @@ def test_gscos_inputs_for_a_mixed_batch_equal_the_cards_question_by_question(nam
     bos = processor.tokenizer.bos_token_id
     if bos is not None:
         assert all(int((row == bos).sum()) <= 1 for row in batch["input_ids"]), name
+
+
+def test_medgemmas_card_the_system_message_and_the_question_before_the_image_is_two_keys_away(tiny):
+    """MedGemma's card: system "You are an expert radiologist.", then the question's text, then the image — GSCo with
+    system=<the card's> question_first=true sends exactly that (the default sends the image first, no system turn)."""
+    from gsco.generalist.model import Generalist
+
+    model, processor = tiny("gemma3")
+    system, question, image = FAMILIES["gemma3"].card_system, "Describe this X-ray", images([(40, 40)])[0]
+    card = processor.apply_chat_template(
+        [{"role": "system", "content": [{"type": "text", "text": system}]},
+         {"role": "user", "content": [{"type": "text", "text": question}, {"type": "image", "image": image}]}],
+        add_generation_prompt=True, tokenize=True, return_dict=True, return_tensors="pt")
+    ours = Generalist(model, processor, torch.device("cpu"), "tiny gemma3", question_first=True)
+    got = inputs.encode(processor, [ours.prompt(question, True, system)], [[image]])
+    assert torch.equal(got["input_ids"], card["input_ids"]) and torch.equal(got["pixel_values"], card["pixel_values"])
+    default = Generalist(model, processor, torch.device("cpu"), "tiny gemma3").prompt(question, True)
+    assert default.index("<start_of_image>") < default.index(question) and system not in default
 
 
 def test_medgemmas_prompt_has_one_bos_where_tokenizing_the_rendered_text_again_would_give_two(tiny):
@@ -205,6 +237,25 @@ def test_qwens_image_keys_reach_its_processor_with_small_image_defaults(saved):
     assert "image 1: 4 image tokens" in card.describe_input(thumb, "?")
 
 
+@pytest.mark.parametrize("name, tile, default, card", [("smolvlm", 384, 81, 1377), ("idefics3", 364, 169, 2873)])
+def test_idefics3_kinds_give_a_thumbnail_one_tile_by_default_and_the_cards_seventeen_with_splitting(
+        saved, name, tile, default, card):
+    """The checkpoint upscales a 28 px image to 1,456-1,536 px and splits it into 16 tiles and a global view (SmolVLM2:
+    1,377 image tokens, Idefics3: 2,873); GSCo's default is one tile; image_splitting=true is the card's."""
+    from gsco.generalist.model import Generalist
+
+    folder = saved(name)
+    thumb = images([(28, 28)])[0]
+    ours = Generalist.load(str(folder), device="cpu").describe_input(thumb, "?")
+    assert f"image 1: {default} image tokens" in ours and "<row_1_col_1>" not in ours
+    split = Generalist.load(str(folder), device="cpu", image_options={"image_splitting": True})
+    shown = split.describe_input(thumb, "?")
+    assert f"image 1: {card} image tokens" in shown and "<row_4_col_4>" in shown
+    halved = Generalist.load(str(folder), device="cpu", image_options={"image_splitting": True,
+                                                                        "longest_edge": 2 * tile})
+    assert f"image 1: {5 * default} image tokens" in halved.describe_input(thumb, "?")  # 2 x 2 tiles + global
+
+
 def test_every_familys_image_key_is_a_key_of_every_generalist_command():
     import dataclasses
 
@@ -233,11 +284,14 @@ def test_readmes_family_inputs_table_is_the_registry_and_the_counts_are_measured
             assert f"`{key}`" in cells[3], (name, key)
         if family.card_system:
             assert family.card_system in cells[4], name
-        if name not in CARDED:
-            assert cells[1].startswith("not shipped") and cells[2] == "—", name
-            continue
-        assert cells[1] == family.card, name
-        processor = building.tiny_processor(family, processor_kwargs=family.processor_kwargs())
+        if name in ORIGINAL_CODE:  # the converted checkpoint's processor: MedDr_0401's 448 px, 256 tokens
+            from gsco.meddr.processor import build_byte_tokenizer, build_processor
+
+            assert cells[1].startswith("original code"), name
+            processor = build_processor(build_byte_tokenizer(), image_size=448, image_seq_length=256)
+        else:
+            assert cells[1] == family.card, name
+            processor = building.tiny_processor(family, processor_kwargs=family.processor_kwargs())
         counts = []
         for side in (28, 64, 224):
             text = inputs.render(processor, "Is it benign?", True)

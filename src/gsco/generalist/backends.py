@@ -15,7 +15,8 @@ from typing import Literal, Protocol, Sequence, runtime_checkable
 from gsco.generalist.quantization import KEEP_UNQUANTIZED
 
 GENERALIST_KEYS = ("model", "device", "dtype", "device_map", "quantization", "keep_unquantized", "max_memory",
-                   "min_pixels", "max_pixels", "max_tiles", "show_prompt",
+                   "min_pixels", "max_pixels", "max_tiles", "image_splitting", "longest_edge", "question_first",
+                   "show_prompt",
                    "backend", "base_url", "model_name", "concurrency", "request_timeout", "max_retries")
 
 
@@ -55,6 +56,9 @@ class GeneralistSettings:
     min_pixels: int | None = None  # qwen2_5_vl: an image has at least this many pixels (default 256*28*28: 256 tokens)
     max_pixels: int | None = None  # qwen2_5_vl: and at most this many (default 1280*28*28: 1,280 tokens)
     max_tiles: int | None = None  # internvl: 448 px tiles of 256 tokens an image may be split into (default 12)
+    image_splitting: bool | None = None  # idefics3, smolvlm: tiles (default false: one tile; the card's true)
+    longest_edge: int | None = None  # idefics3, smolvlm: with image_splitting, the edge split (card: 1456/1536)
+    question_first: bool = False  # the question's text before the image (MedGemma's card: true)
     show_prompt: bool = False  # print what the model receives for the first question (tokens, image tokens) to stderr
     backend: str = "local"  # local: transformers here; openai: an OpenAI-compatible server (or a registered backend)
     base_url: str | None = None  # backend=openai: the server's API root, e.g. http://localhost:8000/v1

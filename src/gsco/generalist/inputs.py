@@ -21,17 +21,21 @@ logger = logging.getLogger(__name__)
 FEW_IMAGE_TOKENS, MANY_IMAGE_TOKENS = 64, 2048
 
 
-def messages(question: str, with_image: bool, system: str | None = None) -> list[dict]:
-    """The conversation of one question: an optional system turn, then the user's image (if any) and text."""
-    content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+def messages(question: str, with_image: bool, system: str | None = None, question_first: bool = False) -> list[dict]:
+    """The conversation of one question: an optional system turn, then the user's image (if any) and text — or the
+    text and then the image (``question_first``: MedGemma's card)."""
+    image = [{"type": "image"}] if with_image else []
+    text = [{"type": "text", "text": question}]
+    content = text + image if question_first else image + text
     return ([{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []) + \
         [{"role": "user", "content": content}]
 
 
-def render(processor, question: str, with_image: bool, system: str | None = None) -> str:
+def render(processor, question: str, with_image: bool, system: str | None = None,
+           question_first: bool = False) -> str:
     """The chat template's text for one question, as the card renders it."""
-    return processor.apply_chat_template(messages(question, with_image, system), add_generation_prompt=True,
-                                         tokenize=False)
+    return processor.apply_chat_template(messages(question, with_image, system, question_first),
+                                         add_generation_prompt=True, tokenize=False)
 
 
 def adds_special_tokens(processor, text: str) -> bool:

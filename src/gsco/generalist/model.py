@@ -195,18 +195,20 @@ class Generalist:
     processor: object
     device: torch.device
     name: str
+    question_first: bool = False  # the question's text before the image (MedGemma's card); default: image first
 
     @classmethod
     def load(cls, model: str | Path | None = None, device: str = "auto", dtype: str = "auto",
              device_map: str | None = None, quantization: str = "none",
              keep_unquantized: Sequence[str] = KEEP_UNQUANTIZED, max_memory: str | None = None,
-             image_options: dict | None = None) -> "Generalist":
+             image_options: dict | None = None, question_first: bool = False) -> "Generalist":
         """``model``: a transformers model directory (a converted MedDr, or e.g. Qwen2-VL / MedGemma), or a MedDr
         preset name (``tiny``: random weights) — None means ``tiny``. ``quantization``: none | int8 | nf4 (CUDA,
         bitsandbytes) | torchao-int8 (also on a CPU), never of the ``keep_unquantized`` modules. ``max_memory``
         (with ``device_map``): per-device limits, e.g. ``0=70GiB,cpu=200GiB``; what does not fit is offloaded.
-        ``image_options``: the image keys (``min_pixels=...``; None: the family's default). Everything that can be
-        refused is refused before a weight is read (:func:`check_before_loading`)."""
+        ``image_options``: the image keys (``min_pixels=...``; None: the family's default). ``question_first``: the
+        question's text before the image in the user's turn. Everything that can be refused is refused before a
+        weight is read (:func:`check_before_loading`)."""
         from gsco.generalist.registry import import_family_of
 
         dev = resolve_device(device)
@@ -217,6 +219,7 @@ class Generalist:
         check_quantization(quantization, dev, preset=path is None)
         if path is None:
             generalist = cls._from_preset(model or "tiny", dev, torch_dtype)
+            generalist.question_first = question_first
             if quantization == "torchao-int8":
                 quantize_torchao_int8(generalist.model, keep_unquantized)
             return generalist
@@ -246,7 +249,7 @@ class Generalist:
             net.to(dev)
         if quantization == "torchao-int8":
             quantize_torchao_int8(net, keep_unquantized)
-        return cls(net, processor, dev if not device_map else net.device, str(path))
+        return cls(net, processor, dev if not device_map else net.device, str(path), question_first)
 
     @classmethod
     def from_config(cls, cfg, device: str | None = None) -> "Generalist":
@@ -256,17 +259,20 @@ class Generalist:
 
         return cls.load(cfg.model, device or cfg.device, cfg.dtype, cfg.device_map, cfg.quantization,
                         cfg.keep_unquantized, cfg.max_memory,
-                        {key: getattr(cfg, key, None) for key in image_key_names()})
+                        {key: getattr(cfg, key, None) for key in image_key_names()},
+                        bool(getattr(cfg, "question_first", False)))
 
     @classmethod
     def identity(cls, cfg) -> dict:
         """The model for a predictions manifest: its directory's identity (or the preset's), its quantization and the
-        image keys set (answers differ with them; none set: nothing, so earlier manifests still match)."""
+        image keys set and the question before the image (answers differ with them; none set: nothing, so earlier
+        manifests still match)."""
         from gsco.generalist.families import image_key_names
 
         images = {key: getattr(cfg, key) for key in image_key_names() if getattr(cfg, key, None) is not None}
         return {"model": model_identity(cfg.model), **quantization_identity(cfg),
-                **({"images": images} if images else {})}
+                **({"images": images} if images else {}),
+                **({"question_first": True} if getattr(cfg, "question_first", False) else {})}
 
     def _shares_prefix(self) -> bool:
         """Prefix sharing is used where the model's family declares it (:mod:`gsco.generalist.prefix`); elsewhere
@@ -299,7 +305,7 @@ class Generalist:
         """The chat template's text for one question (:func:`gsco.generalist.inputs.render`)."""
         from gsco.generalist.inputs import render
 
-        return render(self.processor, question, with_image, system)
+        return render(self.processor, question, with_image, system, self.question_first)
 
     def describe_input(self, image, question: str, system: str | None = None) -> str:
         """What the model receives for one question (show_prompt=true): the token sequence decoded with special
@@ -340,7 +346,9 @@ class Generalist:
                 opened[key] = (im if isinstance(im, Image.Image) else open_image(im)).convert("RGB")
             loaded.append(None if key is None else opened[key])
         texts = [self.prompt(q, im is not None, system) for q, im in zip(questions, loaded)]
-        if share_prefix and num_beams == 1 and None not in keys and len(opened) < len(keys) and self._shares_prefix():
+        # with the question first, the arms' prompts part before the image: no common prefix holds it
+        if share_prefix and num_beams == 1 and None not in keys and len(opened) < len(keys) \
+                and not self.question_first and self._shares_prefix():
             from gsco.generalist.prefix import answer_sharing_prefix
 
             shared = answer_sharing_prefix(self, keys, opened, texts, max_new_tokens, generate_kwargs)

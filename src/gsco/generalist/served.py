@@ -44,10 +44,10 @@ class ServedGeneralist:
     API."""
 
     def __init__(self, base_url: str, model_name: str | None = None, concurrency: int = 8,
-                 request_timeout: float = 600.0, max_retries: int = 5):
+                 request_timeout: float = 600.0, max_retries: int = 5, question_first: bool = False):
         from openai import OpenAI
 
-        self.base_url, self.concurrency = base_url, concurrency
+        self.base_url, self.concurrency, self.question_first = base_url, concurrency, question_first
         self.client = OpenAI(base_url=base_url, api_key=os.environ.get("API_KEY") or "none", timeout=request_timeout,
                              max_retries=max_retries)
         self.model_name = model_name or self._only_model()
@@ -57,12 +57,14 @@ class ServedGeneralist:
 
     @classmethod
     def from_config(cls, cfg, device: str | None = None) -> "ServedGeneralist":
-        return cls(cfg.base_url, cfg.model_name, cfg.concurrency, cfg.request_timeout, cfg.max_retries)
+        return cls(cfg.base_url, cfg.model_name, cfg.concurrency, cfg.request_timeout, cfg.max_retries,
+                   bool(getattr(cfg, "question_first", False)))
 
     @classmethod
     def identity(cls, cfg) -> dict:
         """The served model and its server, for a predictions manifest (another model or server is refused)."""
-        return {"model": {"served": cfg.model_name or "the server's only model", "base_url": cfg.base_url}}
+        return {"model": {"served": cfg.model_name or "the server's only model", "base_url": cfg.base_url},
+                **({"question_first": True} if getattr(cfg, "question_first", False) else {})}
 
     def _only_model(self) -> str:
         import openai
@@ -100,7 +102,8 @@ class ServedGeneralist:
             if image is not None and id(image) not in urls:
                 opened = open_image(image) if isinstance(image, (str, Path)) else image
                 urls[id(image)] = image_data_url(opened)
-        requests = [self._messages(None if im is None else urls[id(im)], q, system) for im, q in zip(images, questions)]
+        requests = [self._messages(None if im is None else urls[id(im)], q, system, self.question_first)
+                    for im, q in zip(images, questions)]
         with ThreadPoolExecutor(max_workers=max(1, min(self.concurrency, len(requests)))) as pool:
             results = list(pool.map(lambda m: self._ask(m, max_new_tokens), requests))
         answers = [a for a, _ in results]
@@ -110,9 +113,10 @@ class ServedGeneralist:
         return answers
 
     @staticmethod
-    def _messages(url: str | None, question: str, system: str | None) -> list[dict]:
-        content = ([{"type": "image_url", "image_url": {"url": url}}] if url else []) + \
-            [{"type": "text", "text": question}]
+    def _messages(url: str | None, question: str, system: str | None, question_first: bool = False) -> list[dict]:
+        image = [{"type": "image_url", "image_url": {"url": url}}] if url else []
+        text = [{"type": "text", "text": question}]
+        content = text + image if question_first else image + text
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": content}]
 
     def _ask(self, messages: list[dict], max_new_tokens: int) -> tuple[str | None, str]:

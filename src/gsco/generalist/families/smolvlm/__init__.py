@@ -1,30 +1,17 @@
-"""SmolVLM2 (HuggingFaceTB/SmolVLM2-2.2B-Instruct; SmolVLM v1 checkpoints are idefics3 models).
+"""SmolVLM2 (HuggingFaceTB/SmolVLM2-2.2B-Instruct, HuggingFaceTB/SmolVLM2-500M-Video-Instruct; SmolVLM v1 checkpoints
+are idefics3 models).
 
-Its tiny model is still written by hand (Idefics3's tiny parts with a video token): the checkpoint's files are not
-shipped here yet (tests/generalist/test_family_cards.py names the families still without them).
+What matters for what the model sees: as Idefics3, with 384 px tiles of 81 tokens (pixel shuffle 3 x 3) and a longest
+edge of 1,536 px — a 28 px image becomes 16 upscaled tiles and a global view, 1,377 image tokens; GSCo's default is
+one tile (``image_splitting`` off, 81 tokens), ``image_splitting=true`` the card's. The chat template writes
+``<|im_start|>``, which the tokenizer does not add; turns end with ``<end_of_utterance>``, where generation stops.
 """
 
 from gsco.generalist.families import Family
-from gsco.generalist.families.idefics3 import TEMPLATE, parts
-
-
-def build():
-    from transformers import (
-        SmolVLMConfig,
-        SmolVLMForConditionalGeneration,
-        SmolVLMImageProcessor,
-        SmolVLMProcessor,
-        SmolVLMVisionConfig,
-    )
-    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
-
-    tok, config, sizes = parts(SmolVLMConfig, SmolVLMVisionConfig, ["<video>"])
-    processor = SmolVLMProcessor(image_processor=SmolVLMImageProcessor(**sizes), tokenizer=tok,
-                                 video_processor=SmolVLMVideoProcessor(), image_seq_len=1, chat_template=TEMPLATE)
-    return SmolVLMForConditionalGeneration(config), processor
-
+from gsco.generalist.families.idefics3 import IMAGE_DEFAULTS, IMAGE_KEYS, build_idefics3_kind
 
 FAMILY = Family(
     name="smolvlm", model_type="smolvlm",
     checkpoints="HuggingFaceTB/SmolVLM2-2.2B-Instruct, HuggingFaceTB/SmolVLM2-500M-Video-Instruct",
-    card="HuggingFaceTB/SmolVLM2-2.2B-Instruct", vision=("vision_model", "connector"), build_tiny=build)
+    card="HuggingFaceTB/SmolVLM2-2.2B-Instruct", vision=("vision_model", "connector"),
+    build_tiny=lambda: build_idefics3_kind(FAMILY, "smolvlm"), image_keys=IMAGE_KEYS, image_defaults=IMAGE_DEFAULTS)
