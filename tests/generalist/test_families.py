@@ -197,9 +197,12 @@ def test_readmes_smolvlm_commands_show_a_thumbnail_as_one_tile_and_the_cards_sev
     out = tmp_path / "tiny-smolvlm"
     run_documented("python -m gsco.generalist.tiny family=smolvlm out_dir=outputs/tiny-smolvlm",
                    replace={"outputs/tiny-smolvlm": str(out)})
-    command = 'python demo.py model=outputs/tiny-smolvlm image=data/examples/images/case0.png question="Is it normal?" '
-    for keys, tokens in (("show_prompt=true", 81), ("show_prompt=true image_splitting=true", 1377)):
-        shown = run_documented(command + keys, replace={"outputs/tiny-smolvlm": str(out)},
+    for command, tokens in (
+            ('python demo.py model=outputs/tiny-smolvlm image=data/examples/images/case0.png question="Is it normal?" '
+             'show_prompt=true', 81),
+            ('python demo.py model=outputs/tiny-smolvlm image=data/examples/images/case0.png question="Is it normal?" '
+             'show_prompt=true image_splitting=true', 1377)):
+        shown = run_documented(command, replace={"outputs/tiny-smolvlm": str(out)},
                                append=["max_new_tokens=2", "device=cpu"])
         prompt = shown.stderr.split("--- show_prompt: what ")[1].split("\n---")[0]
         tokens_shown = prompt.split("\n", 2)[2]
