@@ -213,10 +213,10 @@ def test_interrupted_training_resumes_to_the_same_end(task, tmp_path):
 
     class StopAt(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step == 10:
+            if state.global_step == 4:
                 control.should_training_stop = True
 
-    common = {"data": str(root / "squares.json"), "mode": "lora", "max_steps": 20, "save_steps": 5,
+    common = {"data": str(root / "squares.json"), "mode": "lora", "max_steps": 8, "save_steps": 2,
               "logging_steps": 1}
     full = train(cfg_of(out_dir=str(tmp_path / "a"), **common))
     train(cfg_of(out_dir=str(tmp_path / "b"), **common), callbacks=[StopAt()])
@@ -225,8 +225,8 @@ def test_interrupted_training_resumes_to_the_same_end(task, tmp_path):
     def losses(result):
         return {h["step"]: h["loss"] for h in result["log_history"] if "loss" in h}
 
-    assert resumed["global_step"] == full["global_step"] == 20
-    assert abs(losses(resumed)[20] - losses(full)[20]) <= 1e-5
+    assert resumed["global_step"] == full["global_step"] == 8
+    assert abs(losses(resumed)[8] - losses(full)[8]) <= 1e-5
     wa = load_file(str(tmp_path / "a" / "adapter" / "adapter_model.safetensors"))
     wb = load_file(str(tmp_path / "b" / "adapter" / "adapter_model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
