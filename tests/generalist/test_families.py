@@ -96,8 +96,9 @@ def test_prefix_sharing_where_declared_answers_as_the_plain_path_and_is_said_off
 
 
 def test_prefix_sharing_falls_back_where_images_tile_differently_or_a_sliding_window_is_exceeded(folder, monkeypatch):
-    """InternVL3 tiles images by their aspect (different token counts: no common prefix holds every image); Gemma 3's
-    sliding-window layers would drop cached positions once a prompt outgrows the window: both answer the plain way."""
+    """InternVL3 with the card's tiles (max_tiles=12) tiles images by their aspect (different token counts: no common
+    prefix holds every image); Gemma 3's sliding-window layers would drop cached positions once a prompt outgrows the
+    window: both answer the plain way."""
     from gsco.generalist import prefix
 
     calls = []
@@ -105,7 +106,7 @@ def test_prefix_sharing_falls_back_where_images_tile_differently_or_a_sliding_wi
     monkeypatch.setattr(prefix, "answer_sharing_prefix", lambda *a, **k: calls.append(shared_path(*a, **k)) or
                         calls[-1])
     questions = ["Which is it? Options: a, b.", "Which is it? Hint: a. Options: a, b."] * 2
-    internvl = Generalist.load(str(folder("internvl")), device="cpu")
+    internvl = Generalist.load(str(folder("internvl")), device="cpu", image_options={"max_tiles": 12})
     tiled = images([(56, 56), (40, 120)])  # one tile; three tiles and a thumbnail
     pictures = [tiled[0], tiled[0], tiled[1], tiled[1]]
     assert internvl.answer(pictures, questions, max_new_tokens=6, share_prefix=False) == \
@@ -134,6 +135,7 @@ def test_torchao_int8_quantizes_the_language_model_and_keeps_each_familys_vision
     assert len(g.answer(images([(40, 50)] * 2), ["Is it normal?"] * 2, max_new_tokens=4)) == 2
 
 
+@pytest.mark.e2e  # every arm of every family (about 30 CPU-seconds): the full tier, not the quick one
 @pytest.mark.parametrize("name", NAMES)
 def test_gscos_arms_run_end_to_end_on_a_reference_case_file_and_resume(name, folder, tmp_path, caplog):
     from gsco.collab.arms import generalist_arms

@@ -55,7 +55,7 @@ class GeneralistSettings:
     # image resolution, per family (README's family table; null: the family's default for small medical images)
     min_pixels: int | None = None  # qwen2_5_vl: an image has at least this many pixels (default 256*28*28: 256 tokens)
     max_pixels: int | None = None  # qwen2_5_vl: and at most this many (default 1280*28*28: 1,280 tokens)
-    max_tiles: int | None = None  # internvl: 448 px tiles of 256 tokens an image may be split into (default 12)
+    max_tiles: int | None = None  # internvl: 448 px tiles of 256 tokens an image may become (default 1; card 12)
     image_splitting: bool | None = None  # idefics3, smolvlm: tiles (default false: one tile; the card's true)
     longest_edge: int | None = None  # idefics3, smolvlm: with image_splitting, the edge split (card: 1456/1536)
     question_first: bool = False  # the question's text before the image (MedGemma's card: true)

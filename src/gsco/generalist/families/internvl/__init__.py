@@ -1,8 +1,10 @@
 """InternVL3 in transformers' classes (OpenGVLab/InternVL3-8B-hf, OpenGVLab/InternVL3-78B-hf).
 
-What matters for what the model sees: an image is tiled into 448 px tiles by its aspect ratio (1-12 tiles, plus a
-thumbnail when there is more than one), 256 tokens each between ``<img>`` and ``</img>``, normalised with ImageNet's
-mean and std; a square thumbnail is one tile, 256 tokens. The ChatML template writes no system message (InternVL's own
+What matters for what the model sees: the checkpoint tiles an image into 448 px tiles by its aspect ratio (1-12
+tiles, plus a thumbnail when there is more than one), 256 tokens each between ``<img>`` and ``</img>``, normalised with
+ImageNet's mean and std — whatever its size: a 64 x 48 px image becomes 12 upscaled tiles and a thumbnail, 3,328
+tokens. GSCo's default for small medical images is one tile (``max_tiles=1``: 256 tokens); ``max_tiles=12`` is the
+card's. The ChatML template writes no system message (InternVL's own
 ``chat()`` sends one: ``card_system``); the tokenizer adds no BOS; generation stops at ``<|im_end|>``.
 """
 
@@ -47,7 +49,10 @@ def build():
 FAMILY = Family(
     name="internvl", model_type="internvl", checkpoints="OpenGVLab/InternVL3-8B-hf, OpenGVLab/InternVL3-78B-hf",
     card="OpenGVLab/InternVL3-8B-hf", vision=("vision_tower", "multi_modal_projector"), build_tiny=build,
-    card_system=INTERNVL_SYSTEM, image_keys={"max_tiles": ImageKey("max_patches")},  # the checkpoint's 12 by default
+    card_system=INTERNVL_SYSTEM, image_keys={"max_tiles": ImageKey("max_patches")},
+    # a small medical image gains nothing from being upscaled into tiles: one 448 px tile (the checkpoint's 12 tile a
+    # 64 x 48 px image into 12 tiles and a thumbnail, 3,328 tokens)
+    image_defaults={"max_tiles": 1},
     sizes={
         "internvl3-8b": Size("OpenGVLab/InternVL3-8B-hf", 7.94e9, {
             "vision_config": INTERNVIT_300M, "text_config": QWEN2_5_7B, "downsample_ratio": 0.5,
