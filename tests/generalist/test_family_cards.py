@@ -311,3 +311,21 @@ def test_the_image_keys_set_are_part_of_a_runs_identity():
     assert "images" not in Generalist.identity(cfg)
     cfg.min_pixels = 3136
     assert Generalist.identity(cfg)["images"] == {"min_pixels": 3136}
+
+
+def test_question_first_reaches_the_served_request_and_a_runs_identity():
+    """A served model gets the question's text before the image as well; a resume with the other order is another
+    run (its answers differ), and the default leaves the identity as it was."""
+    from gsco.collab.config import GscoConfig
+    from gsco.generalist.model import Generalist
+    from gsco.generalist.served import ServedGeneralist
+
+    first = ServedGeneralist._messages("data:image/png;base64,AA", "Is it benign?", "Be brief.", question_first=True)
+    assert [c["type"] for c in first[1]["content"]] == ["text", "image_url"] and first[0]["role"] == "system"
+    default = ServedGeneralist._messages("data:image/png;base64,AA", "Is it benign?", None)
+    assert [c["type"] for c in default[0]["content"]] == ["image_url", "text"]
+    cfg = GscoConfig(model="tiny")
+    assert "question_first" not in Generalist.identity(cfg)
+    cfg.question_first = True
+    assert Generalist.identity(cfg)["question_first"] is True
+    assert ServedGeneralist.identity(cfg)["question_first"] is True
